@@ -28,10 +28,10 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/spatialctl-bench-mqa")
     args = ap.parse_args()
 
-    from stages.make_qa import MakeQAConfig, generate_scene, run
-    from stages.make_qa.scene import load_scene
-    from stages.synth import SynthConfig
-    from stages.synth import run as synth_run
+    from spatialctl.stages.make_qa import MakeQAConfig, generate_scene, run
+    from spatialctl.stages.make_qa.scene import load_scene
+    from spatialctl.stages.synth import SynthConfig
+    from spatialctl.stages.synth import run as synth_run
 
     presets = ["indoor", "tabletop", "tiny-tabletop", "outdoor"]
     cameras = ["walk", "orbit", "pan"]

@@ -171,8 +171,8 @@ def synthetic_pairs(n: int, hw: tuple[int, int], graph: str, noise: float = 0.01
     import numpy as np
 
     from spatialctl import camera
-    from stages.reconstruct.graph import make_pairs
-    from stages.synth import SynthConfig, generate
+    from spatialctl.stages.reconstruct.graph import make_pairs
+    from spatialctl.stages.synth import SynthConfig, generate
 
     _, truth = generate(SynthConfig(seed=seed, preset="indoor", frames=n, width=hw[1], height=hw[0], moving=0))
     a = truth.scene_arrays
@@ -226,7 +226,7 @@ def align_worker(spec: dict) -> dict:
         base = _rss_bytes()
     start, cpu_start = time.perf_counter(), time.process_time()
     if spec["variant"] == "ours":
-        from stages.reconstruct.align import AlignConfig, global_align
+        from spatialctl.stages.reconstruct.align import AlignConfig, global_align
 
         cfg = AlignConfig(niter=spec["niter"], device=str(device))
         if spec.get("chunk_pairs"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.synth import SynthConfig, generate, run  # noqa: E402
+from spatialctl.stages.synth import SynthConfig, generate, run  # noqa: E402
 
 
 def peak_rss_mb() -> float:

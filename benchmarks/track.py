@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.synth import SynthConfig, generate  # noqa: E402
-from stages.track import PackedMasks  # noqa: E402
-from stages.track.detect import Detector  # noqa: E402
-from stages.track.lift import lift_tracks  # noqa: E402
-from stages.track.propagate import Segmenter  # noqa: E402
+from spatialctl.stages.synth import SynthConfig, generate  # noqa: E402
+from spatialctl.stages.track import PackedMasks  # noqa: E402
+from spatialctl.stages.track.detect import Detector  # noqa: E402
+from spatialctl.stages.track.lift import lift_tracks  # noqa: E402
+from spatialctl.stages.track.propagate import Segmenter  # noqa: E402
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "cup", "ball", "book", "bottle", "box", "can"]
 

@@ -56,7 +56,7 @@ def make_base(path: str, a) -> str:
 def variant(a) -> dict:
     import torch
 
-    from stages.train_gsm import TrainGSMConfig, run
+    from spatialctl.stages.train_gsm import TrainGSMConfig, run
 
     root = a.workdir
     base = os.path.join(root, "base")
@@ -75,7 +75,7 @@ def variant(a) -> dict:
     step_s = statistics.median(steps)
     # tokens per sample: video + geometry + text, from the prompt the data pipeline builds
     from spatialctl import qwen
-    from stages.train_gsm.data import QADataset, load_records
+    from spatialctl.stages.train_gsm.data import QADataset, load_records
 
     tok = qwen.load_tokenizer(base)
     records, urls = load_records(qa, scenes)

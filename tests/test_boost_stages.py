@@ -36,7 +36,7 @@ def _records(tmp_path, n=2) -> list[qa_format.QARecord]:
 
 
 def _models(models_dir, stage_llm_lora=False):
-    from stages.boost_encoder import projector, train
+    from spatialctl.stages.boost_encoder import projector, train
 
     enc_dir, llm_dir = models_dir
     tokenizer, llm, _ = train.load_llm(llm_dir, torch.float32, torch.device("cpu"))
@@ -53,7 +53,7 @@ def _snapshot(models):
 
 
 def test_chat_encoding_supervises_only_answers(models_dir, tmp_path):
-    from stages.boost_encoder import data
+    from spatialctl.stages.boost_encoder import data
 
     tokenizer, _ = _models(models_dir)
     record = _records(tmp_path, 1)[0]
@@ -70,7 +70,7 @@ def test_chat_encoding_supervises_only_answers(models_dir, tmp_path):
 
 @pytest.mark.parametrize("stage", [1, 3])
 def test_stage_trains_exactly_its_parameters(models_dir, tmp_path, stage):
-    from stages.boost_encoder import data, train
+    from spatialctl.stages.boost_encoder import data, train
 
     tokenizer, models = _models(models_dir)
     if stage == 3:
@@ -94,7 +94,7 @@ def test_stage_trains_exactly_its_parameters(models_dir, tmp_path, stage):
 
 
 def test_stage3_requires_grad_set(models_dir):
-    from stages.boost_encoder import train
+    from spatialctl.stages.boost_encoder import train
 
     _, models = _models(models_dir)
     boost.wrap(models.encoder, models.family, [0])

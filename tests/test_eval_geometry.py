@@ -9,9 +9,9 @@ from PIL import Image
 from spatialctl import camera, store
 from spatialctl.errors import SpatialctlError
 from spatialctl.geometry_metrics import apply_sim3_to_poses
-from stages.eval.geometry import GeometryEvalConfig, associate, run
-from stages.synth import SynthConfig, generate
-from stages.synth.truth import scene_attrs
+from spatialctl.stages.eval.geometry import GeometryEvalConfig, associate, run
+from spatialctl.stages.synth import SynthConfig, generate
+from spatialctl.stages.synth.truth import scene_attrs
 
 PROV = {"stage": "test", "config_hash": "x"}
 

@@ -9,8 +9,8 @@ import pytest
 
 from spatialctl.errors import SpatialctlError
 from spatialctl.qa_format import QARecord, write_qa
-from stages.eval.benches import load_items
-from stages.eval.qa import QAEvalConfig, bootstrap, run
+from spatialctl.stages.eval.benches import load_items
+from spatialctl.stages.eval.qa import QAEvalConfig, bootstrap, run
 
 
 def write_jsonl(path, rows):

@@ -12,7 +12,7 @@ from spatialctl import qwen
 from spatialctl.errors import SpatialctlError
 from spatialctl.qa_format import QARecord, write_qa
 from spatialctl.video import write_video
-from stages.eval.runner import RunnerConfig, read_done, run, sample_video
+from spatialctl.stages.eval.runner import RunnerConfig, read_done, run, sample_video
 
 
 @pytest.fixture(scope="module")

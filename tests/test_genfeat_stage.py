@@ -12,8 +12,8 @@ from spatialctl import jobs, store
 from spatialctl.models import wan_features as wf
 from spatialctl.models.wan_random import RandomWanSpec, save_random_wan
 from spatialctl.video import write_video
-from stages import extract_gen_features as stage
-from stages.extract_gen_features import GenFeatConfig
+from spatialctl.stages import extract_gen_features as stage
+from spatialctl.stages.extract_gen_features import GenFeatConfig
 
 
 @pytest.fixture(scope="module")

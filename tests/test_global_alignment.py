@@ -8,7 +8,7 @@ import torch
 
 from spatialctl import camera
 from spatialctl.errors import SpatialctlError
-from stages.reconstruct.align import (
+from spatialctl.stages.reconstruct.align import (
     AlignConfig,
     focal_from_pointmap,
     global_align,
@@ -16,8 +16,8 @@ from stages.reconstruct.align import (
     rotmat_to_quat,
     weighted_umeyama,
 )
-from stages.reconstruct.graph import make_pairs
-from stages.synth import SynthConfig, generate
+from spatialctl.stages.reconstruct.graph import make_pairs
+from spatialctl.stages.synth import SynthConfig, generate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

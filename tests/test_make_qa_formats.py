@@ -14,8 +14,8 @@ from spatialctl.qa_format import QARecord, read_qa, to_qwen, to_sharegpt, write_
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    from stages.synth import SynthConfig
-    from stages.synth import run as synth_run
+    from spatialctl.stages.synth import SynthConfig
+    from spatialctl.stages.synth import run as synth_run
 
     root = tmp_path_factory.mktemp("mqaf")
     out = []
@@ -27,7 +27,7 @@ def stores(tmp_path_factory):
 
 
 def _run(tmp_path, stores, **kw):
-    from stages.make_qa import MakeQAConfig, run
+    from spatialctl.stages.make_qa import MakeQAConfig, run
 
     cfg = MakeQAConfig(out=str(tmp_path / "qa.jsonl"), per_scene=kw.pop("per_scene", 8), quiet=True, **kw)
     return run(cfg, stores)
@@ -138,7 +138,7 @@ def _tiny_lm(path):
 
 
 def test_rephrase_keeps_answer_or_original(tmp_path, stores):
-    from stages.make_qa.rephrase import keeps_answer
+    from spatialctl.stages.make_qa.rephrase import keeps_answer
 
     assert keeps_answer("How far is the chair, 2.5 m?", "What distance is the chair at, 2.5 m?", ["chair"])
     assert not keeps_answer("How far is the chair, 2.5 m?", "How far is the chair, 3.5 m?", ["chair"])

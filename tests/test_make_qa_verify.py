@@ -33,9 +33,9 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def qa(tmp_path_factory):
-    from stages.make_qa import MakeQAConfig, run
-    from stages.synth import SynthConfig
-    from stages.synth import run as synth_run
+    from spatialctl.stages.make_qa import MakeQAConfig, run
+    from spatialctl.stages.synth import SynthConfig
+    from spatialctl.stages.synth import run as synth_run
 
     root = tmp_path_factory.mktemp("mqa")
     stores = []

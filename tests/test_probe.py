@@ -7,7 +7,7 @@ import pytest
 from boost_tiny import make_tiny_encoder
 
 from spatialctl.errors import SpatialctlError
-from stages import probe
+from spatialctl.stages import probe
 
 
 def test_patch_depth_means_valid_pixels_per_footprint():

@@ -192,7 +192,7 @@ def test_metric_scale_depthpro_rescales_consistently(assets, tmp_path):
 
 def test_image_folder_sampling_and_errors(tmp_path):
     from spatialctl.errors import SpatialctlError
-    from stages.reconstruct.frames import load_frames
+    from spatialctl.stages.reconstruct.frames import load_frames
 
     for i in range(6):
         Image.fromarray(np.full((8, 10, 3), i, np.uint8)).save(tmp_path / f"{i}.png")

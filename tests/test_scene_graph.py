@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spatialctl.errors import UsageError
-from stages.reconstruct.graph import make_pairs, parse_scene_graph
+from spatialctl.stages.reconstruct.graph import make_pairs, parse_scene_graph
 
 
 def undirected(pairs):

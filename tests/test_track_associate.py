@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.track.associate import Associator, match_masks, merge_tracklets
+from spatialctl.stages.track.associate import Associator, match_masks, merge_tracklets
 
 H, W, F = 60, 80, 40.0  # image size and focal length of a camera at the origin looking along +z
 

@@ -9,7 +9,7 @@ import torch
 from track_models import build_grounding_dino, build_owlv2, build_sam2_video
 
 from spatialctl.errors import SpatialctlError, UsageError
-from stages.track.detect import (
+from spatialctl.stages.track.detect import (
     DEFAULT_VOCABULARY,
     Detection,
     Detector,
@@ -17,7 +17,7 @@ from stages.track.detect import (
     parse_labels,
     suppress_duplicates,
 )
-from stages.track.propagate import IMAGENET_MEAN, IMAGENET_STD, Segmenter, preprocess_frame
+from spatialctl.stages.track.propagate import IMAGENET_MEAN, IMAGENET_STD, Segmenter, preprocess_frame
 
 
 def test_parse_labels(tmp_path):

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from track_scene import render
 
-from stages.track import PackedMasks
-from stages.track.lift import (
+from spatialctl.stages.track import PackedMasks
+from spatialctl.stages.track.lift import (
     LiftConfig,
     footprint_yaw,
     lift_tracks,
@@ -100,7 +100,7 @@ def _observed(masks, pointmaps, depth, tracks, o, size, hw):
 
 @pytest.mark.parametrize("seed", [5, 6])
 def test_synth_truth_masks_and_depth(seed):
-    from stages.synth import SynthConfig, generate
+    from spatialctl.stages.synth import SynthConfig, generate
 
     h, w = 288, 384
     _, truth = generate(SynthConfig(seed=seed, frames=24, width=w, height=h))

@@ -15,8 +15,8 @@ from tiny_qwen import make_tiny_qwen
 
 from spatialctl import gsm, qa_format, qwen
 from spatialctl.errors import SpatialctlError
-from stages.train_gsm import TrainGSMConfig, run
-from stages.train_gsm.experts import decision_stats, record_scales, separation
+from spatialctl.stages.train_gsm import TrainGSMConfig, run
+from spatialctl.stages.train_gsm.experts import decision_stats, record_scales, separation
 
 # Two scales built to be separable: tabletop questions (scene s0, small objects) always answer A, outdoor
 # questions (scene s1, street objects) always answer C. Only a router that follows the scale gets both right.

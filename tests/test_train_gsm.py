@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from tiny_qwen import make_tiny_qwen
 
 from spatialctl import gsm, qwen
-from stages.train_gsm import TrainGSMConfig, run
-from stages.train_gsm.data import QADataset, StepBatchSampler, load_records
-from stages.train_gsm.model import build_model
+from spatialctl.stages.train_gsm import TrainGSMConfig, run
+from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
+from spatialctl.stages.train_gsm.model import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -56,7 +56,7 @@ def boost_encoder(
     quiet: Quiet = False,
 ) -> None:
     """SpatialBoost: projector alignment, instruction tuning (LoRA), then dual-channel attention on the encoder."""
-    from stages.boost_encoder import BoostConfig, run
+    from spatialctl.stages.boost_encoder import BoostConfig, run
 
     setup_logging(quiet)
     config = BoostConfig(out=out, encoder=encoder, llm=llm, stage=stage, layers=parse_layers(layers),
@@ -89,7 +89,7 @@ def probe(
     quiet: Quiet = False,
 ) -> None:
     """Linear depth probe on frozen patch features of synth frames: AbsRel of the base (and boosted) encoder."""
-    from stages.probe import ProbeConfig, run
+    from spatialctl.stages.probe import ProbeConfig, run
 
     setup_logging(quiet)
     config = ProbeConfig(encoder=encoder, boost=boost, train_fraction=train_fraction, ridge=ridge,

@@ -47,8 +47,8 @@ def qa(
 ) -> None:
     """Score predictions against a benchmark and write a report with per-task bootstrap intervals."""
     from spatialctl.scoring import PARSERS
-    from stages.eval.benches import LAYOUTS
-    from stages.eval.qa import BENCHES, QAEvalConfig, run
+    from spatialctl.stages.eval.benches import LAYOUTS
+    from spatialctl.stages.eval.qa import BENCHES, QAEvalConfig, run
 
     setup_logging(quiet)
     if bench not in BENCHES:
@@ -87,7 +87,7 @@ def run_model(
 ) -> None:
     """Answer QA records with Qwen2.5-VL (greedy, batched, resumable) into a predictions JSONL."""
     from spatialctl.options import progress
-    from stages.eval.runner import RunnerConfig, run
+    from spatialctl.stages.eval.runner import RunnerConfig, run
 
     setup_logging(quiet)
     if frames < 1 or batch_size < 1 or max_new_tokens < 1:
@@ -137,7 +137,7 @@ def geometry(
 ) -> None:
     """ATE (Sim(3)/SE(3)), RPE, depth AbsRel / δ<1.25 and point-cloud accuracy / completeness against truth."""
     from spatialctl.geometry_metrics import DEPTH_ALIGNS
-    from stages.eval.geometry import GeometryEvalConfig, run
+    from spatialctl.stages.eval.geometry import GeometryEvalConfig, run
 
     setup_logging(quiet)
     if rpe_delta < 1:

@@ -33,7 +33,7 @@ def extract_gen_features(
     quiet: Quiet = False,
 ) -> None:
     """Add a `genfeat` group (float16 N x gh x gw x C) to each scene store: Wan2.1 DiT block features (VEGA-3D)."""
-    from stages.extract_gen_features import GenFeatConfig, run
+    from spatialctl.stages.extract_gen_features import GenFeatConfig, run
 
     setup_logging(quiet)
     config = GenFeatConfig(model=model, timestep=timestep, shift=shift, layer=layer, grid=grid, resolution=resolution,

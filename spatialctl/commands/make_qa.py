@@ -28,7 +28,7 @@ def make_qa(
 ) -> None:
     """Generate verified spatial QA: DSR dynamic, VSI static, hierarchical multi-turn and all-scale families."""
     from spatialctl import jobs
-    from stages.make_qa import MakeQAConfig, run
+    from spatialctl.stages.make_qa import MakeQAConfig, run
 
     setup_logging(quiet)
     inputs = jobs.resolve_inputs(scenes)
@@ -43,7 +43,7 @@ def make_qa(
                           max_images=max_images, quiet=quiet)
     result = run(config, inputs, progress=progress(quiet, "make-qa", "scene"))
     if stats and not quiet:
-        from stages.make_qa.stats import render
+        from spatialctl.stages.make_qa.stats import render
 
         typer.echo(render(result["stats"]), err=True)
     summary = {k: v for k, v in result.items() if k != "stats"}

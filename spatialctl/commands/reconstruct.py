@@ -38,7 +38,7 @@ def reconstruct(
 ) -> None:
     """Reconstruct each input with DUSt3R and our global alignment into a scene store (frames, depth, conf,
     world pointmaps, intrinsics, cam2world)."""
-    from stages.reconstruct import ReconstructConfig, run
+    from spatialctl.stages.reconstruct import ReconstructConfig, run
 
     setup_logging(quiet)
     config = ReconstructConfig(model=model, scene_graph=scene_graph, fps=fps, stride=stride, max_frames=max_frames,

@@ -15,7 +15,7 @@ from spatialctl.errors import UsageError
 def _output_for(stage: str):
     module_name = stage.replace("-", "_")
     try:
-        module = importlib.import_module(f"stages.{module_name}")
+        module = importlib.import_module(f"spatialctl.stages.{module_name}")
     except ModuleNotFoundError:
         raise UsageError(f"--stage {stage}: no such stage") from None
     if not hasattr(module, "output_for"):

@@ -35,7 +35,7 @@ def synth(
     quiet: Quiet = False,
 ) -> None:
     """Render a synthetic scene with exact ground truth: video.mp4 + scene.zarr (geometry and tracks)."""
-    from stages.synth import SynthConfig, run
+    from spatialctl.stages.synth import SynthConfig, run
 
     setup_logging(quiet)
     width, height = _size(size)

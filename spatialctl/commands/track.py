@@ -25,8 +25,8 @@ def track(
     quiet: Quiet = False,
 ) -> None:
     """Add a `tracks` group to each scene store: per object a label, masks, 3D centroids, boxes and velocities."""
-    from stages.track import TrackConfig, run
-    from stages.track.detect import parse_labels
+    from spatialctl.stages.track import TrackConfig, run
+    from spatialctl.stages.track.detect import parse_labels
 
     setup_logging(quiet)
     config = TrackConfig(labels=parse_labels(labels, labels_file), detector=detector, detector_model=detector_model,

@@ -76,7 +76,7 @@ def train_gsm(
     setup_logging(quiet)
     if resume and overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
-    from stages.train_gsm import TrainGSMConfig, run
+    from spatialctl.stages.train_gsm import TrainGSMConfig, run
 
     cfg = TrainGSMConfig(
         qa=qa, out=out, scenes=scenes, base=base, geometry=tuple(g.strip() for g in geometry.split(",") if g.strip()),

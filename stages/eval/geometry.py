@@ -24,7 +24,7 @@ import numpy as np
 
 from spatialctl import camera, geometry_metrics, store
 from spatialctl.errors import SpatialctlError
-from stages.eval import report
+from spatialctl.stages.eval import report
 
 log = logging.getLogger("spatialctl.eval")
 

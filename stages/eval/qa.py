@@ -30,7 +30,7 @@ import numpy as np
 
 from spatialctl.errors import SpatialctlError
 from spatialctl.scoring import get_parser, score_item
-from stages.eval import benches, report
+from spatialctl.stages.eval import benches, report
 
 log = logging.getLogger("spatialctl.eval")
 

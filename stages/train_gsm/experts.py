@@ -37,8 +37,8 @@ import torch
 from spatialctl import gsm, qa_format, qwen
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
-from stages.train_gsm.config import TrainGSMConfig
-from stages.train_gsm.model import gsm_config
+from spatialctl.stages.train_gsm.config import TrainGSMConfig
+from spatialctl.stages.train_gsm.model import gsm_config
 
 log = logging.getLogger("train-gsm")
 SCALE_ORDER = ("tiny_tabletop", "tabletop", "indoor", "outdoor")
@@ -121,7 +121,7 @@ def build_router_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, 
 @torch.no_grad()
 def router_usage(cfg: TrainGSMConfig, batch_size: int = 8) -> dict:
     """The saved run's router on the run's QA records: share per expert and entropy, overall and per scale."""
-    from stages.train_gsm.data import load_records
+    from spatialctl.stages.train_gsm.data import load_records
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = qwen.load_tokenizer(cfg.base)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from spatialctl import gsm, qwen
-from stages.train_gsm.config import TrainGSMConfig
-from stages.train_gsm.rewards import RewardFunction, group_advantages
+from spatialctl.stages.train_gsm.config import TrainGSMConfig
+from spatialctl.stages.train_gsm.rewards import RewardFunction, group_advantages
 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor,

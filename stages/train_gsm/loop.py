@@ -24,11 +24,11 @@ from tqdm import tqdm
 from spatialctl import gsm, jobs, qwen
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
-from stages.train_gsm.config import TrainGSMConfig
-from stages.train_gsm.data import QADataset, StepBatchSampler, load_records
-from stages.train_gsm.grpo import GRPOObjective
-from stages.train_gsm.model import build_model, param_groups
-from stages.train_gsm.rewards import RewardFunction
+from spatialctl.stages.train_gsm.config import TrainGSMConfig
+from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
+from spatialctl.stages.train_gsm.grpo import GRPOObjective
+from spatialctl.stages.train_gsm.model import build_model, param_groups
+from spatialctl.stages.train_gsm.rewards import RewardFunction
 
 log = logging.getLogger("train-gsm")
 CKPT_DIR = "checkpoints"
@@ -77,7 +77,7 @@ def run(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = None
     """Train and write the adapter folder ``cfg.out``; ``on_step(step, loss)`` runs after every optimizer step."""
     _check(cfg)
     if cfg.experts == "scale":
-        from stages.train_gsm.experts import run_experts
+        from spatialctl.stages.train_gsm.experts import run_experts
 
         return run_experts(cfg, on_step, _train)
     return _train(cfg, on_step)

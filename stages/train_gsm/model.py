@@ -6,7 +6,7 @@ import torch
 
 from spatialctl import gsm, qwen
 from spatialctl.errors import SpatialctlError
-from stages.train_gsm.config import TrainGSMConfig
+from spatialctl.stages.train_gsm.config import TrainGSMConfig
 
 
 def lora_target_regex(targets) -> str:
