@@ -117,23 +117,32 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
         (keep if r.history else by_type[f"{r.family}/{r.type}"]).append(r)
     for t, group in sorted(by_type.items()):
         group = _order(group, seed)
-        keys = [answer_key(r) for r in group]
-        counts = Counter(keys)
-        if target and t in target:
-            limit = _target_caps(counts, target[t])
-        else:
-            pooled = all(r.metadata.get("option_pool") is not None for r in group)
-            m = water_fill(counts, share_limit(counts, spread=SPREAD if pooled else CLOSED_SPREAD))
-            limit = dict.fromkeys(counts, m)
-        used: Counter = Counter()
-        kept = []
-        for r, k in zip(group, keys, strict=True):
-            if used[k] < limit.get(k, 0):
-                used[k] += 1
-                kept.append(r)
-        keep.extend(_cap_pools(_cap_steps(kept)))
+        for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
+            n = len(group)
+            group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None)))
+            if len(group) == n:
+                break
+        keep.extend(group)
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
+
+
+def _cap_answers(group: list[QARecord], target: dict | None) -> list[QARecord]:
+    keys = [answer_key(r) for r in group]
+    counts = Counter(keys)
+    if target:
+        limit = _target_caps(counts, target)
+    else:
+        pooled = all(r.metadata.get("option_pool") is not None for r in group)
+        m = water_fill(counts, share_limit(counts, spread=SPREAD if pooled else CLOSED_SPREAD))
+        limit = dict.fromkeys(counts, m)
+    used: Counter = Counter()
+    kept = []
+    for r, k in zip(group, keys, strict=True):
+        if used[k] < limit.get(k, 0):
+            used[k] += 1
+            kept.append(r)
+    return kept
 
 
 def _cap_pools(group: list[QARecord]) -> list[QARecord]:
@@ -194,26 +203,39 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
     sampling with inclusion probabilities pi(d) = n p(d) (Madow), conditioned on containing the true answer: the
     pool's answers in a random order, laid end to end with lengths pi(d); a point x uniform in the true answer's
     stretch; the n options are the answers under x, x + 1, ..., x + n - 1 (mod n). Then p(a) P(S | a) = P(S) / n
-    for every a in S. A pool with fewer than n distinct answers (a small run) keeps the generator's options, and
-    its records say so in ``metadata["options_from"]``. Ids are recomputed (options are part of them)."""
+    for every a in S. A pool with fewer than n distinct answers draws from its coarser
+    ``metadata["option_pool_fallback"]`` if it has one with enough, else (a small run) keeps the generator's
+    options; ``metadata["options_from"]`` says which. Ids are recomputed (options are part of them)."""
     pools: dict[str, list[QARecord]] = defaultdict(list)
     for r in records:
         p = r.metadata.get("option_pool")
         if p is not None and r.answer_type == "mc":
             pools[p].append(r)
+    # A pool with too few distinct answers lends from its coarser fallback pool (metadata["option_pool_fallback"]):
+    # the records of every pool that names it.
+    fallback: dict[str, list[QARecord]] = defaultdict(list)
+    for r in records:
+        p = r.metadata.get("option_pool_fallback")
+        if p is not None and r.answer_type == "mc" and r.metadata.get("option_pool") is not None:
+            fallback[p].append(r)
+    answers = {k: Counter(x.answer_option for x in v) for k, v in fallback.items()}
     for name, group in sorted(pools.items()):
         rng = random.Random(f"{seed}:{name}")
         group = _order(group, seed)
-        counts = Counter(r.answer_option for r in group)
-        texts = sorted(counts)
+        own = Counter(r.answer_option for r in group)
         for r in group:
             n = len(r.options)
-            if len(texts) < n:
+            source, counts = group, own
+            if len(own) < n and r.metadata.get("option_pool_fallback") in fallback:
+                source = fallback[r.metadata["option_pool_fallback"]]
+                counts = answers[r.metadata["option_pool_fallback"]]
+            if len(counts) < n:
                 r.metadata["options_from"] = "generator"
                 continue
-            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(group)) for t in texts], r.answer_option, n,
+            texts = sorted(counts)
+            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(source)) for t in texts], r.answer_option, n,
                                  rng)
-            r.metadata["options_from"] = "pool"
+            r.metadata["options_from"] = "pool" if source is group else "fallback pool"
             truth = r.answer_option
             r.options = chosen
             r.answer = LETTERS[chosen.index(truth)]

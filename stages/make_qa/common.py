@@ -75,12 +75,12 @@ def mc(answer: str, distractors: list[str], rng: random.Random, n: int = 4) -> t
 
 
 def rebalance_letters(records: list[QARecord], rng: np.random.Generator) -> None:
-    """Move each MC answer to a letter so that, per option count, letters are used equally often (±1)."""
-    by_n: dict[int, list[QARecord]] = {}
+    """Move each MC answer to a letter so that, per type and option count, letters are used equally often (±1)."""
+    by_n: dict[tuple, list[QARecord]] = {}
     for r in records:
         if r.answer_type == "mc" and r.metadata.get("options_ordered") is not True:
-            by_n.setdefault(len(r.options), []).append(r)
-    for n, group in sorted(by_n.items()):
+            by_n.setdefault((r.family, r.type, len(r.options)), []).append(r)
+    for (_, _, n), group in sorted(by_n.items()):
         targets = np.arange(len(group)) % n
         rng.shuffle(targets)
         for r, t in zip(group, targets, strict=True):

@@ -47,7 +47,7 @@ DIR_MARGIN = 0.05
 ANGLE_MARGIN = 10.0  # degrees from a sector boundary
 NOISE_FRACTION = 0.01  # position noise as a fraction of the scene extent
 KEY_TIMES = {"distance": (3, 4, 5), "direction": (3, 4, 5), "direction_prediction": (3, 4, 5),
-             "orientation": (2, 3, 4), "speed": (4, 5, 6), "speed_comparison": (3, 4, 5)}
+             "orientation": (2, 3, 4), "speed": (4, 5), "speed_comparison": (3, 4, 5)}
 
 DISTANCE_PHRASE = ("getting farther apart", "getting closer", "staying about the same distance apart")
 SPEED_PHRASE = ("speeding up", "slowing down", "keeping about the same speed")
@@ -365,10 +365,12 @@ class DSRGenerator:
         return ok & self._named(m) & ~amb.any(-1), {"codes": codes}, 5
 
     def _speeds(self, mode, m):
-        """(speeds (V, O, K, m-1), ok (V, O, K), dt (K, m-1)) between consecutive key frames."""
+        """(speeds (V, O, K, m-1), ok (V, O, K), dt (K, m-1)) between consecutive key frames; only objects that
+        move (a still object's speed is the viewer's own motion, which its label would give away)."""
         loc, ok = self.tables.positions(mode, m)
         dt = np.diff(self.scene.timestamps[key_frame_sets(self.scene.n_frames, m)[0]], axis=1)
-        return _norm(np.diff(loc, axis=-1)) / dt, ok & self._named(m), dt
+        movers = np.asarray(self.scene.moving, bool)[None, :, None]
+        return _norm(np.diff(loc, axis=-1)) / dt, ok & self._named(m) & movers, dt
 
     def _table_speed(self, mode, m):
         sp, ok, dt = self._speeds(mode, m)
@@ -445,10 +447,13 @@ class DSRGenerator:
     def _draft(self, qtype, question, mode, kind, agent, frames, objs, refs, codes, phrases, shown=None, **extra):
         meta = self._meta(mode, kind, agent, frames, objs, codes, phrases, **extra)
         answer = phases_text(meta["phases"])
-        counts = pool_phases(len(meta["phases"]), sum(1 for p in phrases if p))
+        counts = tuple(k for k in pool_phases(len(meta["phases"]), sum(1 for p in phrases if p)) if k <= len(codes))
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
-        meta["option_pool"] = f"dsr/{qtype}/{'-'.join(map(str, counts))}"
+        # Pooled with questions of the same mode, viewpoint kind and number of steps: no option has more phases than
+        # the question allows, and what the question says about its viewpoint tells nothing about the answer.
+        meta["option_pool"] = f"dsr/{qtype}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
+        meta["option_pool_fallback"] = f"dsr/{qtype}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         rng = random.Random(zlib.crc32(repr((qtype, frames, objs)).encode()))
         fallback = _fallback_options(phrases, counts)
         opts = mc(answer, rng.sample(fallback, 4), rng)
