@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spatialctl import boost, jobs, qa_format
+from spatialctl import boost, io, jobs, qa_format
 from spatialctl.errors import SpatialctlError, UsageError
 
 log = logging.getLogger("spatialctl.boost_encoder")
@@ -179,7 +179,7 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
             encoder_ref = os.path.abspath(config.encoder) if os.path.isdir(config.encoder) else config.encoder
             spec = boost.BoostSpec(encoder=encoder_ref, family=family.name, layers=layers,
                                    per_channel=config.per_channel, model_type=str(encoder.config.model_type))
-            boost.write_json_atomic(os.path.join(config.out, boost.BOOST_CONFIG), {
+            io.write_json(os.path.join(config.out, boost.BOOST_CONFIG), {
                 "llm": config.llm, "projector": models.projector.meta(), "image_size": config.image_size,
                 "provenance": provenance})
             boost.save_delta(models.encoder, spec, config.out)
@@ -187,7 +187,7 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
             alphas = [float(m.alpha.mean()) for _, m in boost.boosted_modules(models.encoder)]
             stats["alpha_mean"] = float(sum(alphas) / len(alphas))
         state["stages"][str(stage)] = stats
-        boost.write_json_atomic(os.path.join(config.out, STATE_FILE), state)
+        io.write_json(os.path.join(config.out, STATE_FILE), state)
         log.info("stage %d: loss %.4f -> %.4f over %d steps", stage, stats["first_loss"], stats["last_loss"],
                  stats["steps"])
     if config.merge:

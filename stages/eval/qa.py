@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialctl import io
 from spatialctl.errors import SpatialctlError
 from spatialctl.scoring import get_parser, score_item
 from spatialctl.stages.eval import benches, report
@@ -202,10 +203,6 @@ def run(config: QAEvalConfig, predictions: str, gt: str | None, out_dir: str) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scores_path = out / "scores.jsonl"
-    tmp = scores_path.with_name(scores_path.name + ".partial")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, default=str) + "\n")
-    tmp.replace(scores_path)
+    io.write_lines(scores_path, (json.dumps(r, default=str) for r in rows))
     files = [str(scores_path)] + report.write_qa_report(summary, out, plots=config.plots)
     return QAEvalOutputs(summary, files)

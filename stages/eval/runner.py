@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl import gsm, jobs, qa_format, qwen
+from spatialctl import gsm, io, jobs, qa_format, qwen
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 
@@ -121,9 +121,7 @@ def read_done(path: Path) -> set[str]:
             if n != len(lines) - 1:
                 raise SpatialctlError(f"{path}: line {n + 1} is not a prediction; not resuming over it") from None
     if "".join(good) != "".join(lines):
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text("".join(good))
-        tmp.replace(path)
+        io.write_text(path, "".join(good))
     return done
 
 
@@ -139,9 +137,7 @@ def _check_sidecar(out: Path, config: RunnerConfig, qa_path: str) -> None:
             raise SpatialctlError(f"{out}: written with another config (model/adapter/frames/tokens); "
                                   "pass --overwrite or another --out")
         return
-    tmp = sidecar.with_name(sidecar.name + ".partial")
-    tmp.write_text(json.dumps(prov, indent=2, default=str))
-    tmp.replace(sidecar)
+    io.write_json(sidecar, prov, sort_keys=False, default=str)
 
 
 # ---------------------------------------------------------------------------------------------- model

@@ -34,7 +34,7 @@ import os
 import numpy as np
 import torch
 
-from spatialctl import gsm, qa_format, qwen
+from spatialctl import gsm, io, qa_format, qwen
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
@@ -79,7 +79,7 @@ def run_experts(cfg: TrainGSMConfig, on_step, train):
     result.experts = results
     if _is_main_process():
         usage = router_usage(cfg)
-        gsm._write_json(os.path.join(cfg.out, ROUTER_USAGE), usage)
+        io.write_json(os.path.join(cfg.out, ROUTER_USAGE), usage)
         if not cfg.quiet:
             log.info("router usage: %s", json.dumps(usage["overall"]))
     return result

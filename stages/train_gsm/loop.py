@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from spatialctl import gsm, jobs, qwen
+from spatialctl import gsm, io, jobs, qwen
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
@@ -197,7 +197,7 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
         gsm.save_adapter(cfg.out, unwrapped, gsm_cfg, base=cfg.base,
                          prompt_suffix=cfg.grpo_prompt if cfg.objective == "grpo" else "")
         provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *scene_urls.values()])
-        gsm._write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
+        io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
             "config": jobs.config_dict(cfg), "world_size": world, "total_steps": total_steps,
             "distributed_type": str(accelerator.distributed_type).split(".")[-1],
             "samples_per_step": samples_per_step, "mixed_precision": "bf16" if use_bf16 else "no",
@@ -264,8 +264,7 @@ def _save_checkpoint(root: str, step: int, accelerator, model, optimizer, schedu
             json.dump({"step": step, "world_size": accelerator.num_processes, "config_hash": jobs.config_hash(cfg)}, f)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        io.commit(tmp, final)
         done = sorted(n for n in os.listdir(root) if n.startswith("step-") and not n.endswith(".partial"))
         for old in done[: max(0, len(done) - max(1, cfg.keep_checkpoints))]:
             shutil.rmtree(os.path.join(root, old), ignore_errors=True)
