@@ -78,7 +78,7 @@ def quiet_opt() -> Any:
 
 
 def device_opt() -> Any:
-    return opt("auto", "torch device (cpu, cuda, cuda:1, ...); auto picks cuda when available.", runtime=True)
+    return opt("auto", "torch device; auto picks cuda when available.", runtime=True)
 
 
 def split_list(text: str | Sequence[str]) -> tuple[str, ...]:
