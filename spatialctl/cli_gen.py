@@ -84,12 +84,14 @@ def config_from_options(cls: type, values: dict[str, Any]):
 
 
 def _report_for(stage: Stage) -> Callable[[Any, Any], None]:
-    """The command's ``report(config, result)`` in ``spatialctl/commands/``; item stages share `finish`."""
+    """What the command prints: ``report`` (or ``report_<sub>`` for a subcommand) in ``spatialctl/commands/<name>``;
+    item stages without one share `finish` (counts on stderr, exit 1 when an item failed)."""
+    words = stage.name.replace("-", "_").split()
     try:
-        module = importlib.import_module("spatialctl.commands." + stage.name.split()[-1].replace("-", "_"))
+        module = importlib.import_module("spatialctl.commands." + words[0])
     except ModuleNotFoundError:
         return lambda config, summary: finish(summary, getattr(config, "quiet", False))
-    return module.report
+    return getattr(module, "report" if len(words) == 1 else f"report_{words[1]}")
 
 
 def command(stage: Stage) -> Callable[..., None]:

@@ -10,6 +10,12 @@ import numpy as np
 from spatialctl import io
 
 
+def default_out(path: str, suffix: str) -> str:
+    """Where a report goes by default: ``preds.jsonl`` -> ``preds<suffix>``, ``x/scene.zarr`` -> ``x/scene<suffix>``."""
+    p = Path(path.rstrip("/"))
+    return str(p.with_name(p.name.removesuffix(".zarr").removesuffix(".jsonl") + suffix))
+
+
 def _pyplot():
     import matplotlib
 
