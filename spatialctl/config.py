@@ -33,6 +33,7 @@ def opt(
     parse: Callable[[str], Any] | None = None,
     choices: Sequence[Any] | None = None,
     invert: bool = False,
+    check: Callable[[Any], Any] | None = None,
 ) -> Any:
     """A config field with its command-line face.
 
@@ -40,11 +41,12 @@ def opt(
     ``short``: a short flag; ``argument=True``: a positional argument; ``runtime=True``: out of the config hash;
     ``parse``: the command line gives text that this function turns into the field's value (comma lists, WxH),
     with ``show_default`` as the text default shown; ``choices``: the allowed values, checked by
-    :func:`check_fields`; ``invert=True``: a bool field set to False by its flag (``--no-gsm``).
+    :func:`check_fields`; ``invert=True``: a bool field set to False by its flag (``--no-gsm``); ``check``: a
+    function :func:`check_fields` calls on a value that is not None (raising UsageError when it is bad).
     """
     metadata = {"help": help, "flag": flag, "short": short, "metavar": metavar, "runtime": runtime,
                 "argument": argument, "show_default": show_default, "parse": parse,
-                "choices": tuple(choices) if choices is not None else None, "invert": invert}
+                "choices": tuple(choices) if choices is not None else None, "invert": invert, "check": check}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -64,9 +66,21 @@ def flag_of(f: dataclasses.Field) -> str:
 
 # Options several stages share, defined once (each call makes a fresh field for one config class).
 
+def _check_shard(text: str) -> None:
+    from spatialctl.jobs import parse_shard
+
+    parse_shard(text)
+
+
+def _check_device(name: str) -> None:
+    from spatialctl.devices import resolve_device
+
+    resolve_device(name)
+
+
 def shard_opt() -> Any:
     return opt(None, "Process shard I of N (0-based) of the inputs. Default: from SLURM_ARRAY_TASK_ID/COUNT (or "
-               "MIN/MAX), else everything.", metavar="I/N", runtime=True, show_default=False)
+               "MIN/MAX), else everything.", metavar="I/N", runtime=True, show_default=False, check=_check_shard)
 
 
 def overwrite_opt(help: str = "Redo items that are already complete.") -> Any:
@@ -78,7 +92,7 @@ def quiet_opt() -> Any:
 
 
 def device_opt() -> Any:
-    return opt("auto", "torch device; auto picks cuda when available.", runtime=True)
+    return opt("auto", "torch device; auto picks cuda when available.", runtime=True, check=_check_device)
 
 
 def split_list(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -99,8 +113,11 @@ def parse_float_list(text: str, flag: str, n: int, what: str) -> tuple[float, ..
 
 
 def check_fields(config) -> None:
-    """The checks every config shares: each field with ``choices`` holds one of them."""
+    """The checks every config shares: each field with ``choices`` holds one of them, each ``check`` passes
+    (--shard I/N, --device exists)."""
     for f in dataclasses.fields(config):
+        if f.metadata.get("check") is not None and getattr(config, f.name) is not None:
+            f.metadata["check"](getattr(config, f.name))
         choices = f.metadata.get("choices")
         if choices is None:
             continue

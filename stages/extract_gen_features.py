@@ -92,9 +92,6 @@ class GenFeatConfig:
             raise UsageError(f"--layer {self.layer}: must be >= 0")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be >= 1")
-        if self.shard is not None:
-            jobs.parse_shard(self.shard)
-        resolve_device(self.device)
 
 
 # ---------------------------------------------------------------------------------------------------- paths

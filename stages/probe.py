@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import boost, io, jobs, store
-from spatialctl.config import device_opt, opt, quiet_opt
+from spatialctl.config import check_fields, device_opt, opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.geometry_metrics import depth_metrics
@@ -44,11 +44,11 @@ class ProbeConfig:
     quiet: bool = quiet_opt()
 
     def validate(self) -> None:
+        check_fields(self)
         if not 0 < self.train_fraction < 1:
             raise UsageError(f"--train-fraction {self.train_fraction}: must be between 0 and 1")
         if self.ridge < 0 or self.image_size < 1 or self.max_frames < 2:
             raise UsageError("--ridge must be >= 0, --image-size >= 1 and --max-frames >= 2")
-        resolve_device(self.device)
 
 
 def find_scenes(args: list[str]) -> list[str]:

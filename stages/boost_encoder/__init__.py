@@ -75,7 +75,6 @@ class BoostConfig:
 
     def validate(self) -> None:
         check_fields(self)
-        resolve_device(self.device)
         for name in ("image_size", "pool", "epochs", "lora_rank", "lora_alpha", "max_length"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import gsm, io, jobs, qa_format, qwen
-from spatialctl.config import device_opt, opt, overwrite_opt, quiet_opt
+from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
@@ -47,9 +47,9 @@ class RunnerConfig:
     quiet: bool = quiet_opt()
 
     def validate(self) -> None:
+        check_fields(self)
         if self.num_frames < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise UsageError("--frames, --batch-size and --max-new-tokens must be >= 1")
-        resolve_device(self.device)
 
 
 @dataclass

@@ -72,8 +72,6 @@ class MakeQAConfig:
             raise UsageError("--per-scene must be at least 1")
         if not 2 <= self.max_turns <= 12:
             raise UsageError("--max-turns must be between 2 and 12")
-        if self.shard is not None:
-            jobs.parse_shard(self.shard)
 
 
 def _rng(seed: int, scene_id: str, family: str) -> random.Random:

@@ -101,9 +101,6 @@ class ReconstructConfig:
             raise UsageError(f"--niter {self.niter} --lr {self.lr}: need niter >= 0 and lr > 0")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be >= 1")
-        if self.shard is not None:
-            jobs.parse_shard(self.shard)
-        resolve_device(self.device)
 
 
 def output_for(input: str, out: str | None) -> str:

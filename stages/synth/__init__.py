@@ -83,8 +83,6 @@ class SynthConfig:
             raise UsageError(f"--seed {self.seed}: must be >= 0")
         if self.count is not None and self.count < 1:
             raise UsageError(f"--count {self.count}: must be >= 1")
-        if self.shard is not None:
-            jobs.parse_shard(self.shard)
 
 
 def make_scene(config: SynthConfig) -> Scene:

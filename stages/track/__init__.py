@@ -66,9 +66,6 @@ class TrackConfig:
         for name in ("box_threshold", "text_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a value in [0, 1]")
-        if self.shard is not None:
-            jobs.parse_shard(self.shard)
-        resolve_device(self.device)
 
 
 def output_for(input: str, out: str | None = None) -> str:
