@@ -41,7 +41,7 @@ def _param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
         default = inspect.Parameter.empty  # required
     if typing.get_origin(hint) is tuple:  # tuples of values are repeated options on the command line
         hint = list[typing.get_args(hint)[0]]
-    if default is not None and default is not inspect.Parameter.empty and isinstance(default, tuple):
+    if isinstance(default, tuple):
         default = list(default)
     if m.get("argument"):
         info = typer.Argument(show_default=show_default, **kw)
