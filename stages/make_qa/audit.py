@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl.qa_format import LETTERS, QARecord
+from spatialctl.config import check_fields, opt, quiet_opt
+from spatialctl.qa_format import LETTERS, QARecord, read_qa
 from spatialctl.scoring import mean_relative_accuracy
 
 MC_BASELINES = ("letter", "answer_text", "option_prior", "bow", "longest", "shortest", "medoid")
@@ -320,3 +321,23 @@ def write_audit(report: dict, out: str) -> tuple[str, str]:
         tmp.write_text(text)
         tmp.replace(p)
     return paths
+
+
+@dataclass
+class BlindConfig:
+    """`spatialctl eval blind QA_FILE`."""
+
+    out: str | None = opt(None, "Write OUT.audit.json and OUT.audit.md. Default: beside QA_FILE (QA.audit.json, "
+                          "QA.audit.md).", runtime=True)
+    seed: int = opt(0, "Seed of the scene-disjoint halves.")
+    quiet: bool = quiet_opt()
+
+    def validate(self) -> None:
+        check_fields(self)
+
+
+def run(config: BlindConfig, qa_file: str) -> dict:
+    """Audit the records of ``qa_file``; write the report beside it (or at ``config.out``)."""
+    config.validate()
+    report = audit(read_qa(qa_file), seed=config.seed)
+    return {"audit": report, "files": list(write_audit(report, config.out or qa_file))}

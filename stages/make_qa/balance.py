@@ -86,7 +86,7 @@ def share_limit(counts: dict, strict: bool = True, spread: float = SPREAD) -> fl
     total = sum(counts.values())
     n_eff = max(sum(1 for c in counts.values() if c >= 0.01 * total), 1)
     limit = max(spread / n_eff, MANY_SHARE)
-    return min(limit, 0.97 * max(1.5 / len(counts), 0.15)) if strict else limit
+    return min(limit, 0.97 * max(1.5 / max(len(counts), 1), 0.15)) if strict else limit
 
 
 def _order(records: list[QARecord], seed: int) -> list[QARecord]:
@@ -118,6 +118,8 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
     for t, group in sorted(by_type.items()):
         group = _order(group, seed)
         for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
+            if not group:
+                break
             n = len(group)
             group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None)))
             if len(group) == n:
