@@ -29,7 +29,6 @@ length uniform, then start uniform). Wrong options are other questions' true ans
 from __future__ import annotations
 
 import random
-import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -199,28 +198,36 @@ class ViewTables:
         self._has_facing = np.isfinite(facing).all(-1)  # (O, N)
 
     def _rotate(self, vec, fs, mode):
-        """World vectors (3, O, K, m) at key frames fs (K, m) -> viewpoint components (3 or fewer, V, O, K, m)."""
-        r = self.rows
-        if mode == "relative":
-            rr = r[..., fs]  # (3, 3, V, K, m)
-            return np.stack([sum(rr[i, j][:, None] * vec[j][None] for j in range(3)) for i in range(3)])
-        rr = r[..., fs[:, 0]]  # (3, 3, V, K)
+        """World vectors (3, O, K, m) at key frames fs (K, m) -> components (3, V, O, K, m) in the axes each viewer
+        had at the first key frame (absolute mode)."""
+        rr = self.rows[..., fs[:, 0]]  # (3, 3, V, K)
         return np.stack([sum(rr[i, j][:, None, :, None] * vec[j][None] for j in range(3)) for i in range(3)])
 
     def _viewer_ok(self, fs, mode):
         return self.ok[:, fs].all(-1) if mode == "relative" else self.ok[:, fs[:, 0]]  # (V, K)
 
+    def _relative(self, name, vec, offset):
+        """Every frame at once, relative mode: (vec - viewer position if offset) in each viewer's own axes then,
+        (3, V, O, N); key-frame sets then only gather from it."""
+        if name not in self._cache:
+            r = self.rows
+            d = [vec[j][None] - self.pos[j][:, None] if offset else vec[j][None] for j in range(3)]  # (V|1, O, N)
+            self._cache[name] = np.stack([sum(r[i, j][:, None] * d[j] for j in range(3)) for i in range(3)])
+        return self._cache[name]
+
     def positions(self, mode, m):
         ck = ("pos", mode, m)
         if ck not in self._cache:
             fs = key_frame_sets(self.scene.n_frames, m)[0]
-            cen = self._cen[:, :, fs]  # (3, O, K, m)
-            loc = self._rotate(cen, fs, mode)
-            # minus the viewer's position, in the same axes
-            p = self.pos[:, :, fs] if mode == "relative" else self.pos[:, :, fs[:, 0]][..., None]  # (3, V, K, m|1)
-            r = self.rows[..., fs] if mode == "relative" else self.rows[..., fs[:, 0]][..., None]
-            ploc = np.stack([sum(r[i, j] * p[j] for j in range(3)) for i in range(3)])  # (3, V, K, m|1)
-            loc = loc - ploc[:, :, None]
+            if mode == "relative":
+                loc = self._relative("rel_pos", self._cen, True)[..., fs]
+            else:
+                loc = self._rotate(self._cen[:, :, fs], fs, mode)
+                # minus the viewer's position, in the same axes
+                p = self.pos[:, :, fs[:, 0]][..., None]  # (3, V, K, 1)
+                r = self.rows[..., fs[:, 0]][..., None]
+                ploc = np.stack([sum(r[i, j] * p[j] for j in range(3)) for i in range(3)])  # (3, V, K, 1)
+                loc = loc - ploc[:, :, None]
             ok = self._viewer_ok(fs, mode)[:, None] & self._seen[:, fs].all(-1)[None]
             self._cache[ck] = (loc, ok)
         return self._cache[ck]
@@ -229,7 +236,10 @@ class ViewTables:
         ck = ("facing", mode, m)
         if ck not in self._cache:
             fs = key_frame_sets(self.scene.n_frames, m)[0]
-            h = self._rotate(self._facing[:, :, fs], fs, mode)[:2]
+            if mode == "relative":
+                h = self._relative("rel_facing", self._facing, False)[:2][..., fs]
+            else:
+                h = self._rotate(self._facing[:, :, fs], fs, mode)[:2]
             ok = self._viewer_ok(fs, mode)[:, None] & (self._seen & self._has_facing)[:, fs].all(-1)[None]
             self._cache[ck] = (h, ok)
         return self._cache[ck]
@@ -271,6 +281,7 @@ class DSRGenerator:
 
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         s = self.scene
+        self._rng = rng
         if s.n_objects < (1 if qtype in ("orientation", "speed") else 2):
             return None
         if self.tables is None:
@@ -454,8 +465,8 @@ class DSRGenerator:
         # the question allows, and what the question says about its viewpoint tells nothing about the answer.
         meta["option_pool"] = f"dsr/{qtype}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         meta["option_pool_fallback"] = f"dsr/{qtype}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
-        rng = random.Random(zlib.crc32(repr((qtype, frames, objs)).encode()))
         fallback = _fallback_options(phrases, counts)
+        rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
         opts = mc(answer, rng.sample(fallback, 4), rng)
         if opts is None:
             return None
