@@ -151,8 +151,10 @@ def _row(key: str, group: list[Item], half: dict[str, int]) -> dict:
         chance, ok = None, best <= NUMBER_LIMIT
     else:  # free text: the most frequent answer's hit rate is its share, judged by the share limit below
         chance, ok = None, True
-    row.update(scored=scored, chance=None if chance is None else round(chance, 4), baselines=baselines,
-               best=best, best_name=best_name, ok=bool(ok and top_share <= row["top_share_limit"]))
+    # the standard error of one baseline at chance: the noise to read a small type's best score against
+    se = None if chance is None else round(float(np.sqrt(chance * (1 - chance) / scored)), 4)
+    row.update(scored=scored, chance=None if chance is None else round(chance, 4), se_at_chance=se,
+               baselines=baselines, best=best, best_name=best_name, ok=bool(ok and top_share <= row["top_share_limit"]))
     return row
 
 
@@ -292,10 +294,10 @@ def render(report: dict) -> str:
     """A Markdown table: one row per type; best blind score against chance (mc) or the MRA limit (numbers)."""
     lines = [f"Blind audit: {report['items']} items ({report['records']} records) from {report['scenes']} scenes; "
              f"{report['method']}.", "",
-             "| type | kind | n | distinct | entropy | top share (limit) | chance | best blind | baseline | ok |",
+             "| type | kind | n | distinct | entropy | top share (limit) | chance (±SE) | best blind | baseline | ok |",
              "|---|---|---:|---:|---:|---|---:|---:|---|---|"]
     for r in report["rows"]:
-        chance = "" if r.get("chance") is None else f"{r['chance']:.3f}"
+        chance = "" if r.get("chance") is None else f"{r['chance']:.3f} (±{r['se_at_chance']:.3f})"
         best = "" if r.get("best") is None else f"{r['best']:.3f}"
         ok = {True: "yes", False: "NO", None: "n/a"}[r.get("ok")]
         lines.append(f"| {r['type']} | {r['kind']} | {r['n']} | {r['distinct_answers']} | {r['entropy_bits']:.2f} | "

@@ -207,7 +207,8 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
     stretch; the n options are the answers under x, x + 1, ..., x + n - 1 (mod n). Then p(a) P(S | a) = P(S) / n
     for every a in S. A pool with fewer than n distinct answers draws from its coarser
     ``metadata["option_pool_fallback"]`` if it has one with enough, else (a small run) keeps the generator's
-    options; ``metadata["options_from"]`` says which. Ids are recomputed (options are part of them)."""
+    options (dropped where other records of its type have pooled options); ``metadata["options_from"]`` says
+    which. Ids are recomputed (options are part of them)."""
     pools: dict[str, list[QARecord]] = defaultdict(list)
     for r in records:
         p = r.metadata.get("option_pool")
@@ -243,7 +244,11 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
             r.answer = LETTERS[chosen.index(truth)]
             r.id = record_id(r.scene, r.family, r.type,
                              "\n".join([h["question"] for h in r.history or []] + [r.question]), r.options)
-    return records
+    # Where a type has pooled options at all (a run with enough answers), a record left with the generator's own
+    # wrong options would stand out from the rest (made-up sequences): it is dropped.
+    pooled_types = {(r.family, r.type) for r in records if r.metadata.get("options_from") in ("pool", "fallback pool")}
+    return [r for r in records
+            if not (r.metadata.get("options_from") == "generator" and (r.family, r.type) in pooled_types)]
 
 
 def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random) -> list[str]:

@@ -270,6 +270,7 @@ class DSRGenerator:
     def __init__(self, scene: SceneData):
         self.scene = scene
         self.noise = NOISE_FRACTION * max(scene.extent(), 1e-6)
+        self.magnitude = int(np.floor(np.log10(max(scene.extent(), 1e-6))))
         front = scene.front if scene.front is not None else np.full(scene.n_objects, np.nan)
         self.with_facing = [o for o in range(scene.n_objects) if np.isfinite(front[o])]
         self.agents: list[int] = []  # one agent per scene is the viewpoint besides the camera, chosen on first use
@@ -461,9 +462,11 @@ class DSRGenerator:
         counts = tuple(k for k in pool_phases(len(meta["phases"]), sum(1 for p in phrases if p)) if k <= len(codes))
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
-        # Pooled with questions of the same mode, viewpoint kind and number of steps: no option has more phases than
-        # the question allows, and what the question says about its viewpoint tells nothing about the answer.
-        meta["option_pool"] = f"dsr/{qtype}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
+        # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
+        # size: no option has more phases than the question allows, and what the question shows of its viewpoint
+        # or (through the object names) of the scene's scale tells nothing about the answer.
+        meta["option_pool"] = (f"dsr/{qtype}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} phases/"
+                               f"1e{self.magnitude} m")
         meta["option_pool_fallback"] = f"dsr/{qtype}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         fallback = _fallback_options(phrases, counts)
         rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
