@@ -104,10 +104,22 @@ def make_pinhole_(model) -> None:
         last.bias[out] = -1.0
 
 
+@torch.no_grad()
+def make_tile_rays_(model) -> None:
+    """A π³ linear head can only repeat one pattern per 14 x 14 tile: make x/z, y/z grow across each tile (a
+    positive focal length for reconstruct to recover) and log z = 0."""
+    proj = model.point_head.proj
+    proj.weight.zero_()
+    offsets = (torch.arange(14, dtype=torch.float32) - 6.5) * 0.05
+    bias = torch.zeros(3, 14, 14)
+    bias[0], bias[1] = offsets.expand(14, 14), offsets[:, None].expand(14, 14)
+    proj.bias.copy_(bias.reshape(-1))
+
+
 def save_tiny(folder, architecture: str = "pi3x", seed: int = 0, pinhole: bool = True):
     from spatialctl.models.pi3 import save_model
 
     model = tiny_model(architecture, seed, small=True)
-    if pinhole and architecture == "pi3x":
-        make_pinhole_(model)
+    if pinhole:
+        (make_pinhole_ if architecture == "pi3x" else make_tile_rays_)(model)
     return save_model(model, folder)

@@ -26,8 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spatialctl.models.pi3 import (N_REGISTERS, PATCH, Attention, CameraHead, DinoV2, LayerScale, Mlp, PatchEmbed,
-                                   Pi3Config, Pi3Trunk, RoPE2D, TransformerDecoder, homogenize)
+from spatialctl.models.pi3 import (
+    N_REGISTERS,
+    PATCH,
+    Attention,
+    CameraHead,
+    DinoV2,
+    LayerScale,
+    Mlp,
+    PatchEmbed,
+    Pi3Config,
+    Pi3Trunk,
+    RoPE2D,
+    TransformerDecoder,
+    homogenize,
+)
 
 
 @dataclass
@@ -74,7 +87,7 @@ class ConvHead(nn.Module):
         self.upsample_blocks = nn.ModuleList(
             nn.Sequential(nn.Sequential(nn.ConvTranspose2d(cin + 2, cout, kernel_size=2, stride=2), _conv3(cout, cout)),
                           *(ResidualConvBlock(cout, 2 * cout) for _ in range(2)))
-            for cin, cout in zip((dim_in, *dims[:-1]), dims))
+            for cin, cout in zip((dim_in, *dims[:-1]), dims, strict=True))
         self.output_block = nn.ModuleList(
             nn.Sequential(_conv3(dims[-1] + 2, last), nn.ReLU(), nn.Conv2d(last, out, kernel_size=1))
             for out in outputs)
@@ -97,7 +110,7 @@ class ConvHead(nn.Module):
 def chunked(head: ConvHead, tokens, grid_h, grid_w, chunk: int = 64) -> list[torch.Tensor]:
     """The conv head at full resolution is the memory peak: run it on at most ``chunk`` frames at a time."""
     parts = [head(tokens[i:i + chunk], grid_h, grid_w) for i in range(0, len(tokens), chunk)]
-    return [torch.cat(outs, dim=0) for outs in zip(*parts)]
+    return [torch.cat(outs, dim=0) for outs in zip(*parts, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------------- metric
@@ -289,7 +302,7 @@ class Pi3X(Pi3Trunk):
         tokens, rel_poses = self.encode(images, intrinsics, poses, depths)
         inject = None
         if rel_poses is not None:
-            layers = dict(zip(self.config.pose_inject_layers, self.pose_inject_blk))
+            layers = dict(zip(self.config.pose_inject_layers, self.pose_inject_blk, strict=True))
 
             def inject(i, hidden):
                 if i not in layers:

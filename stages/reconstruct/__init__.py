@@ -23,21 +23,24 @@ import numpy as np
 import torch
 
 from spatialctl import export, jobs, store
+from spatialctl.config import opt
 from spatialctl.errors import SpatialctlError, UsageError
 
+from . import feedforward
 from .align import AlignConfig, global_align
 from .frames import input_stem, load_frames
 from .graph import make_pairs, parse_scene_graph
 
 STAGE = "reconstruct"
 DEFAULT_MODEL = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
+DEFAULT_MODELS = {"dust3r": DEFAULT_MODEL, "pi3": "yyfz233/Pi3", "pi3x": "yyfz233/Pi3X"}
 log = logging.getLogger("spatialctl.reconstruct")
 DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class ReconstructConfig:
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: the backend's published checkpoint (DEFAULT_MODELS)
     scene_graph: str = "complete"
     fps: float | None = None
     stride: int = 1
@@ -56,6 +59,9 @@ class ReconstructConfig:
     out: str | None = field(default=None, metadata={"runtime": True})
     device: str = field(default="auto", metadata={"runtime": True})
     batch_size: int = field(default=8, metadata={"runtime": True})
+    backend: str = opt("dust3r", "dust3r (pairs + global alignment), pi3 or pi3x (feed-forward, all frames at once).")
+    window: int = opt(64, "pi3/pi3x: frames per network pass; longer inputs run in overlapping windows.")
+    overlap: int = opt(8, "pi3/pi3x: frames each window shares with the previous one (for the Sim(3) alignment).")
     shard: str | None = field(default=None, metadata={"runtime": True})
     overwrite: bool = field(default=False, metadata={"runtime": True})
     quiet: bool = field(default=False, metadata={"runtime": True})
@@ -73,8 +79,9 @@ def check_config(config: ReconstructConfig) -> None:
     export.parse_formats(config.export)
     if config.dtype not in DTYPES:
         raise UsageError(f"--dtype {config.dtype!r}: expected one of {', '.join(DTYPES)}")
-    if config.metric_scale not in ("none", "depthpro"):
-        raise UsageError(f"--metric-scale {config.metric_scale!r}: expected none or depthpro")
+    if config.metric_scale not in ("none", "depthpro", "pi3x"):
+        raise UsageError(f"--metric-scale {config.metric_scale!r}: expected none, depthpro or pi3x")
+    feedforward.check_config(config)
     if config.stride < 1:
         raise UsageError(f"--stride {config.stride}: must be >= 1")
     if config.max_frames is not None and config.max_frames < 2:
@@ -113,14 +120,27 @@ class _Models:
 
     def __init__(self, config: ReconstructConfig, device: torch.device):
         self.config, self.device = config, device
-        self._dust3r = self._depthpro = None
+        self._dust3r = self._depthpro = self._pi3 = None
+
+    @property
+    def name(self) -> str:
+        return self.config.model or DEFAULT_MODELS[self.config.backend]
 
     def dust3r(self):
         if self._dust3r is None:
             from spatialctl.models.dust3r_loading import load_dust3r
 
-            self._dust3r = load_dust3r(self.config.model, device=self.device)
+            self._dust3r = load_dust3r(self.name, device=self.device)
         return self._dust3r
+
+    def pi3(self):
+        if self._pi3 is None:
+            from spatialctl.models.pi3 import load_model
+
+            # Pi3X's condition branches (a second DINOv2) are built only when a condition is given.
+            self._pi3 = load_model(self.name, self.config.backend, self.device,
+                                   conditioned=self.config.intrinsics is not None)
+        return self._pi3
 
     def depthpro(self):
         if self._depthpro is None:
@@ -148,6 +168,8 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     frames, timestamps = load_frames(path, config.fps, config.stride, config.max_frames)
     if len(frames) < 2:
         raise SpatialctlError(f"{path}: {len(frames)} frame(s) after sampling; reconstruction needs at least 2")
+    if config.backend != "dust3r":
+        return _reconstruct_feedforward(path, frames, timestamps, config, models, progress)
     model, dcfg = models.dust3r()
     pre = preprocess(frames, network_size(config, dcfg), patch_size=dcfg.patch_size)
     images = pre.images
@@ -207,6 +229,27 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     return arrays, attrs, extra
 
 
+def _reconstruct_feedforward(path, frames, timestamps, config, models, progress):
+    import sys
+
+    from tqdm import tqdm
+
+    device = models.device
+    autocast = DTYPES[config.dtype]
+    if autocast == "auto":
+        autocast = torch.bfloat16 if device.type == "cuda" else None
+    known = parse_intrinsics(config.intrinsics) if config.intrinsics is not None else None
+    try:
+        bar = None if config.quiet else (lambda spans: tqdm(spans, desc=f"{config.backend} windows", unit="window",
+                                                            file=sys.stderr, dynamic_ncols=True))
+        arrays, attrs, extra = feedforward.reconstruct(frames, timestamps, config, models.pi3(), device, autocast,
+                                                       known, bar)
+    except SpatialctlError as e:
+        raise SpatialctlError(f"{path}: {e}") from None
+    attrs["world_up"] = estimate_world_up(arrays["cam2world"])
+    return arrays, attrs, extra
+
+
 def write_item(path: str, output: str, config: ReconstructConfig, models: _Models,
                progress: Callable[[Iterable], Iterable] | None = None) -> None:
     arrays, attrs, extra = reconstruct(path, config, models, progress)
@@ -224,6 +267,10 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
     if config.out is not None and config.out.rstrip("/").endswith(".zarr") and len(paths) > 1:
         raise UsageError(f"--out {config.out}: one store for {len(paths)} inputs; give a folder instead")
     models = _Models(config, resolve_device(config.device))
+    if config.backend != "dust3r":  # a wrong or missing checkpoint fails here, before any input is read
+        from spatialctl.models.pi3 import check_checkpoint
+
+        check_checkpoint(models.name, config.backend)
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
     summary = jobs.run_items(STAGE, config, items,
                              lambda it: write_item(it.input, it.output, config, models, progress),
