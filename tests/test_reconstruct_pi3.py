@@ -193,3 +193,31 @@ def test_robust_sim3_ignores_outliers():
     dst[:300] += rng.normal(scale=5.0, size=(300, 3))  # 15% gross outliers
     found = feedforward.robust_sim3(src, dst, np.ones(2000), iters=10)
     np.testing.assert_allclose(found, sim, atol=1e-3)
+
+
+def test_pipeline_chain_on_a_pi3x_store(assets, tmp_path):
+    """examples/pipeline.sh as users run it, reconstructing with Pi3X: track, make-qa and eval geometry
+    (against the synth truth) all run on its store."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from track_models import build_grounding_dino, build_sam2_video
+
+    env = {**os.environ, "DUST3R_MODEL": str(assets["pi3x"]),
+           "DETECTOR_MODEL": build_grounding_dino(tmp_path / "gdino"),
+           "SAM2_MODEL": build_sam2_video(tmp_path / "sam2"),
+           "SYNTH_ARGS": "--preset indoor --frames 4 --size 56x42 --objects 2",
+           "EXTRA_RECONSTRUCT": "--backend pi3x --size 56 --device cpu",
+           "EXTRA_TRACK": "--box-threshold 0.05 --text-threshold 0.05 --device cpu"}
+    work = tmp_path / "work"
+    script = Path(__file__).parents[1] / "examples" / "pipeline.sh"
+    result = subprocess.run(["bash", str(script), "", str(work)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scene = store.open_scene(str(work / "scene.zarr"))
+    assert scene.provenance["config"]["backend"] == "pi3x" and scene.has("tracks")
+    assert (work / "qa.jsonl").exists()
+    report = json.loads((work / "geometry" / "report.json").read_text())
+    assert report["n_frames"] == 4 and np.isfinite(report["trajectory"]["ate"]["rmse"])
+    assert 0 <= report["depth"]["delta1"] <= 1
