@@ -74,6 +74,26 @@ def test_known_intrinsics_condition_pi3x(assets, cli, tmp_path):
     assert np.abs(known.read("depth") - store.open_scene(str(tmp_path / "u.zarr")).read("depth")).max() > 1e-6
 
 
+def test_known_poses_condition_pi3x_and_are_kept(assets, cli, tmp_path):
+    truth = store.open_scene(str(assets["root"] / "syn" / "scene.zarr")).read("cam2world")
+    np.save(tmp_path / "poses.npy", truth)
+    args = ("reconstruct", assets["video"], "--backend", "pi3x", "--model", assets["pi3x"], *FAST)
+    res = cli(*args, "--out", tmp_path / "k.zarr", "--poses", tmp_path / "poses.npy", "--window", "3",
+              "--overlap", "1")
+    assert res.exit_code == 0, res.output
+    scene = check_scene(tmp_path / "k.zarr", 5)
+    np.testing.assert_allclose(scene.read("cam2world"), truth, atol=1e-9)
+    assert scene.provenance["scale_to_known_poses"] > 0
+    np.save(tmp_path / "three.npy", truth[:3])
+    res = cli(*args, "--out", tmp_path / "x.zarr", "--poses", tmp_path / "three.npy")
+    assert res.exit_code == 1 and "3 poses for 5 sampled frames" in res.output and not (tmp_path / "x.zarr").exists()
+    bent = truth.copy()
+    bent[0, :3, :3] *= 2
+    np.save(tmp_path / "bent.npy", bent)
+    res = cli(*args, "--out", tmp_path / "x.zarr", "--poses", tmp_path / "bent.npy")
+    assert res.exit_code == 2 and "not rotations" in res.output
+
+
 def test_pi3_backend_and_windows(assets, cli, tmp_path):
     res = cli("reconstruct", assets["video"], "--backend", "pi3", "--model", assets["pi3"], "--out",
               tmp_path / "p.zarr", "--window", "3", "--overlap", "1", *FAST)

@@ -16,6 +16,7 @@ def reconstruct(
     backend: Annotated[str, typer.Option("--backend", help="dust3r (pairs + global alignment), pi3 or pi3x (feed-forward over all frames).")] = "dust3r",
     window: Annotated[int, typer.Option("--window", help="pi3/pi3x: frames per network pass; longer inputs run in overlapping windows aligned by Sim(3).")] = 64,
     overlap: Annotated[int, typer.Option("--overlap", help="pi3/pi3x: frames each window shares with the previous one.")] = 8,
+    poses: Annotated[str | None, typer.Option("--poses", help="pi3x: known cam2world poses (.npy, N x 4 x 4, OpenCV, one per sampled frame); a network condition, kept in the store.", show_default=False)] = None,
     scene_graph: Annotated[str, typer.Option("--scene-graph", help="Pairs: complete, swin-K, logwin-K, oneref-I; window graphs also as swin-K-noncyclic.")] = "complete",
     fps: Annotated[float | None, typer.Option("--fps", help="Sample frames at this rate. Default: every frame.", show_default=False)] = None,
     stride: Annotated[int, typer.Option("--stride", help="Then keep every k-th sampled frame.")] = 1,
@@ -42,7 +43,7 @@ def reconstruct(
     from spatialctl.stages.reconstruct import ReconstructConfig, run
 
     setup_logging(quiet)
-    config = ReconstructConfig(model=model, backend=backend, window=window, overlap=overlap, scene_graph=scene_graph,
+    config = ReconstructConfig(model=model, backend=backend, window=window, overlap=overlap, poses=poses, scene_graph=scene_graph,
                                fps=fps, stride=stride, max_frames=max_frames, size=size, dtype=dtype, niter=niter, lr=lr, shared_focal=shared_focal,
                                intrinsics=intrinsics, metric_scale=metric_scale, depthpro_model=depthpro_model,
                                store_features=store_features, export=export or "", export_min_conf=export_min_conf,

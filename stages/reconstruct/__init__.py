@@ -62,6 +62,8 @@ class ReconstructConfig:
     backend: str = opt("dust3r", "dust3r (pairs + global alignment), pi3 or pi3x (feed-forward, all frames at once).")
     window: int = opt(64, "pi3/pi3x: frames per network pass; longer inputs run in overlapping windows.")
     overlap: int = opt(8, "pi3/pi3x: frames each window shares with the previous one (for the Sim(3) alignment).")
+    poses: str | None = opt(None, "pi3x: known cam2world poses (.npy, N x 4 x 4, OpenCV, one per sampled frame): "
+                                  "a network condition, kept in the store.")
     shard: str | None = field(default=None, metadata={"runtime": True})
     overwrite: bool = field(default=False, metadata={"runtime": True})
     quiet: bool = field(default=False, metadata={"runtime": True})
@@ -138,8 +140,8 @@ class _Models:
             from spatialctl.models.pi3 import load_model
 
             # Pi3X's condition branches (a second DINOv2) are built only when a condition is given.
-            self._pi3 = load_model(self.name, self.config.backend, self.device,
-                                   conditioned=self.config.intrinsics is not None)
+            conditioned = self.config.intrinsics is not None or self.config.poses is not None
+            self._pi3 = load_model(self.name, self.config.backend, self.device, conditioned=conditioned)
         return self._pi3
 
     def depthpro(self):
@@ -242,8 +244,9 @@ def _reconstruct_feedforward(path, frames, timestamps, config, models, progress)
     try:
         bar = None if config.quiet else (lambda spans: tqdm(spans, desc=f"{config.backend} windows", unit="window",
                                                             file=sys.stderr, dynamic_ncols=True))
+        poses = feedforward.load_known_poses(config.poses) if config.poses is not None else None
         arrays, attrs, extra = feedforward.reconstruct(frames, timestamps, config, models.pi3(), device, autocast,
-                                                       known, bar)
+                                                       known, bar, poses)
     except SpatialctlError as e:
         raise SpatialctlError(f"{path}: {e}") from None
     attrs["world_up"] = estimate_world_up(arrays["cam2world"])

@@ -144,6 +144,28 @@ def robust_sim3(src: np.ndarray, dst: np.ndarray, conf: np.ndarray, iters: int =
     return sim
 
 
+def scale_to_known(predicted: np.ndarray, known: np.ndarray) -> float:
+    """Scale taking predicted camera centres to known ones: ratio of their spreads about their means (1 when the
+    known cameras do not move: a pure rotation fixes no scale)."""
+    pc, kc = predicted[:, :3, 3], known[:, :3, 3]
+    spread_p, spread_k = np.linalg.norm(pc - pc.mean(0), axis=1).sum(), np.linalg.norm(kc - kc.mean(0), axis=1).sum()
+    return float(spread_k / spread_p) if spread_p > 1e-12 and spread_k > 1e-12 else 1.0
+
+
+def load_known_poses(path: str) -> np.ndarray:
+    """(N, 4, 4) OpenCV cam2world from a .npy file, rigid, finite."""
+    try:
+        poses = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--poses {path}: cannot read as .npy ({e})") from None
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4) or not np.isfinite(poses).all():
+        raise UsageError(f"--poses {path}: expected finite (N, 4, 4) cam2world matrices, got shape {poses.shape}")
+    rot = poses[:, :3, :3]
+    if np.abs(rot @ np.swapaxes(rot, 1, 2) - np.eye(3)).max() > 1e-4 or (np.linalg.det(rot) < 0).any():
+        raise UsageError(f"--poses {path}: the rotations are not rotations (cam2world must be rigid)")
+    return poses.astype(np.float64)
+
+
 def recover_intrinsics(local_points: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """(H, W, 3) camera-frame points -> K with the principal point at the image centre (pixel centres at
     integers) and fx, fy fitting u - cx = fx x/z, v - cy = fy y/z in weighted least squares."""
@@ -185,12 +207,15 @@ def to_store(local_points: np.ndarray, cam2world: np.ndarray, conf_logit: np.nda
 
 
 @torch.no_grad()
-def infer_window(model, images: torch.Tensor, device, autocast_dtype, intrinsics=None, metric: bool = False):
+def infer_window(model, images: torch.Tensor, device, autocast_dtype, intrinsics=None, metric: bool = False,
+                 poses=None):
     """One window: (n, 3, H, W) in [0, 1] -> numpy local points, cam2world, conf logits, features."""
     kwargs = {}
     if intrinsics is not None:
         kwargs["intrinsics"] = torch.as_tensor(intrinsics, dtype=torch.float32, device=device).expand(
             1, len(images), 3, 3)
+    if poses is not None:
+        kwargs["poses"] = torch.as_tensor(poses, dtype=torch.float32, device=device)[None]
     with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32,
                         enabled=autocast_dtype is not None):
         out = model(images[None].to(device), **kwargs)
@@ -205,7 +230,7 @@ def infer_window(model, images: torch.Tensor, device, autocast_dtype, intrinsics
 
 
 def run_windows(model, frames: np.ndarray, spans, device, autocast_dtype, intrinsics=None, metric=False,
-                features: bool = False, progress=None):
+                features: bool = False, progress=None, known_poses=None):
     """All frames through overlapping windows, each aligned to the frames already placed."""
     n, h, w, _ = frames.shape
     local = np.zeros((n, h, w, 3), np.float32)
@@ -215,7 +240,8 @@ def run_windows(model, frames: np.ndarray, spans, device, autocast_dtype, intrin
     gh, gw = h // 14, w // 14
     for start, end in (progress(spans) if progress else spans):
         images = torch.from_numpy(frames[start:end]).permute(0, 3, 1, 2).float() / 255.0
-        loc, pose, logit, feat, scale = infer_window(model, images, device, autocast_dtype, intrinsics, metric)
+        loc, pose, logit, feat, scale = infer_window(model, images, device, autocast_dtype, intrinsics, metric,
+                                                     None if known_poses is None else known_poses[start:end])
         scales.append(scale)
         shared = [i for i in range(start, end) if placed[i]]
         sim = np.eye(4)
@@ -261,18 +287,26 @@ def check_config(config) -> None:
         raise UsageError(f"--window {config.window}: π³ needs at least 2 frames per window")
     if not 1 <= config.overlap < config.window:
         raise UsageError(f"--overlap {config.overlap}: need 1 <= overlap < window ({config.window})")
-    if config.backend == "pi3" and config.intrinsics is not None:
-        raise UsageError("--intrinsics: π³ takes no conditions; use --backend pi3x")
+    if config.backend == "pi3" and (config.intrinsics is not None or config.poses is not None):
+        raise UsageError(f"--{'intrinsics' if config.intrinsics is not None else 'poses'}: π³ takes no "
+                         "conditions; use --backend pi3x")
+    if config.poses is not None:
+        load_known_poses(config.poses)
     if config.metric_scale == "depthpro":
         raise UsageError(f"--metric-scale depthpro: not available with --backend {config.backend} "
                          "(use pi3x's own metric scale: --backend pi3x --metric-scale pi3x)")
 
 
 def reconstruct(frames: np.ndarray, timestamps, config, model, device, autocast_dtype, known_k=None,
-                progress=None) -> tuple[dict, dict, dict]:
-    """(arrays, attrs, extra provenance) for one input's sampled frames; nothing written."""
+                progress=None, known_poses=None) -> tuple[dict, dict, dict]:
+    """(arrays, attrs, extra provenance) for one input's sampled frames; nothing written.
+
+    ``known_poses`` (N, 4, 4) go to the network as a condition and are what the store keeps; the predicted
+    geometry is rescaled to their units (``scale_to_known``)."""
     if len({f.shape for f in frames}) != 1:
         raise SpatialctlError("frames of mixed sizes")
+    if known_poses is not None and len(known_poses) != len(frames):
+        raise SpatialctlError(f"--poses holds {len(known_poses)} poses for {len(frames)} sampled frames")
     orig_hw = frames.shape[1:3]
     net = resize_frames(frames, config.size)
     n, h, w, _ = net.shape
@@ -295,7 +329,11 @@ def reconstruct(frames: np.ndarray, timestamps, config, model, device, autocast_
         cond_k[:2, 2] += 0.5
     metric = config.metric_scale == "pi3x"
     local, poses, logits, feats, sims, scales = run_windows(
-        model, net, spans, device, autocast_dtype, cond_k, metric, config.store_features, progress)
+        model, net, spans, device, autocast_dtype, cond_k, metric, config.store_features, progress, known_poses)
+    to_known = None
+    if known_poses is not None:
+        to_known = scale_to_known(poses, known_poses)
+        local, poses = local * to_known, known_poses
     arrays = {"frames": net, "timestamps": np.asarray(timestamps, dtype=np.float64),
               **to_store(local, poses, logits, net_k)}
     if feats is not None:
@@ -304,5 +342,5 @@ def reconstruct(frames: np.ndarray, timestamps, config, model, device, autocast_
     extra = {"network_size": [int(h), int(w)], "original_size": [int(orig_hw[0]), int(orig_hw[1])],
              "windows": {"spans": [list(s) for s in spans],
                          "sim3_scales": [round(float(np.cbrt(np.linalg.det(s[:3, :3]))), 6) for s in sims],
-                         "metric_scales": scales, "bytes_estimate": need}}
+                         "metric_scales": scales, "bytes_estimate": need}, "scale_to_known_poses": to_known}
     return arrays, attrs, extra
