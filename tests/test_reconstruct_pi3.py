@@ -115,6 +115,8 @@ def test_errors_before_work(assets, cli, tmp_path):
         (("--metric-scale", "pi3x"), 2, "needs --backend pi3x"),
         (("--backend", "pi3x", "--model", x, "--max-frames", "1"), 2, "at least 2 frames"),
         (("--backend", "nerf"), 2, "--backend 'nerf'"),
+        (("--backend", "pi3x", "--model", x, "--niter", "5"), 2, "--niter applies to --backend dust3r only"),
+        (("--window", "4"), 2, "--window applies to --backend pi3/pi3x only"),
     ]
     for args, code, message in cases:
         res = cli("reconstruct", video, "--out", out, *args, *FAST)

@@ -281,6 +281,15 @@ def check_config(config) -> None:
         raise UsageError(f"--backend {config.backend!r}: expected one of {', '.join(BACKENDS)}")
     if config.metric_scale == "pi3x" and config.backend != "pi3x":
         raise UsageError(f"--metric-scale pi3x needs --backend pi3x (got {config.backend})")
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    only = {"dust3r": ("scene_graph", "niter", "lr", "shared_focal"), "pi3": ("window", "overlap", "poses")}
+    for backend, names in only.items():
+        changed = [n for n in names if getattr(config, n) != defaults[n]]
+        if changed and (backend == "dust3r") != (config.backend == "dust3r"):
+            flag = "--" + changed[0].replace("_", "-")
+            raise UsageError(f"{flag} applies to --backend {'dust3r' if backend == 'dust3r' else 'pi3/pi3x'} only")
     if config.backend == "dust3r":
         return
     if config.window < 2:
