@@ -320,10 +320,14 @@ def reconstruct(frames: np.ndarray, timestamps, config, model, device, autocast_
     net = resize_frames(frames, config.size)
     n, h, w, _ = net.shape
     window = min(config.window, n)
-    need, free = window_bytes(model, window, h, w, autocast_dtype is not None), free_bytes(device)
+    # the weights are already loaded: compare what the window adds with what is still free
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = window_bytes(model, window, h, w, autocast_dtype is not None) - weights
+    free = free_bytes(device)
     if need > free:
         raise SpatialctlError(f"--window {config.window}: about {need / 2**30:.1f} GiB for {window} frames of "
-                              f"{h}x{w} but {free / 2**30:.1f} GiB free on {device}; use a smaller --window")
+                              f"{h}x{w} (beyond the weights) but {free / 2**30:.1f} GiB free on {device}; use a "
+                              "smaller --window")
     net_k = None
     if known_k is not None:
         sx, sy = w / orig_hw[1], h / orig_hw[0]
