@@ -18,6 +18,7 @@ from spatialctl.errors import SpatialctlError
 
 # Order in `--help`: the pipeline's order, then utilities.
 ORDER = ["synth", "reconstruct", "track", "make_qa", "extract_gen_features", "train_gsm", "boost_encoder", "eval",
+         "view", "report",
          "info", "status"]
 
 class _Group(TyperGroup):
