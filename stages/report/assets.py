@@ -45,7 +45,7 @@ class SceneAssets:
         rel = f"{self.rel}/frames/{f:06d}.jpg"
         path = self.root / rel
         if not path.exists():
-            save_atomic(frame_thumbnail(self.view.frame(f), self.size), path, quality=90)
+            save_atomic(frame_thumbnail(self.view.frame(f), self.size), path, quality=90, subsampling=0)
         return rel
 
     def overlay(self, o: int, f: int) -> str:
