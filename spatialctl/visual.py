@@ -24,6 +24,10 @@ def object_colour(index: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def hex_colour(index: int) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*object_colour(index))
+
+
 def gravity_basis(world_up) -> np.ndarray:
     """Rows e1, e2, up: the frame in which the schema's box yaw is measured (same rule as the track stage)."""
     up = np.asarray(world_up, dtype=np.float64)

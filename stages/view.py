@@ -87,7 +87,7 @@ def run(config: ViewConfig, progress: Callable | None = None) -> dict:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
-    rec = rr.RecordingStream(APP_ID, recording_id=f"{APP_ID}-{out.stem}")
+    rec = rr.RecordingStream(APP_ID)  # a fresh recording id: two files opened together stay apart
     rec.save(str(tmp))
     entities: list[str] = []
     try:

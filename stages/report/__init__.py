@@ -23,7 +23,7 @@ import numpy as np
 
 from spatialctl import __version__, jobs
 from spatialctl.config import opt
-from spatialctl.errors import SpatialctlError, UsageError
+from spatialctl.errors import UsageError
 from spatialctl.qa_format import QARecord, read_qa
 from spatialctl.visual import SceneView, open_view, scene_ids
 

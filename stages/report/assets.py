@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl.visual import SceneView, object_colour
+from spatialctl.visual import SceneView, hex_colour, object_colour
 
 from .images import frame_thumbnail, mask_anchor, mask_box, mask_overlay, resize_mask, save_atomic, thumb_size
 
@@ -73,6 +73,6 @@ class SceneAssets:
             marks.append({"id": oid, "x": round(anchor[0] * sx, 1), "y": round(anchor[1] * sy, 1),
                           "box": [round(box[0] * sx, 1), round(box[1] * sy, 1), round(box[2] * sx, 1),
                                   round(box[3] * sy, 1)],
-                          "color": "#%02x%02x%02x" % object_colour(o)})
+                          "color": hex_colour(o)})
         return {"frame": f, "time": round(float(self.view.timestamps[f]), 3), "src": self.frame(f), "w": w, "h": h,
                 "overlays": overlays, "marks": marks, "absent": absent}

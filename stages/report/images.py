@@ -80,8 +80,8 @@ def annotated_frame(view: SceneView, f: int, size: tuple[int, int]) -> Image.Ima
             continue
         text = str(view.object_ids[o])
         x, y = a[0] * sx, a[1] * sy
-        l, t, r, b = draw.textbbox((x, y), text, font=font, anchor="mm")
-        draw.rectangle((l - 2, t - 1, r + 2, b + 1), fill=(0, 0, 0, 200), outline=object_colour(o))
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font, anchor="mm")
+        draw.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(0, 0, 0, 200), outline=object_colour(o))
         draw.text((x, y), text, fill=(255, 255, 255, 255), font=font, anchor="mm")
     return base.convert("RGB")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from spatialctl.qa_format import QARecord, answer_text
-from spatialctl.visual import object_colour
+from spatialctl.visual import hex_colour
 
 from .assets import SceneAssets
 
@@ -72,7 +72,7 @@ def entry(record: QARecord, assets: SceneAssets | None, scene_href: str | None, 
     objs, source, missing = named_objects(record, assets)
     view = assets.view
     e["objects"] = [{"id": str(view.object_ids[o]), "label": view.labels[o],
-                     "color": "#%02x%02x%02x" % object_colour(o)} for o in objs]
+                     "color": hex_colour(o)} for o in objs]
     e["objects_from"], e["missing_ids"] = source, missing
     e["frames"] = [assets.shown_frame(f, objs) for f in shown_frames(record, view.n_frames, k)]
     return e
