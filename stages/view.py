@@ -100,7 +100,7 @@ def run(config: ViewConfig, progress: Callable | None = None) -> dict:
             entities += _log_scene(rr, rec, gt, "world/truth", config, progress, [g for _, g in pairs])
             entities += _log_scene(rr, rec, est, "world/estimate", config, progress, [e for e, _ in pairs],
                                    timeline_frames=[g for _, g in pairs], timeline_times=gt.timestamps)
-        rec.send_blueprint(_blueprint(rr, ["world/truth", "world/estimate"] if gt is not None else ["world"]))
+        rec.send_blueprint(_blueprint(["world/truth", "world/estimate"] if gt is not None else ["world"], _eye(gt or est)))
         rec.flush()
     finally:
         rec.disconnect()
@@ -209,7 +209,7 @@ def _log_scene(rr, rec, view: SceneView, root: str, config: ViewConfig, progress
             sel = np.linspace(0, len(v) - 1, config.max_points).astype(np.int64)
             v, u = v[sel], u[sel]
         rec.log(f"{root}/points", rr.Points3D(view.pointmap(f)[v, u], colors=rgb[v, u],
-                                              radii=rr.Radius.ui_points(1.5)))
+                                              radii=rr.Radius.ui_points(2.5)))
         if view.n_objects:
             logged += _log_objects(rr, rec, view, root, f, frames, basis, names)
     return logged
@@ -220,7 +220,7 @@ def _log_objects(rr, rec, view: SceneView, root: str, f: int, frames: list[int],
     seg = np.zeros(view.hw, dtype=np.uint16)
     for o in range(view.n_objects):  # later objects paint over earlier ones where masks overlap
         seg[masks[o]] = o + 1
-    rec.log(f"{root}/camera/image/masks", rr.SegmentationImage(seg))
+    rec.log(f"{root}/camera/image/masks", rr.SegmentationImage(seg, opacity=0.5, draw_order=10.0))
     vis = [o for o in range(view.n_objects) if view.visible[o, f] and np.isfinite(view.box[o, f]).all()]
     boxes = view.box[vis, f]
     rec.log(f"{root}/objects/boxes", rr.Boxes3D(
@@ -255,13 +255,37 @@ def _scene_size(view: SceneView) -> float:
     return extent if extent > 0 else 1.0
 
 
-def _blueprint(rr, roots: list[str]):
-    """A 3D view per root, side by side, over the 2D views of each root's camera image."""
+def _blueprint(roots: list[str], eye: tuple[np.ndarray, np.ndarray, np.ndarray]):
+    """A 3D view per root, side by side, above each root's frame with masks, depth and confidence."""
     import rerun.blueprint as rrb
 
-    views3d = [rrb.Spatial3DView(name=r.split("/")[-1], origin="world", contents=[f"{r}/**"]) for r in roots]
-    views2d = [rrb.Spatial2DView(name=f"{r.split('/')[-1]} frame", origin=f"{r}/camera/image") for r in roots]
-    depth2d = [rrb.Spatial2DView(name=f"{r.split('/')[-1]} depth", origin=f"{r}/camera/image",
-                                 contents=[f"{r}/camera/image/depth"]) for r in roots]
-    return rrb.Blueprint(rrb.Vertical(rrb.Horizontal(*views3d), rrb.Horizontal(*views2d, *depth2d),
-                                      row_shares=[3, 2]), collapse_panels=False)
+    position, target, up = eye
+    views3d = [rrb.Spatial3DView(name=_title(r), origin="world", contents=[f"{r}/**", f"- {r}/camera/image/conf",
+                                                                          f"- {r}/camera/image/depth"],
+                                 eye_controls=rrb.EyeControls3D(position=position, look_target=target, eye_up=up))
+               for r in roots]
+    views2d = []
+    for r in roots:
+        image = f"{r}/camera/image"
+        views2d += [rrb.Spatial2DView(name=f"{_title(r)} frame + masks", origin=image, contents=[image, f"{image}/masks"]),
+                    rrb.Spatial2DView(name=f"{_title(r)} depth", origin=image, contents=[f"{image}/depth"]),
+                    rrb.Spatial2DView(name=f"{_title(r)} confidence", origin=image, contents=[f"{image}/conf"])]
+    return rrb.Blueprint(rrb.Vertical(rrb.Horizontal(*views3d), rrb.Grid(*views2d) if len(roots) > 1 else
+                                      rrb.Horizontal(*views2d), row_shares=[3, 2]),
+                         rrb.BlueprintPanel(state="collapsed"), rrb.SelectionPanel(state="collapsed"))
+
+
+def _title(root: str) -> str:
+    return "scene" if root == "world" else root.split("/")[-1]
+
+
+def _eye(view: SceneView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A starting 3D viewpoint: above and behind the cameras, looking at the middle frame's surfaces."""
+    mid = view.n_frames // 2
+    depth = view.depth(mid)
+    pts = view.pointmap(mid)[depth > 0]
+    centres = view.cam2world[:, :3, 3]
+    target = np.median(pts, axis=0) if len(pts) else centres.mean(0)
+    back = centres.mean(0) - target
+    dist = max(float(np.linalg.norm(back)), 1e-3)
+    return target + 1.5 * back + 0.6 * dist * view.world_up, target, view.world_up
