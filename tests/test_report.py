@@ -229,3 +229,11 @@ def test_report_refuses_bad_input_and_foreign_folders(synth_qa, cli, tmp_path):
     assert cli("report", scene, "--out", tmp_path / "z", "-q").exit_code == 0
     assert cli("report", scene, "--out", tmp_path / "z", "-q").exit_code == 2
     assert cli("report", scene, "--out", tmp_path / "z", "-q", "--overwrite").exit_code == 0
+
+
+def test_report_of_a_store_without_tracks(make_scene, cli, tmp_path):
+    url = make_scene("plain.zarr", n=3)
+    assert cli("report", url, "--out", tmp_path / "site", "-q").exit_code == 0
+    page = _DOM((tmp_path / "site" / "scenes" / "plain" / "index.html").read_text())
+    assert "no tracks" in " ".join(e["text"] for e in page.select("td"))
+    assert len(page.select("figure", "strip-frame")) == 3
