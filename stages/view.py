@@ -37,7 +37,6 @@ APP_ID = "spatialctl"
 
 @dataclass
 class ViewConfig:
-    scene: str = opt(help="Scene store (path or URL).", argument=True)
     out: str | None = opt(None, "Output .rrd file. Default: the store's path with .rrd (OUT/scene.zarr -> "
                           "OUT/scene.rrd).", show_default=False)
     gt: str | None = opt(None, "Ground-truth store (synth) to show beside SCENE: world/truth and world/estimate, "
@@ -50,7 +49,7 @@ class ViewConfig:
                                  "reconstructed stores, every valid pixel for synth truth.", show_default=False)
     jpeg_quality: int = opt(90, "JPEG quality of the logged RGB frames, 1-100; 0 logs them uncompressed.")
     overwrite: bool = opt(False, "Replace OUT when it exists.")
-    quiet: bool = opt(False, "No progress bars or info logs.", runtime=True)
+    quiet: bool = opt(False, "No progress bars or info logs (errors still go to stderr).", short="-q", runtime=True)
 
     def validate(self) -> None:
         if self.max_points < 0:
@@ -74,14 +73,15 @@ def import_rerun():
     return rr
 
 
-def run(config: ViewConfig, progress: Callable | None = None) -> dict:
-    """Write the recording; returns ``{"out", "frames", "entities", "spawned", "open_command"}``."""
+def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dict:
+    """Write the recording of the store ``scene``; returns ``{"out", "frames", "entities", "spawned",
+    "open_command"}``."""
     config.validate()
     rr = import_rerun()
-    out = Path(config.out or default_out(config.scene))
+    out = Path(config.out or default_out(scene))
     if out.exists() and not config.overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it")
-    est = open_view(config.scene)
+    est = open_view(scene)
     gt = open_view(config.gt) if config.gt else None
     pairs = match_frames(est, gt) if gt is not None else None
 

@@ -7,10 +7,15 @@ from typing import Annotated
 
 import typer
 
-from spatialctl.options import Quiet, setup_logging
+from spatialctl.options import Quiet, progress, setup_logging
 
 
-def report(
+def report(config, result: dict) -> None:
+    """What the command prints: the result as JSON on stdout."""
+    typer.echo(json.dumps(result))
+
+
+def report_command(
     scenes: Annotated[list[str], typer.Argument(help="Scene stores (paths or URLs), or manifests of them.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder of the site (index.html, questions.html, scenes/).")] = "report",
     qa: Annotated[str | None, typer.Option("--qa", help="QA file (make-qa's .jsonl or .parquet) to browse. Default: none.", show_default=False)] = None,
@@ -25,19 +30,12 @@ def report(
     from spatialctl.stages.report import ReportConfig, run
 
     setup_logging(quiet)
-    config = ReportConfig(scenes=scenes, out=out, qa=qa, strip_frames=strip_frames, question_frames=question_frames,
+    config = ReportConfig(out=out, qa=qa, strip_frames=strip_frames, question_frames=question_frames,
                           page_size=page_size, thumb=thumb, overwrite=overwrite, quiet=quiet)
-    typer.echo(json.dumps(run(config, progress=_progress(quiet))))
-
-
-def _progress(quiet: bool):
-    from spatialctl.options import progress
-
-    def wrap(items, desc: str = ""):
-        return progress(quiet, f"report {desc}".strip(), desc.rstrip("s") or "item")(items)
-
-    return wrap
+    config.validate()
+    report(config, run(config, scenes, progress=progress(quiet, "report scenes", "scene"),
+                       question_progress=progress(quiet, "report questions", "question")))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+    app.command("report")(report_command)

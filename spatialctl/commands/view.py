@@ -9,6 +9,17 @@ import typer
 from spatialctl.options import Quiet, progress, setup_logging
 
 
+def report(config, result: dict) -> None:
+    """What the command prints: the file on stdout; how to open it on stderr."""
+    typer.echo(result["out"])
+    if config.spawn and not result["spawned"]:
+        # Printed even with --quiet: the user asked for a viewer and did not get one.
+        typer.echo(f"no Rerun viewer can open here (no display or no `rerun` command); open the recording with: "
+                   f"{result['open_command']}", err=True)
+    elif not config.quiet and not config.spawn:
+        typer.echo(f"open it with: {result['open_command']}", err=True)
+
+
 def view(
     scene: Annotated[str, typer.Argument(help="Scene store (path or URL).")],
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output .rrd file. Default: the store's path with .rrd (OUT/scene.zarr -> OUT/scene.rrd).", show_default=False)] = None,
@@ -24,16 +35,10 @@ def view(
     from spatialctl.stages.view import ViewConfig, run
 
     setup_logging(quiet)
-    config = ViewConfig(scene=scene, out=out, gt=gt, spawn=spawn, max_points=max_points, min_conf=min_conf,
+    config = ViewConfig(out=out, gt=gt, spawn=spawn, max_points=max_points, min_conf=min_conf,
                         jpeg_quality=jpeg_quality, overwrite=overwrite, quiet=quiet)
-    result = run(config, progress=progress(quiet, "view", "frame"))
-    typer.echo(result["out"])
-    if spawn and not result["spawned"]:
-        # Printed even with --quiet: the user asked for a viewer and did not get one.
-        typer.echo(f"no Rerun viewer can open here (no display or no `rerun` command); open the recording with: "
-                   f"{result['open_command']}", err=True)
-    elif not quiet and not spawn:
-        typer.echo(f"open it with: {result['open_command']}", err=True)
+    config.validate()
+    report(config, run(config, scene, progress=progress(quiet, "view", "frame")))
 
 
 def register(app: typer.Typer) -> None:

@@ -40,8 +40,6 @@ CHUNK = 200  # questions per data file of the browser
 
 @dataclass
 class ReportConfig:
-    scenes: list[str] = opt(help="Scene stores (paths or URLs), or manifests of them.", argument=True,
-                            default_factory=list)
     out: str = opt("report", "Output folder of the site (index.html, questions.html, scenes/).", short="-o")
     qa: str | None = opt(None, "QA file (make-qa's .jsonl or .parquet) to browse. Default: none.",
                          show_default=False)
@@ -50,7 +48,7 @@ class ReportConfig:
     page_size: int = opt(50, "Questions, and scenes, per page.")
     thumb: int = opt(320, "Longest side of thumbnails, pixels.")
     overwrite: bool = opt(False, "Replace OUT when it holds an earlier report.")
-    quiet: bool = opt(False, "No progress bars or info logs.", runtime=True)
+    quiet: bool = opt(False, "No progress bars or info logs (errors still go to stderr).", short="-q", runtime=True)
 
     def validate(self) -> None:
         for name in ("strip_frames", "question_frames", "page_size"):
@@ -60,11 +58,12 @@ class ReportConfig:
             raise UsageError(f"--thumb {self.thumb}: give at least 16 pixels")
 
 
-def run(config: ReportConfig, progress: Callable | None = None) -> dict:
-    """Write the site; returns ``{"out", "scenes", "questions", "pages", "audit"}``."""
+def run(config: ReportConfig, scenes: list[str], progress: Callable | None = None,
+        question_progress: Callable | None = None) -> dict:
+    """Write the site for the stores ``scenes`` (paths, URLs or manifests); returns ``{"out", "scenes",
+    "questions", "pages", "audit"}``. ``progress`` wraps the scenes, ``question_progress`` the questions."""
     config.validate()
-    wrap = progress or (lambda items, desc="": items)
-    inputs = jobs.resolve_inputs(config.scenes) if config.scenes else []
+    inputs = jobs.resolve_inputs(scenes) if scenes else []
     if not inputs:
         raise UsageError("report: no scene stores given")
     out = Path(config.out)
@@ -89,10 +88,11 @@ def run(config: ReportConfig, progress: Callable | None = None) -> dict:
         if r.scene in counts:
             counts[r.scene] += 1
     rows = []
-    for a in wrap(assets, "scenes"):
+    for a in (progress or _same)(assets):
         rows.append(_scene_page(a, config, counts[a.scene_id], bool(config.qa)))
     pages = _index_pages(tmp, rows, config.page_size, bool(config.qa))
-    n_q = _questions(tmp, records, {a.scene_id: a for a in assets}, config, wrap, audit, audit_path, audit_error)
+    n_q = _questions(tmp, records, {a.scene_id: a for a in assets}, config, question_progress or _same, audit,
+                     audit_path, audit_error)
     missing = sorted({r.scene for r in records} - set(counts))
     if missing:
         log.warning("%d questions are about scenes not given (%s): shown without frames",
@@ -104,6 +104,10 @@ def run(config: ReportConfig, progress: Callable | None = None) -> dict:
     _swap_in(tmp, out)
     return {"out": str(out), "scenes": len(assets), "questions": n_q, "pages": pages,
             "audit": audit_path if audit else None}
+
+
+def _same(items):
+    return items
 
 
 # ---------------------------------------------------------------------------------------------------- output folder
@@ -256,7 +260,7 @@ def _questions(root: Path, records: list[QARecord], assets: dict[str, SceneAsset
     index = {"page_size": config.page_size, "chunk_size": CHUNK, "items": [], "families": [], "types": {},
              "all_types": [], "scenes": []}
     chunk: list[dict] = []
-    for r in wrap(records, "questions"):
+    for r in wrap(records):
         a = assets.get(r.scene)
         chunk.append(entry(r, a, f"{a.rel}/index.html" if a else None, config.question_frames))
         index["items"].append([r.family, r.type, r.scene])
