@@ -33,6 +33,7 @@ class SceneAssets:
         self.size = thumb_size(view.hw, longest)
         self.rel = f"scenes/{slug}"
         self._masks: dict[int, np.ndarray] = {}
+        self._marks: dict[tuple[int, int], dict | None] = {}  # (object, frame) -> mark, None when not visible
 
     def masks(self, f: int) -> np.ndarray:
         if f not in self._masks:
@@ -55,24 +56,32 @@ class SceneAssets:
             save_atomic(mask_overlay(self.masks(f)[o], object_colour(o), self.size), path, optimize=True)
         return rel
 
+    def mark(self, o: int, f: int) -> dict | None:
+        """Object o's mark in frame f (thumbnail coordinates), or None when its mask is empty at thumbnail size."""
+        if (o, f) not in self._marks:
+            mask = self.masks(f)[o]
+            anchor, box = mask_anchor(mask), mask_box(mask)
+            if anchor is None or not resize_mask(mask, self.size).any():
+                self._marks[(o, f)] = None
+            else:
+                sx, sy = self.size[0] / self.view.hw[1], self.size[1] / self.view.hw[0]
+                self._marks[(o, f)] = {
+                    "id": str(self.view.object_ids[o]), "x": round(anchor[0] * sx, 1), "y": round(anchor[1] * sy, 1),
+                    "box": [round(box[0] * sx, 1), round(box[1] * sy, 1), round(box[2] * sx, 1), round(box[3] * sy, 1)],
+                    "color": hex_colour(o)}
+        return self._marks[(o, f)]
+
     def shown_frame(self, f: int, objects: list[int]) -> dict:
         """One frame of a question: its thumbnail and, per named object visible in it, an overlay and a mark
         (object id at the mask's anchor, pixel box) in thumbnail coordinates."""
         w, h = self.size
-        sx, sy = w / self.view.hw[1], h / self.view.hw[0]
         marks, overlays, absent = [], [], []
         for o in objects:
-            mask = self.masks(f)[o]
-            small = resize_mask(mask, self.size)
-            anchor, box = mask_anchor(mask), mask_box(mask)
-            if anchor is None or not small.any():
+            mark = self.mark(o, f)
+            if mark is None:
                 absent.append(str(self.view.object_ids[o]))
                 continue
-            oid = str(self.view.object_ids[o])
-            overlays.append({"id": oid, "src": self.overlay(o, f)})
-            marks.append({"id": oid, "x": round(anchor[0] * sx, 1), "y": round(anchor[1] * sy, 1),
-                          "box": [round(box[0] * sx, 1), round(box[1] * sy, 1), round(box[2] * sx, 1),
-                                  round(box[3] * sy, 1)],
-                          "color": hex_colour(o)})
+            overlays.append({"id": mark["id"], "src": self.overlay(o, f)})
+            marks.append(mark)
         return {"frame": f, "time": round(float(self.view.timestamps[f]), 3), "src": self.frame(f), "w": w, "h": h,
                 "overlays": overlays, "marks": marks, "absent": absent}
