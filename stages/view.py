@@ -12,6 +12,7 @@ Rerun is an optional dependency (``pip install "spatialctl[view]"``); it is impo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl import camera
+from spatialctl import __version__, camera, jobs
 from spatialctl.config import opt
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.visual import SceneView, box_rotation, gravity_basis, object_colour, open_view
@@ -91,6 +92,11 @@ def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dic
     rec.save(str(tmp))
     entities: list[str] = []
     try:
+        # Provenance, as every spatialctl artifact records it (a recording property, shown by the viewer).
+        rec.send_property("spatialctl", rr.AnyValues(
+            stage="view", package_version=__version__, scene=scene, gt=config.gt or "",
+            config=json.dumps(jobs.config_dict(config), sort_keys=True, default=str),
+            inputs=json.dumps([jobs.fingerprint(u) for u in [scene, *([config.gt] if config.gt else [])]])))
         rec.log("world", _view_coordinates(rr, (gt or est).world_up), static=True)
         if gt is None:
             entities += _log_scene(rr, rec, est, "world", config, progress, range(est.n_frames))

@@ -237,3 +237,24 @@ def test_report_of_a_store_without_tracks(make_scene, cli, tmp_path):
     page = _DOM((tmp_path / "site" / "scenes" / "plain" / "index.html").read_text())
     assert "no tracks" in " ".join(e["text"] for e in page.select("td"))
     assert len(page.select("figure", "strip-frame")) == 3
+
+
+def test_questions_without_object_metadata_degrade(synth_qa, tmp_path):
+    """Records whose metadata names no objects (or ids the scene lacks) still show their frames, unhighlighted."""
+    from spatialctl.qa_format import QARecord
+    from spatialctl.stages.report.assets import SceneAssets
+    from spatialctl.stages.report.qa import entry
+    from spatialctl.visual import open_view
+
+    _, scene, _, _ = synth_qa
+    assets = SceneAssets(open_view(scene), "s3", "s3", tmp_path, 64)
+    bare = QARecord(id="x", scene="s3", question="q?", answer="1", answer_type="text", family="f", type="t",
+                    frames=[1, 2, 3, 4, 5, 6])
+    e = entry(bare, assets, "scenes/s3/index.html", 4)
+    assert e["objects_from"] == "none" and not e["objects"]
+    assert [f["frame"] for f in e["frames"]] == [1, 3, 4, 6] and all(not f["marks"] for f in e["frames"])
+    stray = QARecord(id="y", scene="s3", question="q?", answer="1", answer_type="text", family="f", type="t",
+                     frames=[0], metadata={"object_ids": [999, 0], "key_frames": [0]})
+    e = entry(stray, assets, "scenes/s3/index.html", 4)
+    assert e["missing_ids"] == ["999"] and [o["id"] for o in e["objects"]] == ["0"]
+    assert (tmp_path / e["frames"][0]["src"]).is_file()

@@ -35,7 +35,7 @@ def read_rrd(path) -> dict[str, dict[int, dict]]:
         frames = batch.get("frame", [-1] * n)
         for i in range(n):
             for k, v in batch.items():
-                if ":" in k:
+                if not k.startswith("rerun.") and k not in ("frame", "time", "log_time"):
                     rows[chunk.entity_path][frames[i]][k] = v[i]
     return rows
 
@@ -98,6 +98,8 @@ def test_view_logs_scene_as_time_series(synth_scene, cli, tmp_path):
         gap, _ = cKDTree(pm[f].reshape(-1, 3)).query(pts)
         assert gap.max() < 1e-6  # every point is a pixel of this frame's pointmap
     assert len(rerun.chunk.RrdReader(out).blueprints()) == 1
+    props = rec["/__properties/spatialctl"][-1]  # provenance travels with the recording
+    assert props["stage"] == ["view"] and props["scene"] == [synth_scene]
 
 
 def test_view_gt_aligns_estimate(synth_scene, cli, tmp_path):
