@@ -194,6 +194,7 @@ def _log_scene(rr, rec, view: SceneView, root: str, config: ViewConfig, progress
               f"{root}/camera/image/conf", f"{root}/points"]
     basis = gravity_basis(view.world_up)
     wrap = progress or (lambda x: x)
+    empty = 0
     for f, tf in wrap(list(zip(frames, timeline_frames, strict=True))):
         rec.set_time("frame", sequence=int(tf))
         rec.set_time("time", duration=float(times[tf]))
@@ -211,6 +212,7 @@ def _log_scene(rr, rec, view: SceneView, root: str, config: ViewConfig, progress
         rec.log(f"{root}/camera/image/conf", rr.Image(conf.astype(np.float32), color_model="L"))
         keep = (depth > 0) & (conf >= min_conf) & (conf > 0)
         v, u = np.nonzero(keep)
+        empty += not len(v)
         if config.max_points and len(v) > config.max_points:
             sel = np.linspace(0, len(v) - 1, config.max_points).astype(np.int64)
             v, u = v[sel], u[sel]
@@ -218,6 +220,9 @@ def _log_scene(rr, rec, view: SceneView, root: str, config: ViewConfig, progress
                                               radii=rr.Radius.ui_points(2.5)))
         if view.n_objects:
             logged += _log_objects(rr, rec, view, root, f, frames, basis, names)
+    if empty:
+        log.warning("%s: %d of %d frames have no point with confidence >= %g (set --min-conf)", view.url, empty,
+                    len(frames), min_conf)
     return logged
 
 
