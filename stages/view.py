@@ -79,6 +79,8 @@ def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dic
     "open_command"}``."""
     config.validate()
     rr = import_rerun()
+    if "://" in (config.out or scene):
+        raise UsageError(f"{config.out or scene}: the recording is written to a local file; give --out PATH.rrd")
     out = Path(config.out or default_out(scene))
     if out.exists() and not config.overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it")
