@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import __version__, camera, jobs
-from spatialctl.config import opt
+from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.visual import SceneView, box_rotation, gravity_basis, object_colour, open_view
 
@@ -38,8 +38,8 @@ APP_ID = "spatialctl"
 
 @dataclass
 class ViewConfig:
-    out: str | None = opt(None, "Output .rrd file. Default: the store's path with .rrd (OUT/scene.zarr -> "
-                          "OUT/scene.rrd).", show_default=False)
+    out: str | None = opt(None, "Output file (.rrd). Default: the store's path with .rrd (OUT/scene.zarr -> "
+                          "OUT/scene.rrd).", short="-o", show_default=False)
     gt: str | None = opt(None, "Ground-truth store (synth) to show beside SCENE: world/truth and world/estimate, "
                          "the estimate aligned to the truth by Sim(3) on camera centres. Default: none.",
                          show_default=False)
@@ -49,16 +49,15 @@ class ViewConfig:
     min_conf: float | None = opt(None, "Confidence below which points are dropped. Default: 3 (DUSt3R's demo) for "
                                  "reconstructed stores, every valid pixel for synth truth.", show_default=False)
     jpeg_quality: int = opt(90, "JPEG quality of the logged RGB frames, 1-100; 0 logs them uncompressed.")
-    overwrite: bool = opt(False, "Replace OUT when it exists.")
-    quiet: bool = opt(False, "No progress bars or info logs (errors still go to stderr).", short="-q", runtime=True)
+    overwrite: bool = overwrite_opt("Replace OUT when it exists.")
+    quiet: bool = quiet_opt()
 
     def validate(self) -> None:
         if self.max_points < 0:
             raise UsageError(f"--max-points {self.max_points}: give 0 or more")
         if not 0 <= self.jpeg_quality <= 100:
             raise UsageError(f"--jpeg-quality {self.jpeg_quality}: give 0 (raw) or 1-100")
-        if self.out is not None and not self.out.endswith(".rrd"):
-            raise UsageError(f"--out {self.out}: a Rerun recording file ends in .rrd")
+        check_fields(self)
 
 
 def default_out(scene_url: str) -> str:
@@ -82,6 +81,8 @@ def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dic
     if "://" in (config.out or scene):
         raise UsageError(f"{config.out or scene}: the recording is written to a local file; give --out PATH.rrd")
     out = Path(config.out or default_out(scene))
+    if out.suffix != ".rrd":
+        log.warning("%s: the Rerun viewer recognises recordings by their .rrd suffix", out)
     if out.exists() and not config.overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it")
     est = open_view(scene)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import __version__, jobs
-from spatialctl.config import opt
+from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt
 from spatialctl.errors import UsageError
 from spatialctl.qa_format import QARecord, read_qa
 from spatialctl.visual import SceneView, open_view, scene_ids
@@ -47,10 +47,11 @@ class ReportConfig:
     question_frames: int = opt(4, "Frames shown per question, at most (the ones its text names when recorded).")
     page_size: int = opt(50, "Questions, and scenes, per page.")
     thumb: int = opt(320, "Longest side of thumbnails, pixels.")
-    overwrite: bool = opt(False, "Replace OUT when it holds an earlier report.")
-    quiet: bool = opt(False, "No progress bars or info logs (errors still go to stderr).", short="-q", runtime=True)
+    overwrite: bool = overwrite_opt("Replace OUT when it holds an earlier report.")
+    quiet: bool = quiet_opt()
 
     def validate(self) -> None:
+        check_fields(self)
         for name in ("strip_frames", "question_frames", "page_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: give 1 or more")
