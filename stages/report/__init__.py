@@ -204,8 +204,8 @@ def _scene_page(a: SceneAssets, config: ReportConfig, n_questions: int, has_qa: 
     drange = images.depth_range(view, frames)
     strip, dstrip = [], []
     for f in frames:
-        images.save_atomic(images.annotated_frame(view, f, a.size), folder / f"strip-{f:06d}.jpg", quality=88)
-        images.save_atomic(images.depth_image(view.depth(f), drange, a.size), folder / f"depth-{f:06d}.png")
+        images.save(images.annotated_frame(view, f, a.size), folder / f"strip-{f:06d}.jpg", quality=88)
+        images.save(images.depth_image(view.depth(f), drange, a.size), folder / f"depth-{f:06d}.png")
         cap = f"frame {f} ({float(view.timestamps[f]):.2f} s)"
         strip.append(f'<figure class="strip-frame" data-frame="{f}"><img src="strip-{f:06d}.jpg" width="{a.size[0]}" '
                      f'height="{a.size[1]}" alt="{cap}"><figcaption>{cap}</figcaption></figure>')

@@ -9,7 +9,7 @@ import numpy as np
 
 from spatialctl.visual import SceneView, hex_colour, object_colour
 
-from .images import frame_thumbnail, mask_anchor, mask_box, mask_overlay, resize_mask, save_atomic, thumb_size
+from .images import frame_thumbnail, mask_anchor, mask_box, mask_overlay, resize_mask, save, thumb_size
 
 
 def slugs(ids: list[str]) -> list[str]:
@@ -46,14 +46,14 @@ class SceneAssets:
         rel = f"{self.rel}/frames/{f:06d}.jpg"
         path = self.root / rel
         if not path.exists():
-            save_atomic(frame_thumbnail(self.view.frame(f), self.size), path, quality=90, subsampling=0)
+            save(frame_thumbnail(self.view.frame(f), self.size), path, quality=90, subsampling=0)
         return rel
 
     def overlay(self, o: int, f: int) -> str:
         rel = f"{self.rel}/masks/o{o:04d}-f{f:06d}.png"
         path = self.root / rel
         if not path.exists():
-            save_atomic(mask_overlay(self.masks(f)[o], object_colour(o), self.size), path, optimize=True)
+            save(mask_overlay(self.masks(f)[o], object_colour(o), self.size), path, optimize=True)
         return rel
 
     def mark(self, o: int, f: int) -> dict | None:

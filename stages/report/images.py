@@ -19,11 +19,10 @@ def thumb_size(hw: tuple[int, int], longest: int) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
-def save_atomic(image: Image.Image, path: Path, **kw) -> None:
+def save(image: Image.Image, path: Path, **kw) -> None:
+    """Plain writes: the whole site is built aside and moved into place at the end (``report.run``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    image.save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG"), **kw)
-    tmp.replace(path)
+    image.save(path, **kw)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -135,7 +134,5 @@ def top_down_map(view: SceneView, path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    fig.savefig(tmp, format="png")
+    fig.savefig(path, format="png")
     plt.close(fig)
-    tmp.replace(path)
