@@ -207,7 +207,7 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
     stretch; the n options are the answers under x, x + 1, ..., x + n - 1 (mod n). Then p(a) P(S | a) = P(S) / n
     for every a in S. A pool with fewer than n distinct answers draws from its coarser
     ``metadata["option_pool_fallback"]`` if it has one with enough, else (a small run) keeps the generator's
-    options (dropped where other records of its type have pooled options); ``metadata["options_from"]`` says
+    options (dropped where at least 90% of its type's records have pooled ones); ``metadata["options_from"]`` says
     which. Ids are recomputed (options are part of them)."""
     pools: dict[str, list[QARecord]] = defaultdict(list)
     for r in records:
@@ -244,11 +244,14 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
             r.answer = LETTERS[chosen.index(truth)]
             r.id = record_id(r.scene, r.family, r.type,
                              "\n".join([h["question"] for h in r.history or []] + [r.question]), r.options)
-    # Where a type has pooled options at all (a run with enough answers), a record left with the generator's own
-    # wrong options would stand out from the rest (made-up sequences): it is dropped.
-    pooled_types = {(r.family, r.type) for r in records if r.metadata.get("options_from") in ("pool", "fallback pool")}
-    return [r for r in records
-            if not (r.metadata.get("options_from") == "generator" and (r.family, r.type) in pooled_types)]
+    # Where nearly all of a type's options are pooled (a run with enough answers), the few records left with the
+    # generator's own wrong options would stand out (made-up sequences): they are dropped. A small run keeps them.
+    kinds: dict = defaultdict(Counter)
+    for r in records:
+        if r.metadata.get("options_from"):
+            kinds[(r.family, r.type)][r.metadata["options_from"] == "generator"] += 1
+    mostly = {t for t, c in kinds.items() if c[False] >= 0.9 * (c[False] + c[True])}
+    return [r for r in records if not (r.metadata.get("options_from") == "generator" and (r.family, r.type) in mostly)]
 
 
 def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random) -> list[str]:
