@@ -27,10 +27,11 @@ from spatialctl.errors import SpatialctlError, UsageError
 
 from .align import AlignConfig, global_align
 from .frames import input_stem, load_frames
-from .graph import make_pairs, parse_scene_graph
+from .graph import choose_graph, make_pairs, parse_scene_graph
 
 STAGE = "reconstruct"
 DEFAULT_MODEL = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
+DEFAULT_MAX_FRAMES = 64  # a long video is sampled down to this many frames, spread over it
 log = logging.getLogger("spatialctl.reconstruct")
 DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -38,10 +39,12 @@ DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.fl
 @dataclass
 class ReconstructConfig:
     model: str = DEFAULT_MODEL
-    scene_graph: str = "complete"
-    fps: float | None = None
+    scene_graph: str = "auto"  # auto: complete up to AUTO_COMPLETE_MAX frames, else logwin-5 (graph.choose_graph)
+    fps: float | None = None  # videos: sample at this rate; image folders: the rate the frames were taken at
     stride: int = 1
-    max_frames: int | None = None
+    max_frames: int = DEFAULT_MAX_FRAMES  # spread evenly over the input; 0: every (sampled) frame
+    pattern: str | None = None  # image folders: a glob choosing the frames; default: the colour images
+    allow_truncated: bool = False  # a video that decodes short is used (flagged in provenance) instead of refused
     size: int | None = None  # long side for the network; None: the checkpoint's (224 or 512)
     dtype: str = "auto"  # network autocast: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16
     niter: int = 300
@@ -77,8 +80,8 @@ def check_config(config: ReconstructConfig) -> None:
         raise UsageError(f"--metric-scale {config.metric_scale!r}: expected none or depthpro")
     if config.stride < 1:
         raise UsageError(f"--stride {config.stride}: must be >= 1")
-    if config.max_frames is not None and config.max_frames < 2:
-        raise UsageError(f"--max-frames {config.max_frames}: need at least 2 frames")
+    if config.max_frames is None or (config.max_frames != 0 and config.max_frames < 2):
+        raise UsageError(f"--max-frames {config.max_frames}: need at least 2 frames (0: all)")
     if config.fps is not None and not config.fps > 0:
         raise UsageError(f"--fps {config.fps}: must be positive")
     if config.niter < 0 or not config.lr > 0:
@@ -126,8 +129,21 @@ class _Models:
         if self._depthpro is None:
             from spatialctl.models.depth_pro import DepthPro
 
-            self._depthpro = DepthPro(self.config.depthpro_model, self.device)
+            from spatialctl.hub import resolve_model_dir
+
+            local = resolve_model_dir(self.config.depthpro_model, option="--depthpro-model", what="Depth Pro model")
+            self._depthpro = DepthPro(local, self.device)
         return self._depthpro
+
+
+def preflight_models(config: ReconstructConfig) -> None:
+    """Models must be on disk (local files or the hub cache) before any frame is read: fail in well under 2 s."""
+    from spatialctl.hub import resolve_model_dir
+    from spatialctl.models.dust3r_loading import resolve_checkpoint
+
+    resolve_checkpoint(config.model)
+    if config.metric_scale == "depthpro":
+        resolve_model_dir(config.depthpro_model, option="--depthpro-model", what="Depth Pro model")
 
 
 def network_size(config: ReconstructConfig, dust3r_config) -> int:
@@ -145,7 +161,9 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     """One input -> (arrays, attrs, extra provenance), nothing written."""
     from spatialctl.models.dust3r_inference import encode_frames, infer_pairs, preprocess
 
-    frames, timestamps = load_frames(path, config.fps, config.stride, config.max_frames)
+    sampled = load_frames(path, config.fps, config.stride, config.max_frames or None, pattern=config.pattern,
+                          allow_truncated=config.allow_truncated)
+    frames, timestamps = sampled.frames, sampled.times
     if len(frames) < 2:
         raise SpatialctlError(f"{path}: {len(frames)} frame(s) after sampling; reconstruction needs at least 2")
     model, dcfg = models.dust3r()
@@ -153,7 +171,9 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     images = pre.images
     net_frames = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     n, (h, w) = len(images), images.shape[-2:]
-    pairs = make_pairs(n, config.scene_graph)
+    graph = choose_graph(n, config.scene_graph)
+    pairs = make_pairs(n, graph)
+    log.info("%s", plan_line(path, sampled, config, graph, len(pairs), (h, w), model))
     device = models.device
     autocast = DTYPES[config.dtype]
     encoded = encode_frames(model, images, batch_size=config.batch_size, autocast_dtype=autocast)
@@ -203,14 +223,36 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
         "network_size": [int(h), int(w)],
         "original_size": list(pre.orig_hw),
         "metric_scale_factor": factor,
+        "scene_graph": graph,
+        "source": {"path": str(Path(path).resolve()), "frames_total": sampled.total,
+                   "frames_declared": sampled.declared, "truncated": sampled.truncated,
+                   "kind": "images" if Path(path).is_dir() else "video"},
     }
     return arrays, attrs, extra
+
+
+def plan_line(path: str, sampled, config: ReconstructConfig, graph: str, n_pairs: int, hw: tuple[int, int],
+              model) -> str:
+    """What is about to run, in one line: frames kept of how many, pairs, network size, estimated peak memory."""
+    n, (h, w) = len(sampled.frames), hw
+    span = float(sampled.times[-1] - sampled.times[0])
+    why = (f"--max-frames {config.max_frames}, spread over {span:.1f} s" if config.max_frames and sampled.total > n
+           else "all sampled frames")
+    # Pair predictions (two pointmaps + two confidences per pair, float32) dominate; then the alignment's
+    # per-frame state and the weights.
+    preds = n_pairs * h * w * 8 * 4
+    align = n * h * w * 12 * 4
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    gib = (preds + align + weights) / 2**30
+    return (f"{path}: plan: {n} of {sampled.total} frames ({why}), scene graph {graph}: {n_pairs} pairs, "
+            f"network {w}x{h}, estimated peak memory {gib:.2f} GiB")
 
 
 def write_item(path: str, output: str, config: ReconstructConfig, models: _Models,
                progress: Callable[[Iterable], Iterable] | None = None) -> None:
     arrays, attrs, extra = reconstruct(path, config, models, progress)
     provenance = {**jobs.provenance(STAGE, config, [path]), **extra}
+    provenance["source"]["fingerprint"] = provenance["inputs"].get(path)
     store.write_scene(output, arrays, attrs, provenance)
 
 
@@ -224,6 +266,7 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
     if config.out is not None and config.out.rstrip("/").endswith(".zarr") and len(paths) > 1:
         raise UsageError(f"--out {config.out}: one store for {len(paths)} inputs; give a folder instead")
     models = _Models(config, resolve_device(config.device))
+    preflight_models(config)
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
     summary = jobs.run_items(STAGE, config, items,
                              lambda it: write_item(it.input, it.output, config, models, progress),
