@@ -25,7 +25,7 @@ def extract_gen_features(
     prompt_cache: Annotated[str | None, typer.Option("--prompt-cache", help="Where to cache the empty-prompt context. Default: ~/.cache/spatialctl/wan_empty_prompt/<model>.safetensors.", show_default=False)] = None,
     out: Annotated[str | None, typer.Option("--out", help="Videos only: folder for <stem>.genfeat.zarr. Default: beside the video.", show_default=False)] = None,
     fps: Annotated[float | None, typer.Option("--fps", help="Videos only: sample frames at this rate. Default: every frame.", show_default=False)] = None,
-    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Videos only: keep at most this many frames. Default: all.", show_default=False)] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Videos only: keep at most this many frames, spread evenly over the video. Default: all.", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="torch device; auto picks cuda when available.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per DiT pass.")] = 8,
     shard: Shard = None,

@@ -63,6 +63,18 @@ def check_config(config: TrackConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: expected a value in [0, 1]")
 
 
+def preflight_models(config: TrackConfig) -> None:
+    """Both models must be on local disk (or in the hub cache) before any work: no downloads, no retries."""
+    from spatialctl.hub import resolve_model_dir
+
+    from .detect import DEFAULT_MODELS
+    from .propagate import DEFAULT_SAM2
+
+    resolve_model_dir(config.detector_model or DEFAULT_MODELS[config.detector], option="--detector-model",
+                      what="detector model")
+    resolve_model_dir(config.sam2_model or DEFAULT_SAM2, option="--sam2-model", what="SAM 2 model")
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -174,6 +186,15 @@ def run(config: TrackConfig, inputs: str | Sequence[str],
     """Add a ``tracks`` group to each scene store of this shard; skip those already done with this config."""
     check_config(config)
     paths = jobs.select_shard(jobs.resolve_inputs(inputs), jobs.resolve_shard(config.shard))
+    for p in paths:  # an in-place stage needs scene stores: refuse anything else before any work
+        try:
+            header = store.node_header(p) if store.exists(p) else None
+        except SpatialctlError:
+            header = None
+        if not header or header.get("kind") != "scene":
+            raise UsageError(f"{p}: not a spatialctl scene store; track adds to the store that reconstruct or "
+                             "synth writes (run `spatialctl reconstruct` on a video first)")
+    preflight_models(config)
     items = [jobs.Item(p, output_for(p)) for p in paths]
     models = _Models(config)
     return jobs.run_items(STAGE, config, items, lambda it: _work(it, config, models, frame_progress or (lambda x: x)),
