@@ -117,7 +117,7 @@ def test_cli_bad_inputs_and_usage_errors(cli, tmp_path, config, make_scene):
     scene = make_scene(n=2, h=16, w=16)
     r = cli("extract-gen-features", scene, "--model", str(tmp_path / "no-wan"), "--quiet",
             "--prompt-cache", str(tmp_path / "c.safetensors"))
-    assert r.exit_code == 1 and "huggingface-cli download" in r.output
+    assert r.exit_code == 2 and "huggingface-cli download" in r.output and "--model" in r.output
     r = cli("extract-gen-features", scene, "--model", config.model, "--layer", "1", "--grid", "2x2",
             "--resolution", "32x32", "--prompt-cache", str(tmp_path / "c.safetensors"), "--quiet")
     assert r.exit_code == 0, r.output

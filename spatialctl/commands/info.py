@@ -15,9 +15,15 @@ from spatialctl.errors import SpatialctlError
 def info(
     path: Annotated[str, typer.Argument(help="A scene store (path or fsspec URL), or a folder of them.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check every file of every node against the manifest written with its completeness mark (size and CRC32) and decode every root array; exit 1 at the first problem.")] = False,
 ) -> None:
     """Print schema version, arrays (shape, dtype), provenance and completeness of a scene store or folder."""
     stores = _stores_in(path)
+    if verify:
+        for url in stores or [path]:
+            checked = store.verify(url)
+            typer.echo(f"{url}: verified, {sum(n for _, n in checked)} files in {len(checked)} nodes")
+        return
     if stores is not None:
         rows = []
         for url in stores:

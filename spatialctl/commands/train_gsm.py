@@ -63,7 +63,6 @@ def train_gsm(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="GRPO: longest sampled answer.")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="GRPO: sampling temperature.")] = 1.0,
     kl_beta: Annotated[float, typer.Option("--kl-beta", help="GRPO: weight of the KL to the base (LoRA off).")] = 0.04,
-    clip_eps: Annotated[float, typer.Option("--clip-eps", help="GRPO: ratio clip range.")] = 0.2,
     format_weight: Annotated[float, typer.Option("--format-weight", help="GRPO: reward for <think>..</think>"
                                                  "<answer>..</answer>.")] = 0.5,
     reward_parser: Annotated[str, typer.Option("--reward-parser", help="GRPO: how answers are read "
@@ -88,7 +87,7 @@ def train_gsm(
         keep_checkpoints=keep_checkpoints, resume=resume, overwrite=overwrite, seed=seed, num_workers=num_workers,
         log_every=log_every, quiet=quiet, experts=experts, router_depth=router_depth, router_lr=router_lr,
         objective=objective, group_size=group_size, max_new_tokens=max_new_tokens, temperature=temperature,
-        kl_beta=kl_beta, clip_eps=clip_eps, format_weight=format_weight, reward_parser=reward_parser,
+        kl_beta=kl_beta, format_weight=format_weight, reward_parser=reward_parser,
         progressive=tuple(p.strip() for p in progressive.split(",") if p.strip()),
     )
     result = run(cfg)

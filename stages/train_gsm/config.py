@@ -59,7 +59,6 @@ class TrainGSMConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     kl_beta: float = 0.04  # weight of the per-token KL to the reference (the base with the adapters off)
-    clip_eps: float = 0.2
     format_weight: float = 0.5  # reward for <think>...</think><answer>...</answer>, added to the answer's
     reward_parser: str = "answer_tag"  # how the answer is read from a completion (spatialctl.scoring parsers)
     # Progressive numeric reward: the lowest MRA threshold rises linearly from 0.5 to this by the last step,
