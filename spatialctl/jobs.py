@@ -260,12 +260,13 @@ def run_items(
             summary.failed[item.input] = str(e)
             log.error(str(e))
         except OSError as e:  # the lock file itself could not be made
-            _fail(summary, item, failure_record(item.output), _os_message(e))
+            _fail(summary, item, failure_record(item.output), _os_message(e, item.output))
     return summary
 
 
-def _os_message(e: OSError) -> str:
-    return " ".join(f"{e.filename or ''}: {e.strerror or e}".split()).lstrip(": ")
+def _os_message(e: OSError, where: str) -> str:
+    """One line: the path the OS names (else the item's output) and the reason."""
+    return " ".join(f"{e.filename or where}: {e.strerror or e}".split())
 
 
 def _run_item(item: Item, config, work: Callable[[Item], None], overwrite: bool, summary: Summary) -> None:
@@ -289,7 +290,7 @@ def _run_item(item: Item, config, work: Callable[[Item], None], overwrite: bool,
         _fail(summary, item, record, str(e))
     except OSError as e:  # disk full, read-only, permissions: the path and the reason, one line
         log.debug("".join(traceback.format_exception(e)))
-        _fail(summary, item, record, _os_message(e))
+        _fail(summary, item, record, _os_message(e, item.output))
     except Exception as e:  # an item's bug must not stop the other 9,999 items of an array job
         log.debug("".join(traceback.format_exception(e)))
         _fail(summary, item, record, f"{item.input}: {type(e).__name__}: {' '.join(str(e).split())}")
@@ -299,8 +300,8 @@ def _run_item(item: Item, config, work: Callable[[Item], None], overwrite: bool,
 
 def _fail(summary: Summary, item: Item, record: str, message: str) -> None:
     summary.failed[item.input] = message
-    log.error(message)
     try:
         store.write_text(record, json.dumps({"input": item.input, "output": item.output, "error": message}) + "\n")
-    except OSError as e:  # e.g. the disk that just filled up: the message above is the record
-        log.error("%s: cannot write the failure record (%s)", record, e.strerror or e)
+    except OSError as e:  # e.g. the disk that just filled up: the logged line is then the only record
+        message = f"{message} (no failure record at {record}: {e.strerror or e})"
+    log.error(message)
