@@ -165,6 +165,9 @@ def preflight_output(output: str) -> None:
     Raises UsageError (exit 2) naming the path."""
     head, _, tail = output.rstrip("/").rpartition("/")
     kind = tail if tail in schema.GROUPS and store.exists(store.join(head, "zarr.json")) else "scene"
+    restored = store.recover(output)  # a kill mid-replacement left the old store aside: it is whole, put it back
+    if restored:
+        log.warning("%s: restored the store an interrupted replacement had moved to %s", output, restored)
     store.check_replaceable(output, kind)
     fs, path = store._fs(output)
     if not store._is_local(fs):

@@ -301,6 +301,9 @@ def test_kill_9_during_the_final_move_of_a_replacement(kit, good, tmp_path):
     assert kept == before  # the old store is whole, byte for byte, under the aside name
     line = fault(tmp_path, ["info", good, "--verify"], 1, good, says=str(aside[0]), clean=False)
     assert "interrupted" in line
+    res = invoke(*reconstruct(kit, kit["video"], "--out", good))  # the next run puts the old store back first
+    assert res.exit_code == 0 and "restored" in res.output, res.output
+    assert {Path(f).relative_to(good): h for f, h in tree(good).items()} == before  # and, being done, keeps it
     res = invoke(*reconstruct(kit, kit["video"], "--out", good, "--overwrite"))
     assert res.exit_code == 0, res.output
     store.verify(str(good))
