@@ -160,11 +160,13 @@ def failure_record(output: str) -> str:
     return store.beside(output, ".error.json")
 
 
-def preflight_output(output: str) -> None:
+def preflight_output(output: str, kind: str | None = None) -> None:
     """Before any work: the output must be replaceable (nothing spatialctl did not write) and its folder writable.
-    Raises UsageError (exit 2) naming the path."""
+    Raises UsageError (exit 2) naming the path. ``kind``: the node kind the stage writes (default: the group
+    named by the path's last part inside a store, else a scene)."""
     head, _, tail = output.rstrip("/").rpartition("/")
-    kind = tail if tail in schema.GROUPS and store.exists(store.join(head, "zarr.json")) else "scene"
+    if kind is None:
+        kind = tail if tail in schema.GROUPS and store.exists(store.join(head, "zarr.json")) else "scene"
     restored = store.recover(output)  # a kill mid-replacement left the old store aside: it is whole, put it back
     if restored:
         log.warning("%s: restored the store an interrupted replacement had moved to %s", output, restored)
@@ -242,6 +244,7 @@ def run_items(
     *,
     overwrite: bool = False,
     progress: Callable[[Iterable], Iterable] | None = None,
+    kind: str | None = None,
 ) -> Summary:
     """Run ``work`` on each item not already done with this config; record failures and go on.
 
@@ -254,7 +257,7 @@ def run_items(
         dup = next(o for o in outputs if outputs.count(o) > 1)
         raise UsageError(f"{dup}: two inputs map to the same output; rename one or use separate --out folders")
     for item in items:
-        preflight_output(item.output)
+        preflight_output(item.output, kind)
     for item in progress(items) if progress else items:
         try:
             with lock.hold(item.output):

@@ -283,4 +283,4 @@ def run(config: GenFeatConfig, inputs: str | Sequence[str],
     lazy = _LazyExtractor(config)
     model_dir(config)
     return jobs.run_items(STAGE, config, items, lambda it: _work(it, config, lazy),
-                          overwrite=config.overwrite, progress=progress)
+                          overwrite=config.overwrite, progress=progress, kind="genfeat")

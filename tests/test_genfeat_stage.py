@@ -103,6 +103,9 @@ def test_video_input_writes_a_standalone_genfeat_store(tmp_path, config):
     g = zarr.open_group(url, mode="r")
     assert g["features"].shape == (3, 2, 2, 24) and g["features"].dtype == np.float16
     np.testing.assert_allclose(g["timestamps"][:], [0.0, 0.2, 0.3], atol=1e-6)  # 3 of 4 frames, spread
+    # a standalone genfeat store is ours to replace
+    again = stage.run(dataclasses.replace(config, out=str(out), max_frames=3, overwrite=True), video)
+    assert again.done == [video] and store.is_complete(url)
 
 
 def test_cli_bad_inputs_and_usage_errors(cli, tmp_path, config, make_scene):
