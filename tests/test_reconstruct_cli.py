@@ -222,6 +222,11 @@ def test_seven_scenes_folder_keeps_colour_frames_in_natural_order(tmp_path):
     np.testing.assert_allclose(s.times, np.array([0, 2, 10]) / 30.0)
     s = load_frames(str(tmp_path), fps=30.0, pattern="*.color.png")
     assert len(s.frames) == 3
+    part = tmp_path / "part"  # part of a sequence keeps the sequence's clock
+    part.mkdir()
+    for n in (100, 101):
+        Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(part / f"frame-{n:06d}.color.png")
+    np.testing.assert_allclose(load_frames(str(part), fps=30.0).times, [100 / 30, 101 / 30])
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -238,10 +238,10 @@ def plan_line(path: str, sampled, config: ReconstructConfig, graph: str, n_pairs
     span = float(sampled.times[-1] - sampled.times[0])
     why = (f"--max-frames {config.max_frames}, spread over {span:.1f} s" if config.max_frames and sampled.total > n
            else "all sampled frames")
-    # Pair predictions (two pointmaps + two confidences per pair, float32) dominate; then the alignment's
-    # per-frame state and the weights.
+    # Pair predictions (two pointmaps + two confidences per pixel, float32) dominate; the alignment keeps 16 bytes
+    # per pixel per pair (align.py) plus per-frame outputs (depth, conf, pointmap: 5 float32); then the weights.
     preds = n_pairs * h * w * 8 * 4
-    align = n * h * w * 12 * 4
+    align = n_pairs * h * w * 16 + n * h * w * 5 * 4
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     gib = (preds + align + weights) / 2**30
     return (f"{path}: plan: {n} of {sampled.total} frames ({why}), scene graph {graph}: {n_pairs} pairs, "
