@@ -214,6 +214,23 @@ def test_out_folder_read_only(kit, tmp_path, mount):
     fault(tmp_path, reconstruct(kit, kit["video"], "--out", ro / "X.zarr"), 2, ro, says="not writable")
 
 
+def test_export_folder_holds_user_files(kit, tmp_path):
+    exports = tmp_path / "X_export"
+    exports.mkdir()
+    (exports / "figure.pdf").write_bytes(b"%PDF")
+    fault(tmp_path, reconstruct(kit, kit["video"], "--out", tmp_path / "X.zarr", "--export", "ply"), 2, exports,
+          says="figure.pdf")
+    assert not (tmp_path / "X.zarr").exists()
+
+
+@pytest.mark.parametrize("name, content", [("qa.jsonl", b"my labels\n"), ("qa.parquet", b"PAR1 not really")])
+def test_make_qa_out_is_a_user_file(kit, tmp_path, name, content):
+    out = tmp_path / name
+    out.write_bytes(content)
+    args = ["make-qa", kit["truth"], "--out", out, "--quiet"] + (["--format", "parquet"] if name.endswith("parquet") else [])
+    fault(tmp_path, args, 2, out, says="not a QA file")
+
+
 def test_two_inputs_one_store(kit, tmp_path):
     out = tmp_path / "X.zarr"
     fault(tmp_path, reconstruct(kit, kit["video"], kit["video"], "--out", out), 2, out)

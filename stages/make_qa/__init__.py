@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spatialctl.errors import SpatialctlError, UsageError
-from spatialctl.qa_format import QARecord
+from spatialctl.qa_format import QARecord, check_replaceable
 
 from .common import GENERATOR_VERSION, finish, rebalance_letters
 from .dsr import DSRGenerator
@@ -138,6 +138,8 @@ def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = Non
     ids = _scene_ids(inputs)
     if len(set(ids)) != len(ids):
         raise UsageError("make-qa: the same scene store is given twice")
+    for path in formats.output_paths(config).values():  # before any scene is read
+        check_replaceable(path)
     records: list[QARecord] = []
     loaded = 0
     for url, sid in (progress or (lambda x: x))(list(zip(inputs, ids, strict=False))):

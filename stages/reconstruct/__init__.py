@@ -268,6 +268,9 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
     models = _Models(config, resolve_device(config.device))
     preflight_models(config)
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
+    if config.export:
+        for item in items:
+            export.check_export_dir(export.export_dir_for(item.output))
     summary = jobs.run_items(STAGE, config, items,
                              lambda it: write_item(it.input, it.output, config, models, progress),
                              overwrite=config.overwrite)
