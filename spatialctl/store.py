@@ -138,6 +138,11 @@ def check_replaceable(url: str, kind: str) -> None:
         what = f"a spatialctl {found} node" if found else "a folder spatialctl did not write"
         raise UsageError(f"{url}: exists and is {what}, not a spatialctl {kind} store; refusing to replace it "
                          "(choose another output or move it away)")
+    for entry in fs.ls(path, detail=False):  # a node holds its zarr.json and Zarr nodes; anything else is a user's
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name != "zarr.json" and not fs.exists(f"{path}/{name}/zarr.json"):
+            raise UsageError(f"{url}: holds {name}, which spatialctl did not write; refusing to replace it "
+                             "(move it out first)")
 
 
 def _siblings(fs, final: str, tag: str) -> list[str]:

@@ -180,6 +180,11 @@ def test_out_is_a_user_folder_even_with_overwrite(kit, tmp_path):
     fault(tmp_path, reconstruct(kit, kit["video"], "--out", out, "--overwrite"), 2, out, says="refusing to replace")
 
 
+def test_out_store_holds_a_user_file(kit, good, tmp_path):
+    (good / "notes.txt").write_text("calibration was off on day 2")
+    fault(tmp_path, reconstruct(kit, kit["video"], "--out", good, "--overwrite"), 2, good, says="notes.txt")
+
+
 def test_out_is_a_plain_file(kit, tmp_path):
     out = tmp_path / "X.zarr"
     out.write_text("my notes")
