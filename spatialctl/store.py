@@ -505,11 +505,23 @@ def describe(url: str) -> dict:
     if header is None:
         raise SpatialctlError(f"{url}: not a Zarr store")
     group = zarr.open_group(store=_zarr_store(url, read_only=True), mode="r")
-    out = {"url": url, **_node_summary(group)}
+    out = {"url": url, **_node_summary(group), "problem": _files_problem(url, header)}
     out["groups"] = {}
     for name in sorted(group.group_keys()):
-        out["groups"][name] = _node_summary(group[name])
+        sub = join(url, name)
+        out["groups"][name] = {**_node_summary(group[name]), "problem": _files_problem(sub, node_header(sub))}
     return out
+
+
+def _files_problem(url: str, header: dict | None) -> str | None:
+    """Why a complete node is not whole (a file missing, resized or unlisted), or None."""
+    if not header or not header.get("complete"):
+        return None
+    try:
+        check_files(url, header)
+    except SchemaError as e:
+        return str(e)
+    return None
 
 
 def _node_summary(group: zarr.Group) -> dict:

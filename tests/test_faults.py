@@ -379,6 +379,16 @@ def test_missing_chunk_verify(good, tmp_path):
     fault(tmp_path, ["info", good, "--verify"], 1, good, says="array 'depth' is missing")
 
 
+def test_missing_chunk_plain_info(good, tmp_path):
+    first_chunk(good, "depth").unlink()
+    before = tree(tmp_path)
+    res = invoke("info", good)
+    assert res.exit_code == 1 and "DAMAGED" in res.output and "error: " in res.output, res.output
+    error = [line for line in res.output.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and str(good) in error[0] and "array 'depth'" in error[0]
+    assert tree(tmp_path) == before
+
+
 def test_missing_chunk_refused_by_make_qa(kit, tmp_path):
     scene = tmp_path / "scene.zarr"
     shutil.copytree(kit["truth"], scene)
