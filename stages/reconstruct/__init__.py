@@ -245,7 +245,7 @@ def plan_line(path: str, sampled, config: ReconstructConfig, graph: str, n_pairs
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     gib = (preds + align + weights) / 2**30
     return (f"{path}: plan: {n} of {sampled.total} frames ({why}), scene graph {graph}: {n_pairs} pairs, "
-            f"network {w}x{h}, estimated peak memory {gib:.2f} GiB")
+            f"network {w}x{h}, estimated peak memory {gib:.2f} GiB beyond the torch runtime")
 
 
 def write_item(path: str, output: str, config: ReconstructConfig, models: _Models,
