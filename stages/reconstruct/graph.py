@@ -63,9 +63,12 @@ def parse_scene_graph(name: str) -> tuple[str, int | None, bool]:
     raise UsageError(f"unknown scene graph {name!r}; expected {GRAPH_HELP}")
 
 
-def make_pairs(n_frames: int, scene_graph: str = "complete") -> np.ndarray:
+def make_pairs(n_frames: int, scene_graph: str | tuple = "complete") -> np.ndarray:
     """Ordered pairs (P, 2) int64 for ``n_frames`` frames, both directions, sorted lexicographically."""
-    kind, k, cyclic = parse_scene_graph(choose_graph(n_frames, scene_graph))
+    # a parsed graph (ReconstructConfig.graph) or its text; auto is chosen from the frame count here
+    kind, k, cyclic = parse_scene_graph(scene_graph) if isinstance(scene_graph, str) else scene_graph
+    if kind == "auto":
+        kind, k, cyclic = parse_scene_graph(choose_graph(n_frames, "auto"))
     n = int(n_frames)
     if n < 2:
         raise UsageError(f"a scene graph needs at least 2 frames, got {n}")
