@@ -215,12 +215,16 @@ class Summary:
 
 
 def item_state(output: str, config, input: str | None = None) -> tuple[str, str | None]:
-    """('done' | 'conflict' | 'changed' | 'incomplete' | 'failed' | 'pending', detail) for one item's output.
-    'changed': complete, but its input's content is not what it was made from."""
+    """('done' | 'conflict' | 'changed' | 'damaged' | 'incomplete' | 'failed' | 'pending', detail) for one item's
+    output. 'changed': complete, but its input's content is not what it was made from; 'damaged': complete, but a
+    file its manifest lists is missing or resized."""
     header = store.node_header(output) if store.exists(output) else None
     if header is not None:
         if not header.get("complete"):
             return "incomplete", None
+        damaged = store._files_problem(output, header)
+        if damaged:  # ours, and not whole: redo it (readers tell the user to rerun)
+            return "damaged", damaged
         if config is not None and header["provenance"].get("config_hash") != config_hash(config):
             return "conflict", config_difference(header["provenance"].get("config", {}), config)
         changed = _input_changed(header, input)
@@ -286,7 +290,7 @@ def _run_item(item: Item, config, work: Callable[[Item], None], overwrite: bool,
         summary.failed[item.input] = msg
         log.error(msg)
         return
-    if state == "changed":
+    if state in ("changed", "damaged"):
         log.info("%s: %s; redoing it", item.output, detail)
     record = failure_record(item.output)
     store.remove(record)

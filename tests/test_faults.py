@@ -404,6 +404,15 @@ def test_missing_chunk_refused_by_eval_geometry(kit, good, tmp_path):
           good, says="array 'depth'")
 
 
+def test_damaged_store_is_redone_by_a_rerun(kit, good, tmp_path):
+    first_chunk(good, "depth").unlink()
+    res = invoke("status", kit["video"], "--stage", "reconstruct", "--out", good)
+    assert res.exit_code == 0 and "pending 1" in res.output, res.output
+    res = invoke(*reconstruct(kit, kit["video"], "--out", good))  # the messages say "rerun": a rerun repairs it
+    assert res.exit_code == 0, res.output
+    store.verify(str(good))
+
+
 def test_truncated_chunk(good, tmp_path):
     chunk = first_chunk(good, "pointmaps")
     chunk.write_bytes(chunk.read_bytes()[:50])
