@@ -236,6 +236,21 @@ def test_make_qa_out_is_a_user_file(kit, tmp_path, name, content):
     fault(tmp_path, args, 2, out, says="not a QA file")
 
 
+def test_synth_over_a_users_video(tmp_path):
+    out = tmp_path / "holiday"
+    out.mkdir()
+    (out / "video.mp4").write_bytes(b"my holiday video")
+    fault(tmp_path, ["synth", out, "--frames", 3, "--size", "32x24", "--quiet"], 2, out / "video.mp4",
+          says="synth did not write it")
+
+
+def test_synth_over_a_users_folder_named_scene_zarr(tmp_path):
+    out = tmp_path / "run"
+    (out / "scene.zarr").mkdir(parents=True)
+    (out / "scene.zarr" / "notes.md").write_text("mine")
+    fault(tmp_path, ["synth", out, "--frames", 3, "--size", "32x24", "--quiet"], 2, out / "scene.zarr")
+
+
 def test_two_inputs_one_store(kit, tmp_path):
     out = tmp_path / "X.zarr"
     fault(tmp_path, reconstruct(kit, kit["video"], kit["video"], "--out", out), 2, out)
