@@ -1,6 +1,7 @@
 """`eval qa`: benchmark readers, each benchmark's aggregation, bootstrap intervals, reports and the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -81,7 +82,8 @@ def test_dsr_parquet_is_item_accuracy(tmp_path):
          "type": "rel_dir"},
     ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "dsr.parquet")
-    items = load_items(tmp_path / "dsr.parquet")
+    items, layout = load_items(tmp_path / "dsr.parquet")
+    assert layout == "dsr"
     assert [it["id"] for it in items] == ["0", "1", "2"] and items[1]["options"][1] == "B. b"
     assert items[0]["options"] == ["A. up", "B. down", "C. left", "D. right"]
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "0", "prediction": "(A)"}, {"id": "1", "prediction": "C"},
@@ -131,12 +133,12 @@ def test_spacevista_rows(tmp_path):
 
 def test_bootstrap_intervals():
     scores = {"t1": np.array([1.0, 0.0] * 50), "t2": np.ones(10)}
-    task_ci, overall_ci = bootstrap(scores, "vsibench", 500, 0.95, seed=0)
+    task_ci, overall_ci = bootstrap(scores, "ours", 500, 0.95, seed=0)
     lo, hi = task_ci["t1"]
     assert 0.35 < lo < 0.5 < hi < 0.65  # binomial mean 0.5, n = 100: about ±0.1
     assert task_ci["t2"] == (1.0, 1.0)
     assert overall_ci[0] < 0.75 < overall_ci[1]
-    assert bootstrap(scores, "vsibench", 500, 0.95, seed=0) == (task_ci, overall_ci)
+    assert bootstrap(scores, "ours", 500, 0.95, seed=0) == (task_ci, overall_ci)
 
 
 def test_cli_errors(tmp_path, cli):
@@ -151,3 +153,110 @@ def test_cli_errors(tmp_path, cli):
     assert r.exit_code == 1 and "line 2 is not JSON" in r.output
     r = cli("eval", "qa", preds, "--bench", "vsibench", "--gt", gt, "--out", str(tmp_path / "rep"), "--n-boot", "20")
     assert r.exit_code == 0 and "| **overall** |" in r.output
+
+
+# ------------------------------------------------------------------ official VSI-Bench scorer (golden outputs)
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "vsibench_official.json").read_text())
+
+
+def _golden_files(tmp_path, case):
+    recs = GOLDEN["cases"][case]["records"]
+    gt = write_jsonl(tmp_path / f"{case}_gt.jsonl", [{k: v for k, v in r.items() if k != "prediction"} for r in recs])
+    preds = write_jsonl(tmp_path / f"{case}_p.jsonl", [{"id": r["id"], "prediction": r["prediction"]} for r in recs])
+    return gt, preds
+
+
+@pytest.mark.parametrize("case", ["full", "no_easy", "no_levels", "two_tasks"])
+def test_vsibench_equals_the_official_scorer_without_bench(tmp_path, case):
+    """Detected layout, per-item scores and the overall equal thinking-in-space's own outputs (golden file made
+    by tests/golden/make_vsibench_golden.py), including its quirk: without the easy level, medium and hard
+    stay separate tasks."""
+    gt, preds = _golden_files(tmp_path, case)
+    official = GOLDEN["cases"][case]["official"]
+    rep = run(QAEvalConfig(n_boot=20, plots=False), preds, gt, str(tmp_path / "o")).report
+    assert rep["bench"] == "vsibench" and rep["bench_source"] == "detected" and rep["parser"] == "vsibench"
+    assert rep["overall"] * 100 == pytest.approx(official["overall"], abs=1e-9)
+    scores = [json.loads(line)["score"] for line in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()]
+    assert scores == pytest.approx(official["item_scores"], abs=1e-12)
+    for key, value in official["tasks"].items():
+        task = key.rsplit("_accuracy", 1)[0].rsplit("_MRA", 1)[0]
+        assert rep["tasks"][task]["score"] * 100 == pytest.approx(value, abs=1e-9)
+    if case == "no_easy":
+        assert {"object_rel_direction_medium", "object_rel_direction_hard"} <= set(rep["tasks"])
+        assert "object_rel_direction" not in rep["tasks"]
+
+
+def test_vsibench_easy_without_medium_has_no_official_score(tmp_path):
+    assert "KeyError" in GOLDEN["cases"]["no_medium"]["official"]["error"]
+    gt, preds = _golden_files(tmp_path, "no_medium")
+    with pytest.raises(SpatialctlError, match="official scorer fails"):
+        run(QAEvalConfig(n_boot=5, plots=False), preds, gt, str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_vsibench_file_without_bench_gives_the_official_score(tmp_path, cli):
+    gt, preds = _golden_files(tmp_path, "full")
+    r = cli("eval", "qa", preds, "--gt", gt, "--out", str(tmp_path / "rep"), "--n-boot", "10", "--no-plots")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["overall"] * 100 == pytest.approx(GOLDEN["cases"]["full"]["official"]["overall"], abs=1e-9)
+    # The same records carrying their predictions (no --gt), and as lmms-eval --log_samples lines.
+    recs = GOLDEN["cases"]["full"]["records"]
+    carried = write_jsonl(tmp_path / "carried.jsonl", recs)
+    samples = write_jsonl(tmp_path / "samples.jsonl", [
+        {"doc_id": n, "doc": {k: v for k, v in r.items() if k != "prediction"}, "target": r["ground_truth"],
+         "resps": [[r["prediction"]]], "filtered_resps": [r["prediction"]]} for n, r in enumerate(recs)])
+    for path in (carried, samples):
+        rep = run(QAEvalConfig(n_boot=10, plots=False), path, None, str(tmp_path / "o2")).report
+        assert rep["bench"] == "vsibench"
+        assert rep["overall"] * 100 == pytest.approx(GOLDEN["cases"]["full"]["official"]["overall"], abs=1e-9)
+
+
+def test_declared_bench_must_match_the_records(tmp_path, cli):
+    gt, preds = _golden_files(tmp_path, "full")
+    with pytest.raises(SpatialctlError, match="vsibench layout, not dsr"):
+        run(QAEvalConfig(bench="dsr", n_boot=5), preds, gt, str(tmp_path / "o"))
+    r = cli("eval", "qa", preds, "--gt", gt, "--bench", "ours", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 1 and "not ours as --bench says" in r.output and not (tmp_path / "o").exists()
+    # A record no layout claims needs --bench... and no --bench can read it either: one line naming the file.
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"id": 1, "q": "x", "gt": "A"}])
+    r = cli("eval", "qa", preds, "--gt", odd)
+    assert r.exit_code == 1 and "odd.jsonl: a record matches no known layout" in r.output
+
+
+def test_empty_or_blank_predictions_are_errors(tmp_path, cli):
+    gt = write_jsonl(tmp_path / "vsi.jsonl", VSI_ROWS)
+    (tmp_path / "empty.jsonl").write_text("")
+    blank = write_jsonl(tmp_path / "blank.jsonl", [{"id": 1, "prediction": ""}, {"id": 2, "prediction": "  \n"}])
+    r = cli("eval", "qa", str(tmp_path / "empty.jsonl"), "--gt", gt)
+    assert r.exit_code == 1 and "empty.jsonl: no predictions" in r.output
+    r = cli("eval", "qa", blank, "--gt", gt)
+    assert r.exit_code == 1 and "blank.jsonl: all 2 predictions are blank" in r.output
+
+
+def test_parser_auto_reads_reasoning_and_keeps_short_answers_official(tmp_path):
+    rows = [dict(r) for r in VSI_ROWS]
+    gt = write_jsonl(tmp_path / "vsi.jsonl", rows)
+    short = write_jsonl(tmp_path / "short.jsonl", [
+        {"id": 1, "prediction": "4"}, {"id": 2, "prediction": "2"}, {"id": 3, "prediction": "A"},
+        {"id": 4, "prediction": "C: back"}, {"id": 5, "prediction": "C"}, {"id": 6, "prediction": "B"},
+        {"id": 7, "prediction": "A"}])
+    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False), short, gt, str(tmp_path / "o")).report
+    # Short answers: the official reading, "C: back" -> "C:" (wrong, and counted as unreadable).
+    assert rep["parser"] == "vsibench" and rep["n_unreadable"] == 1
+    cot = write_jsonl(tmp_path / "cot.jsonl", [
+        {"id": 1, "prediction": "<think>I count chairs: A, B, C, D.</think><answer>4</answer>"},
+        {"id": 2, "prediction": "Two chairs are visible.\n\\boxed{2}"},
+        {"id": 3, "prediction": "B is right of the door... so the answer is (A)."},
+        {"id": 4, "prediction": "Looking at frame 3, the sofa is to the right.\nB: right"},
+        {"id": 5, "prediction": "Answer: C"},
+        {"id": 6, "prediction": "A route via the hall... **Final answer:** B"},
+        {"id": 7, "prediction": "A door, then a table.\nThe correct option is A."}])
+    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False), cot, gt, str(tmp_path / "o")).report
+    assert rep["parser"] == "reasoning" and rep["parser_source"].startswith("auto: 7 of 7")
+    assert rep["overall"] == 1.0 and rep["n_unreadable"] == 0
+    # The official parser reads the first token: "B", "A" are letters (wrong, except id 7's "A door" which is
+    # right by accident), the other four are no answer at all; route planning 1/2, the rest 0.
+    rep = run(QAEvalConfig(n_boot=5, plots=False), cot, gt, str(tmp_path / "o")).report
+    assert rep["overall"] == pytest.approx(0.5 / 3) and rep["n_unreadable"] == 4

@@ -199,7 +199,7 @@ def test_spacevista_parser_quirks():
 
 
 def test_parser_registry():
-    assert set(PARSERS) == {"vsibench", "lmms", "answer_tag", "spacevista"}
+    assert set(PARSERS) == {"vsibench", "lmms", "answer_tag", "spacevista", "reasoning"}
     with pytest.raises(ValueError, match="unknown parser"):
         get_parser("nope")
 

@@ -28,15 +28,18 @@ def _default_out(path: str, suffix: str) -> str:
 
 @eval_app.command("qa")
 def qa(
-    predictions: Annotated[str, typer.Argument(help="Predictions JSONL: {\"id\", \"prediction\", ...} per line.")],
-    bench: Annotated[str, typer.Option(help="Scoring and aggregation rules: vsibench, dsr, spacevista or ours.")] = "ours",
+    predictions: Annotated[str, typer.Argument(
+        help="Predictions JSONL: {\"id\", \"prediction\", ...} per line, or an lmms-eval --log_samples file.")],
+    bench: Annotated[str, typer.Option(
+        help="Scoring and aggregation rules: auto (detected from the ground-truth records), vsibench, dsr, "
+        "spacevista or ours. A declared bench that differs from the detected one is an error.")] = "auto",
     gt: Annotated[str | None, typer.Option(
         help="Ground truth: our qa.jsonl/.parquet, VSI-Bench or DSR-Bench or SpaceVista-Bench records. "
-        "Default: the answers carried in the prediction lines (as `eval run` writes them).")] = None,
-    layout: Annotated[str, typer.Option(help="Layout of --gt: auto, ours, vsibench, dsr or spacevista.")] = "auto",
+        "Default: the answers carried in the prediction lines (as `eval run` and lmms-eval write them).")] = None,
     parser: Annotated[str | None, typer.Option(
         help="Answer parser: vsibench (first token), lmms (first letter/number), answer_tag (<answer>...</answer>),"
-        " spacevista. Default: the bench's own (vsibench: vsibench, dsr/ours: lmms, spacevista: spacevista).")] = None,
+        " spacevista, reasoning (the final answer of a chain of thought), auto (reasoning when the predictions "
+        "carry any). Default: the bench's own (vsibench: vsibench, dsr/ours: lmms, spacevista: spacevista).")] = None,
     out: Annotated[str | None, typer.Option(
         help="Report folder (report.json, report.md, tasks.png, scores.jsonl). Default: PREDICTIONS_report/.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the confidence intervals.")] = 1000,
@@ -46,20 +49,14 @@ def qa(
     quiet: Quiet = False,
 ) -> None:
     """Score predictions against a benchmark and write a report with per-task bootstrap intervals."""
-    from spatialctl.scoring import PARSERS
-    from spatialctl.stages.eval.benches import LAYOUTS
-    from spatialctl.stages.eval.qa import BENCHES, QAEvalConfig, run
+    from spatialctl.errors import SpatialctlError
+    from spatialctl.stages.eval.qa import QAEvalConfig, run
 
     setup_logging(quiet)
-    if bench not in BENCHES:
-        raise UsageError(f"--bench {bench!r}: expected one of {', '.join(BENCHES)}")
-    if parser is not None and parser not in PARSERS:
-        raise UsageError(f"--parser {parser!r}: expected one of {', '.join(PARSERS)}")
-    if layout not in LAYOUTS:
-        raise UsageError(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
-    if n_boot < 1 or not 0 < ci < 1:
-        raise UsageError(f"--n-boot {n_boot} --ci {ci}: need at least 1 resample and 0 < ci < 1")
-    config = QAEvalConfig(bench=bench, parser=parser, layout=layout, n_boot=n_boot, ci=ci, seed=seed, plots=plots)
+    try:
+        config = QAEvalConfig(bench=bench, parser=parser, n_boot=n_boot, ci=ci, seed=seed, plots=plots)
+    except SpatialctlError as e:
+        raise UsageError(str(e)) from None
     out_dir = out or _default_out(predictions, "_report")
     run(config, predictions, gt, out_dir)
     typer.echo(Path(out_dir, "report.md").read_text())

@@ -1,14 +1,20 @@
-"""`eval qa`: score predictions against a benchmark and aggregate as that benchmark defines.
+"""`eval qa`: score predictions against a benchmark and aggregate exactly as that benchmark's official scorer does.
 
-Aggregations:
+The benchmark is detected from the ground-truth records (`benches.detect_layout`); ``--bench`` is needed only
+when the records do not say, and a declared bench that differs from the detected one is an error.
 
-- ``vsibench``: per question type, the mean item score (accuracy for multiple choice, MRA for numbers); the
-  three relative-direction levels (``*_easy``, ``*_medium``, ``*_hard``) are averaged into one task first;
-  overall = mean of the task scores. The official code counts a level missing from the file as 0 (and
-  lmms-eval fails on it); here only the levels present are averaged, so the two agree on the full benchmark.
-- ``ours``: the same rule over our ``type`` field (any ``X_easy/X_medium/X_hard`` family is merged into ``X``),
-  with per-family and per-scale item means as breakdowns. A ground truth of 0 is scored with SpaceVista's
-  absolute-error rule (our generators can ask for a count or speed of 0).
+Aggregations (each official quirk is listed, with its source, in `spatialctl/scoring.py`):
+
+- ``vsibench`` (thinking-in-space's `vsibench_aggregate_results`, the VSI-Bench authors' scorer): per question
+  type, the mean item score (accuracy for multiple choice, MRA for numbers); overall = mean of the task scores.
+  Only when ``object_rel_direction_easy`` is present are the three relative-direction levels averaged into one
+  ``object_rel_direction`` task (then medium and hard must be present too: the official code fails without
+  them, and so do we). Without the easy level, medium and hard stay two separate tasks in the overall mean.
+  A question type absent from the file is simply not a task (it does not count as 0). An unknown question
+  type is an error, as it is in the official code.
+- ``ours``: our own rule over our ``type`` field: any ``X_easy/X_medium/X_hard`` family present is averaged
+  into ``X``, then the mean of tasks; per-family and per-scale item means as breakdowns. A ground truth of 0
+  is scored with SpaceVista's absolute-error rule (our generators can ask for a count or speed of 0).
 - ``dsr``: accuracy per ``type``; overall = accuracy over all items.
 - ``spacevista``: per task and per scale category the item mean; overall = mean over all items; a ground
   truth of 0 uses the absolute error.
@@ -28,13 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialctl.config import opt
 from spatialctl.errors import SpatialctlError
-from spatialctl.scoring import get_parser, score_item
+from spatialctl.scoring import choose_parser, get_parser, is_readable, score_item
 from spatialctl.stages.eval import benches, report
 
 log = logging.getLogger("spatialctl.eval")
 
 BENCHES = ("vsibench", "dsr", "spacevista", "ours")
+REL_DIRECTION_LEVELS = ("object_rel_direction_easy", "object_rel_direction_medium", "object_rel_direction_hard")
 DEFAULT_PARSER = {"vsibench": "vsibench", "dsr": "lmms", "spacevista": "spacevista", "ours": "lmms"}
 ZERO_GT = {"vsibench": "error", "dsr": "error", "spacevista": "absolute", "ours": "absolute"}
 MACRO = {"vsibench": True, "ours": True, "dsr": False, "spacevista": False}
@@ -43,22 +51,27 @@ _LEVEL_RE = re.compile(r"^(?P<base>.+)_(?:easy|medium|hard)$")
 
 @dataclass
 class QAEvalConfig:
-    bench: str = "ours"
-    parser: str | None = None  # None: the bench's own parser (DEFAULT_PARSER)
-    layout: str = "auto"  # layout of the ground-truth file (benches.LAYOUTS)
-    n_boot: int = 1000
-    ci: float = 0.95
-    seed: int = 0
-    plots: bool = True
+    bench: str = opt("auto", "Benchmark whose scoring and aggregation rules apply: auto (detected from the ground"
+                     "-truth records), vsibench, dsr, spacevista or ours. A declared bench that differs from the "
+                     "detected one is an error.")
+    parser: str | None = opt(None, "Answer parser: vsibench, lmms, answer_tag, spacevista, reasoning, or auto "
+                             "(reasoning when the predictions carry reasoning, else the bench's own). Default: "
+                             "the bench's own (vsibench: vsibench, dsr/ours: lmms, spacevista: spacevista).")
+    n_boot: int = opt(1000, "Bootstrap resamples for the confidence intervals.")
+    ci: float = opt(0.95, "Confidence level of the intervals.")
+    seed: int = opt(0, "Bootstrap seed.")
+    plots: bool = opt(True, "Write PNG plots.", flag="--plots/--no-plots")
 
     def __post_init__(self):
-        if self.bench not in BENCHES:
-            raise SpatialctlError(f"unknown bench {self.bench!r} (choose from {', '.join(BENCHES)})")
-        if self.parser is not None:
+        if self.bench not in ("auto", *BENCHES):
+            raise SpatialctlError(f"unknown bench {self.bench!r} (choose from auto, {', '.join(BENCHES)})")
+        if self.parser is not None and self.parser != "auto":
             try:
                 get_parser(self.parser)
             except ValueError as e:
                 raise SpatialctlError(str(e)) from None
+        if self.n_boot < 1:
+            raise SpatialctlError(f"n_boot must be at least 1, got {self.n_boot}")
         if not 0 < self.ci < 1:
             raise SpatialctlError(f"ci must be between 0 and 1, got {self.ci}")
 
@@ -70,14 +83,32 @@ class QAEvalOutputs:
 
 
 def task_groups(tasks: list[str], bench: str) -> dict[str, list[str]]:
-    """Reported task -> the raw tasks averaged into it (relative-direction levels merged)."""
+    """Reported task -> the raw tasks averaged into it (difficulty levels merged as the bench does)."""
+    tasks = sorted(set(tasks))
+    if bench == "vsibench":
+        return _vsibench_groups(tasks)
     groups: dict[str, list[str]] = defaultdict(list)
-    for t in sorted(set(tasks)):
-        m = _LEVEL_RE.match(t) if MACRO[bench] else None
-        if bench == "vsibench" and m and not t.startswith("object_rel_direction"):
-            m = None  # VSI-Bench merges only the relative-direction levels
+    for t in tasks:
+        m = _LEVEL_RE.match(t) if bench == "ours" else None
         groups[m.group("base") if m else t].append(t)
     return dict(groups)
+
+
+def _vsibench_groups(tasks: list[str]) -> dict[str, list[str]]:
+    unknown = [t for t in tasks if t not in benches.VSI_MC_TYPES + benches.VSI_NUMBER_TYPES]
+    if unknown:
+        raise SpatialctlError(f"question type {unknown[0]!r} is not a VSI-Bench type: the official scorer rejects "
+                              "it, so no official score exists")
+    groups = {t: [t] for t in tasks}
+    if REL_DIRECTION_LEVELS[0] in tasks:  # the official code merges only when the easy level is present
+        missing = [t for t in REL_DIRECTION_LEVELS[1:] if t not in tasks]
+        if missing:
+            raise SpatialctlError(f"VSI-Bench records have {REL_DIRECTION_LEVELS[0]} but no {missing[0]}: the "
+                                  "official scorer fails on this (KeyError), so no official score exists")
+        for t in REL_DIRECTION_LEVELS:
+            del groups[t]
+        groups["object_rel_direction"] = list(REL_DIRECTION_LEVELS)
+    return groups
 
 
 def aggregate(raw_means: dict[str, np.ndarray], raw_counts: dict[str, int], bench: str
@@ -112,24 +143,9 @@ def bootstrap(scores_by_task: dict[str, np.ndarray], bench: str, n_boot: int, ci
     return {t: interval(v) for t, v in tasks.items()}, interval(overall)
 
 
-def items_from_predictions(preds: dict[str, dict], source: str) -> list[dict]:
-    """Ground truth carried in the prediction lines themselves (what `eval run` writes)."""
-    items = []
-    for pid, row in preds.items():
-        if "answer" not in row or "answer_type" not in row:
-            raise SpatialctlError(f"{source}: prediction {pid} carries no answer/answer_type; pass --gt")
-        answer = float(row["answer"]) if row["answer_type"] == "number" else row["answer"]
-        items.append({"id": pid, "question": row.get("question", ""), "options": row.get("options"),
-                      "answer": answer, "answer_type": row["answer_type"],
-                      "task": row.get("type") or row.get("task") or "all", "scale": row.get("scale"),
-                      "family": row.get("family")})
-    return items
-
-
-def score(items: list[dict], preds: dict[str, dict], config: QAEvalConfig) -> list[dict]:
-    """Per-item rows: id, task, scale, family, answer_type, score, parsed, missing."""
-    parser = config.parser or DEFAULT_PARSER[config.bench]
-    zero_gt = ZERO_GT[config.bench]
+def score(items: list[dict], preds: dict[str, dict], bench: str, parser: str) -> list[dict]:
+    """Per-item rows: id, task, scale, family, answer_type, score, parsed, missing, readable."""
+    zero_gt = ZERO_GT[bench]
     rows = []
     for it in items:
         pred = preds.get(it["id"])
@@ -141,11 +157,12 @@ def score(items: list[dict], preds: dict[str, dict], config: QAEvalConfig) -> li
         parsed = s.parsed if not isinstance(s.parsed, float) or np.isfinite(s.parsed) else str(s.parsed)
         rows.append({"id": it["id"], "task": it["task"], "scale": it.get("scale"), "family": it.get("family"),
                      "answer_type": it["answer_type"], "metric": s.metric, "score": s.score, "parsed": parsed,
-                     "answer": it["answer"], "missing": pred is None})
+                     "answer": it["answer"], "missing": pred is None,
+                     "readable": pred is None or is_readable(s.parsed, it["answer_type"], it.get("options"))})
     return rows
 
 
-def summarise(rows: list[dict], config: QAEvalConfig) -> dict:
+def summarise(rows: list[dict], bench: str, parser: str, config: QAEvalConfig) -> dict:
     if not rows:
         raise SpatialctlError("no items to score")
     by_task: dict[str, list[float]] = defaultdict(list)
@@ -155,9 +172,9 @@ def summarise(rows: list[dict], config: QAEvalConfig) -> dict:
         metric_of[r["task"]] = r["metric"]
     scores = {t: np.asarray(v, dtype=np.float64) for t, v in by_task.items()}
     tasks, overall = aggregate({t: s.mean() for t, s in scores.items()}, {t: len(s) for t, s in scores.items()},
-                               config.bench)
-    task_ci, overall_ci = bootstrap(scores, config.bench, config.n_boot, config.ci, config.seed)
-    groups = task_groups(list(scores), config.bench)
+                               bench)
+    task_ci, overall_ci = bootstrap(scores, bench, config.n_boot, config.ci, config.seed)
+    groups = task_groups(list(scores), bench)
     task_rows = {}
     for name, members in groups.items():
         metrics = sorted({metric_of[m] for m in members})
@@ -166,9 +183,10 @@ def summarise(rows: list[dict], config: QAEvalConfig) -> dict:
             "metric": "/".join(metrics), "members": members if members != [name] else None,
         }
     out = {
-        "kind": "qa", "bench": config.bench, "parser": config.parser or DEFAULT_PARSER[config.bench],
-        "aggregation": "mean of task scores" if MACRO[config.bench] else "mean of item scores",
+        "kind": "qa", "bench": bench, "parser": parser,
+        "aggregation": "mean of task scores" if MACRO[bench] else "mean of item scores",
         "n_items": len(rows), "n_missing": int(sum(r["missing"] for r in rows)),
+        "n_unreadable": int(sum(not r["readable"] for r in rows)),
         "overall": float(overall), "overall_ci": list(overall_ci), "ci_level": config.ci,
         "n_boot": config.n_boot, "tasks": task_rows,
     }
@@ -182,23 +200,38 @@ def summarise(rows: list[dict], config: QAEvalConfig) -> dict:
     return out
 
 
-def run(config: QAEvalConfig, predictions: str, gt: str | None, out_dir: str) -> QAEvalOutputs:
-    """Score `predictions` (JSONL) against `gt` (or the truth carried in the predictions) into `out_dir`."""
+def load(config: QAEvalConfig, predictions: str, gt: str | None) -> tuple[list[dict], dict[str, dict], str]:
+    """Items, predictions and the bench, checked before anything is written."""
     preds = benches.read_predictions(predictions)
     if gt is not None:
-        items = benches.load_items(gt, config.layout)
+        items, bench = benches.load_items(gt, config.bench)
     else:
-        items = items_from_predictions(preds, predictions)
+        try:
+            items, bench = benches.items_from_rows(list(preds.values()), predictions, config.bench)
+        except SpatialctlError as e:
+            raise SpatialctlError(f"{e} (the predictions carry no ground truth we can read: pass --gt)") from None
     known = {it["id"] for it in items}
     unmatched = [p for p in preds if p not in known]
     if unmatched and len(unmatched) == len(preds):
         raise SpatialctlError(f"{predictions}: no prediction id matches the ground truth ids (e.g. {unmatched[0]})")
-    rows = score(items, preds, config)
-    summary = summarise(rows, config)
-    summary["n_unmatched_predictions"] = len(unmatched)
+    return items, preds, bench
+
+
+def run(config: QAEvalConfig, predictions: str, gt: str | None, out_dir: str) -> QAEvalOutputs:
+    """Score `predictions` (JSONL) against `gt` (or the truth carried in the predictions) into `out_dir`."""
+    items, preds, bench = load(config, predictions, gt)
+    parser, why = choose_parser(config.parser, DEFAULT_PARSER[bench], [p.get("prediction") for p in preds.values()])
+    rows = score(items, preds, bench, parser)
+    summary = summarise(rows, bench, parser, config)
+    summary["bench_source"] = "declared" if config.bench != "auto" else "detected"
+    summary["parser_source"] = why
+    summary["n_unmatched_predictions"] = len(preds) - len({it["id"] for it in items} & set(preds))
     summary["inputs"] = {"predictions": str(predictions), "gt": None if gt is None else str(gt)}
     if summary["n_missing"]:
         log.warning("%d of %d items have no prediction; they score 0", summary["n_missing"], len(rows))
+    if summary["n_unreadable"]:
+        log.warning("%d of %d predictions give no valid answer under the %s parser (scored 0); if they hold "
+                    "reasoning, see --parser auto", summary["n_unreadable"], len(rows), parser)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scores_path = out / "scores.jsonl"
