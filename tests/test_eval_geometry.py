@@ -9,7 +9,7 @@ from PIL import Image
 from spatialctl import camera, store
 from spatialctl.errors import SpatialctlError
 from spatialctl.geometry_metrics import apply_sim3_to_poses
-from spatialctl.stages.eval.geometry import GeometryEvalConfig, associate, run
+from spatialctl.stages.eval.geometry import GeometryEvalConfig, run
 from spatialctl.stages.synth import SynthConfig, generate
 from spatialctl.stages.synth.truth import scene_attrs
 
@@ -99,7 +99,10 @@ def test_tum_folder(tmp_path, synth_truth):
     est_url = write_truth(tmp_path, synth_truth)  # a perfect estimate
     write_tum(tmp_path / "tum", arrays)
     k = arrays["intrinsics"][0]
-    cfg = GeometryEvalConfig(gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]), plots=False)
+    # The store's clock starts at 0, TUM's at an absolute time: --time-offset start, else an error saying so.
+    with pytest.raises(SpatialctlError, match="clocks do not overlap: pass --time-offset start"):
+        run(GeometryEvalConfig(plots=False), est_url, str(tmp_path / "tum"), str(tmp_path / "r"))
+    cfg = GeometryEvalConfig(gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]), plots=False, time_offset="start")
     r = run(cfg, est_url, str(tmp_path / "tum"), str(tmp_path / "r")).report
     assert r["gt_kind"] == "tum" and r["n_frames"] == 8
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
@@ -126,11 +129,6 @@ def test_seven_scenes_folder(tmp_path, synth_truth):
     assert r["depth"]["abs_rel"] < 2e-3
     valid = arrays["depth"] > 0
     assert r["depth"]["n_pixels"] == int(valid.sum()) - int(valid[:, 0, 0].sum())  # 65535 pixels left out
-
-
-def test_associate_nearest_within_tolerance():
-    qi, ri = associate(np.array([0.0, 0.1, 0.2, 0.5]), np.array([0.21, 0.005, 0.099]), 0.02)
-    assert qi.tolist() == [0, 1, 2] and ri.tolist() == [1, 2, 0]
 
 
 def test_bad_ground_truth_is_a_one_line_error(tmp_path, synth_truth):

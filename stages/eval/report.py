@@ -89,7 +89,18 @@ def write_qa_report(summary: dict, out_dir: Path, plots: bool = True) -> list[st
 
 def geometry_markdown(summary: dict) -> str:
     lines = [f"# Geometry evaluation — {summary['estimate']}", "", f"Ground truth: `{summary['gt']}` "
-             f"({summary['gt_kind']}); {summary['n_frames']} frames associated.", ""]
+             f"({summary['gt_kind']}); {summary['n_frames']} frames associated "
+             f"{summary.get('association', '')}.", ""]
+    rpe = (summary.get("trajectory") or {}).get("rpe")
+    if rpe:
+        pairs = "all pairs" if rpe["all_pairs"] else "consecutive pairs"
+        lines += [f"RPE: delta {rpe['delta']:g} {rpe['delta_unit']}, {pairs} ({rpe['n_pairs']}).", ""]
+    if summary.get("depth"):
+        d = summary["depth"]
+        lines += [f"Depth: {d['align']} alignment, {d['averaging']}, {d['min_depth']:g} < gt < "
+                  f"{d['max_depth'] if d['max_depth'] is not None else 'inf'}, crop {d['crop']}.", ""]
+    if summary.get("pointcloud"):
+        lines += [f"Chamfer = {summary['pointcloud']['chamfer_form']}.", ""]
     lines += ["| metric | value |", "|---|---:|"]
     for section in ("trajectory", "depth", "pointcloud"):
         for k, v in (summary.get(section) or {}).items():
