@@ -121,8 +121,8 @@ def rpe_pairs(poses: np.ndarray, delta: float, unit: str = "frames", all_pairs: 
     """Index pairs (i, j) of the RPE, as evo's `id_pairs_from_delta` picks them from `poses`.
 
     ``frames``: consecutive pairs of the indices 0, δ, 2δ, ... (evo's default), or with `all_pairs` every
-    (i, i+δ). ``m``: consecutive pairs of the poses at which the travelled path first reaches δ metres again
-    (evo's default), or with `all_pairs` for each i the pose whose path distance from i is nearest δ, kept
+    (i, i+δ). ``m``: consecutive pairs of the first pose and the poses at which the travelled path reaches δ
+    metres again (evo's default; evo 1.38), or with `all_pairs` for each i the pose whose path distance from i is nearest δ, kept
     within ``rel_tol·δ``.
     """
     n = len(poses)
@@ -149,9 +149,9 @@ def rpe_pairs(poses: np.ndarray, delta: float, unit: str = "frames", all_pairs: 
             if abs(ahead[k] - delta) <= delta * rel_tol:
                 pairs.append((i, i + 1 + k))
         return pairs
-    ids, path = [], 0.0
-    for i in range(n):
-        path += float(steps[i - 1]) if i else 0.0
+    ids, path = [0], 0.0
+    for i in range(1, n):
+        path += float(steps[i - 1])
         if path >= delta:
             ids.append(i)
             path = 0.0

@@ -110,18 +110,28 @@ def _intrinsics(text: str | None) -> tuple[float, float, float, float] | None:
 
 @eval_app.command("geometry")
 def geometry(
-    estimate: Annotated[str, typer.Argument(help="The estimated scene store (scene.zarr).")],
-    gt: Annotated[str, typer.Option(help="Ground truth: a scene store (e.g. synth's), a TUM RGB-D folder or a "
-                                         "7-Scenes sequence folder.")],
-    out: Annotated[str | None, typer.Option(help="Report folder. Default: ESTIMATE_geometry/ beside the store.")] = None,
-    align: Annotated[str, typer.Option(help="Trajectory alignment before ATE: sim3, se3 or none.")] = "sim3",
+    estimate: Annotated[str, typer.Argument(
+        help="The estimate: a scene store (scene.zarr) or a trajectory file (TUM/KITTI .txt, EuRoC .csv).")],
+    gt: Annotated[str, typer.Option(help="Ground truth: a scene store (e.g. synth's), a TUM RGB-D folder, a "
+                                         "7-Scenes sequence folder, an EuRoC folder or a TUM/KITTI/EuRoC file.")],
+    out: Annotated[str | None, typer.Option(help="Report folder. Default: ESTIMATE_geometry/ beside the input.")] = None,
+    align: Annotated[str, typer.Option(help="Trajectory alignment before ATE (and RPE's scale): sim3, se3 or none "
+                                            "(evo -as / -a / none).")] = "sim3",
+    rpe_delta: Annotated[float, typer.Option(help="Step of the relative pose error, in --rpe-unit.")] = 1.0,
+    rpe_unit: Annotated[str, typer.Option(help="Unit of --rpe-delta: frames or m (travelled path).")] = "frames",
+    rpe_all_pairs: Annotated[bool, typer.Option(
+        "--rpe-all-pairs/--rpe-consecutive",
+        help="RPE over every pair (i, i+delta) (evo --all_pairs) instead of consecutive pairs (evo's default).")] = False,
     depth_align: Annotated[str, typer.Option(
-        help="Depth alignment: none, median (per frame), sequence (one scale), scale_shift (per frame).")] = "median",
-    rpe_delta: Annotated[int, typer.Option(help="Frame gap of the relative pose error.")] = 1,
-    max_depth: Annotated[float | None, typer.Option(help="Ignore ground-truth depth beyond this (metres).")] = None,
-    max_dt: Annotated[float, typer.Option(help="Largest time gap (s) when matching frames to ground truth.")] = 0.02,
-    time_offset: Annotated[float | None, typer.Option(
-        help="Seconds added to the estimate's timestamps to reach the truth's clock. Default: clocks start together.")] = None,
+        help="Depth alignment: none, median (per image), sequence (one scale), scale_shift (per image).")] = "median",
+    min_depth: Annotated[float, typer.Option(
+        help="Evaluate ground-truth depth above this (metres); predictions are clamped to it.")] = 1e-3,
+    max_depth: Annotated[float | None, typer.Option(
+        help="Evaluate ground-truth depth below this (metres); predictions are clamped to it.")] = None,
+    depth_crop: Annotated[str, typer.Option(help="Depth evaluation crop: none, garg or eigen.")] = "none",
+    max_dt: Annotated[float, typer.Option(help="Largest time gap (s) when matching poses by timestamp.")] = 0.01,
+    time_offset: Annotated[str, typer.Option(
+        help="Seconds added to the estimate's timestamps, or 'start' to make both clocks start together.")] = "0",
     gt_fps: Annotated[float, typer.Option(help="Frame rate of a 7-Scenes sequence.")] = 30.0,
     depth_factor: Annotated[float | None, typer.Option(
         help="Depth PNG units per metre. Default: 5000 (TUM), 1000 (7-Scenes).")] = None,
@@ -129,25 +139,25 @@ def geometry(
         help="fx,fy,cx,cy of the ground-truth depth images. Default: TUM 525,525,319.5,239.5; 7-Scenes 585,585,320,240.")] = None,
     max_points: Annotated[int, typer.Option(help="Points sampled per cloud for accuracy/completeness.")] = 100_000,
     pc_threshold: Annotated[float, typer.Option(help="Distance for point-cloud precision/recall/F-score.")] = 0.05,
+    pc_max_dist: Annotated[float | None, typer.Option(
+        help="Leave distances of this or more out of accuracy/completeness (DTU's outlier cut).")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the top-down trajectory plot.")] = True,
     quiet: Quiet = False,
 ) -> None:
     """ATE (Sim(3)/SE(3)), RPE, depth AbsRel / δ<1.25 and point-cloud accuracy / completeness against truth."""
-    from spatialctl.geometry_metrics import DEPTH_ALIGNS
+    from spatialctl.errors import SpatialctlError
     from spatialctl.stages.eval.geometry import GeometryEvalConfig, run
 
     setup_logging(quiet)
-    if rpe_delta < 1:
-        raise UsageError(f"--rpe-delta {rpe_delta}: must be >= 1")
-    if align not in ("sim3", "se3", "none"):
-        raise UsageError(f"--align {align!r}: expected sim3, se3 or none")
-    if depth_align not in DEPTH_ALIGNS:
-        raise UsageError(f"--depth-align {depth_align!r}: expected one of {', '.join(DEPTH_ALIGNS)}")
-    config = GeometryEvalConfig(
-        align=align, rpe_delta=rpe_delta, depth_align=depth_align, max_depth=max_depth, max_points=max_points,
-        pc_threshold=pc_threshold, max_dt=max_dt, time_offset=time_offset, gt_fps=gt_fps, depth_factor=depth_factor,
-        gt_intrinsics=_intrinsics(gt_intrinsics), plots=plots,
-    )
+    try:
+        config = GeometryEvalConfig(
+            align=align, rpe_delta=rpe_delta, rpe_unit=rpe_unit, rpe_all_pairs=rpe_all_pairs, depth_align=depth_align,
+            min_depth=min_depth, max_depth=max_depth, depth_crop=depth_crop, max_points=max_points,
+            pc_threshold=pc_threshold, pc_max_dist=pc_max_dist, max_dt=max_dt, time_offset=time_offset,
+            gt_fps=gt_fps, depth_factor=depth_factor, gt_intrinsics=_intrinsics(gt_intrinsics), plots=plots,
+        )
+    except SpatialctlError as e:
+        raise UsageError(str(e)) from None
     out_dir = out or _default_out(estimate, "_geometry")
     run(config, estimate, gt, out_dir)
     typer.echo(Path(out_dir, "report.md").read_text())
