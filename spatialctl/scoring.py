@@ -254,7 +254,7 @@ def parse_spacevista(text: str, answer_type: str, options: list[str] | None = No
 
 _THINK_END_RE = re.compile(r"</think>", re.IGNORECASE)
 _PHRASE_RE = re.compile(
-    r"(?:final\s+answer|(?:correct|best|right)\s+(?:answer|option|choice)|\banswer)\s*(?:is|:|=)\s*:?\s*(?P<span>.+)",
+    r"(?:final\s+answer|(?:correct|best|right)\s+(?:answer|option|choice)|\banswer)\s*(?:is|:|=)\s*:?\s*(?P<span>.*)",
     re.IGNORECASE,
 )
 _LONE_OPTION_RE = re.compile(r"^\(?\s*(?P<letter>[A-Z])\s*\)?(?:[.:)]\s*.*)?$")
@@ -281,7 +281,7 @@ def _boxed_spans(text: str) -> list[str]:
 
 def _clean_span(span: str) -> str:
     span = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", span)
-    return span.replace("*", "").replace("$", "").strip()
+    return span.replace("*", "").replace("$", "").strip().strip("\"'`“”‘’").strip()
 
 
 def _read_mc(span: str, options: list[str] | None) -> str | None:
@@ -318,7 +318,11 @@ def final_answer_spans(text: str) -> list[tuple[str, str]]:
     out = [("answer_tag", m) for m in reversed(_TAG_RE.findall(tail))]
     out += [("boxed", m) for m in reversed(_boxed_spans(tail))]
     lines = [ln.replace("*", "").strip() for ln in tail.splitlines() if ln.strip()]
-    phrases = [m.group("span") for ln in lines for m in [_PHRASE_RE.search(ln)] if m]
+    phrases = []
+    for k, ln in enumerate(lines):
+        m = _PHRASE_RE.search(ln)
+        if m:  # "The final answer is:" with the answer on the next line
+            phrases.append(m.group("span") if m.group("span").strip() else " ".join(lines[k + 1:k + 2]))
     out += [("phrase", m) for m in reversed(phrases)]
     if lines:
         out.append(("last_line", lines[-1]))

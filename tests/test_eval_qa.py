@@ -260,3 +260,24 @@ def test_parser_auto_reads_reasoning_and_keeps_short_answers_official(tmp_path):
     # right by accident), the other four are no answer at all; route planning 1/2, the rest 0.
     rep = run(QAEvalConfig(n_boot=5, plots=False), cot, gt, str(tmp_path / "o")).report
     assert rep["overall"] == pytest.approx(0.5 / 3) and rep["n_unreadable"] == 4
+
+
+def test_vlm4d_outputs_score_like_its_judge(tmp_path):
+    """VLM4D's released chain-of-thought replies with its LLM judge's extracted answers (a fixed sample made by
+    benchmarks/eval_parsers.py): detected as VLM4D without --bench or --gt, read by `reasoning`, which picks the
+    judge's letter wherever the reply states a letter or an option's exact text."""
+    sample = json.loads((Path(__file__).parent / "golden" / "vlm4d_judge_sample.json").read_text())
+    path = tmp_path / "vlm4d_outputs.json"
+    path.write_text(json.dumps(sample))
+    rep = run(QAEvalConfig(n_boot=10, plots=False), str(path), None, str(tmp_path / "o")).report
+    assert rep["bench"] == "vlm4d" and rep["parser"] == "reasoning" and rep["aggregation"] == "mean of item scores"
+    rows = {json.loads(line)["id"]: json.loads(line)
+            for line in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()}
+    judge = {s["id"]: s["judge_extracted_answer"][:1] if s["judge_extracted_answer"][1:2] == ":" else None
+             for s in sample}
+    assert {i: rows[i]["parsed"] for i in judge} == judge  # every one of the 48 (94.7% over all 31,533)
+    assert rep["overall"] == pytest.approx(np.mean([s["judge_correct"] for s in sample]))
+    # lmms-eval's first-capital-letter rule picks the judge's letter far less often on the same replies.
+    run(QAEvalConfig(parser="lmms", n_boot=10, plots=False), str(path), None, str(tmp_path / "o"))
+    lmms = [json.loads(line)["parsed"] for line in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()]
+    assert sum(p == judge[i] for p, i in zip(lmms, rows, strict=True)) == 26  # of 48 (56.4% over all)

@@ -32,14 +32,15 @@ def qa(
         help="Predictions JSONL: {\"id\", \"prediction\", ...} per line, or an lmms-eval --log_samples file.")],
     bench: Annotated[str, typer.Option(
         help="Scoring and aggregation rules: auto (detected from the ground-truth records), vsibench, dsr, "
-        "spacevista or ours. A declared bench that differs from the detected one is an error.")] = "auto",
+        "spacevista, vlm4d or ours. A declared bench that differs from the detected one is an error.")] = "auto",
     gt: Annotated[str | None, typer.Option(
         help="Ground truth: our qa.jsonl/.parquet, VSI-Bench or DSR-Bench or SpaceVista-Bench records. "
         "Default: the answers carried in the prediction lines (as `eval run` and lmms-eval write them).")] = None,
     parser: Annotated[str | None, typer.Option(
         help="Answer parser: vsibench (first token), lmms (first letter/number), answer_tag (<answer>...</answer>),"
         " spacevista, reasoning (the final answer of a chain of thought), auto (reasoning when the predictions "
-        "carry any). Default: the bench's own (vsibench: vsibench, dsr/ours: lmms, spacevista: spacevista).")] = None,
+        "carry any). Default: the bench's own (vsibench: vsibench, dsr/ours: lmms, spacevista: spacevista, "
+        "vlm4d: reasoning).")] = None,
     out: Annotated[str | None, typer.Option(
         help="Report folder (report.json, report.md, tasks.png, scores.jsonl). Default: PREDICTIONS_report/.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the confidence intervals.")] = 1000,

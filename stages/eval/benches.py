@@ -10,6 +10,9 @@ Layouts:
   null for numeric questions), ``ground_truth`` (a letter, or a number as text).
 - ``dsr``: DSR-Bench rows (parquet): ``videoID``, ``question``, ``options``, ``answer`` (a letter), ``type``.
   Rows carry no id; an item's id is its row index (as text), or ``id`` / ``index`` when the file has one.
+- ``vlm4d``: VLM4D rows (``data/real_mc.json``, and its released model outputs): ``id``, ``question``,
+  ``choices`` (``{"A": text, ...}``), ``answer`` (the text of the right choice; ``ground_truth_answer`` in the
+  judged outputs), ``question_type`` (``multiple-choice``). A model's reply is in ``response``.
 - ``spacevista``: SpaceVista-Bench rows: ``question``, ``ground_truth``, ``answer_type``
   (``mc``/``numerical``/``text``), ``question_type`` or ``original_type``, ``category`` (the scale:
   Indoor/Outdoor/Tabletop/TinyTabletop).
@@ -30,7 +33,7 @@ from typing import Any
 from spatialctl import qa_format
 from spatialctl.errors import SpatialctlError
 
-LAYOUTS = ("auto", "ours", "vsibench", "dsr", "spacevista")  # "auto": detect from the records
+LAYOUTS = ("auto", "ours", "vsibench", "dsr", "spacevista", "vlm4d")  # "auto": detect from the records
 
 # VSI-Bench's official split of question types into multiple-choice and numeric answers.
 VSI_MC_TYPES = (
@@ -80,6 +83,7 @@ _LAYOUT_KEYS = {
     "spacevista": lambda k: {"ground_truth", "answer_type"} <= k,
     "dsr": lambda k: {"videoID", "answer", "type"} <= k and "answer_type" not in k,
     "ours": lambda k: {"id", "answer", "answer_type", "type"} <= k and "ground_truth" not in k,
+    "vlm4d": lambda k: "choices" in k and bool({"answer", "ground_truth_answer"} & k) and "answer_type" not in k,
 }
 
 
@@ -207,6 +211,24 @@ def _from_spacevista(rows: list[dict], path: Path) -> list[dict]:
     return items
 
 
+def _from_vlm4d(rows: list[dict], path: Path) -> list[dict]:
+    items = []
+    for n, row in enumerate(rows):
+        choices = row["choices"]
+        if not isinstance(choices, dict) or not choices:
+            raise SpatialctlError(f"{path}: row {n} choices is not a {{letter: text}} mapping (VLM4D layout)")
+        answer = row.get("answer", row.get("ground_truth_answer"))
+        letters = [k for k, v in choices.items() if str(v).strip() == str(answer).strip()]
+        if len(letters) != 1:
+            raise SpatialctlError(f"{path}: row {n} answer {answer!r} is not exactly one of its choices")
+        items.append({
+            "id": str(row.get("id", n)), "question": row.get("question", ""),
+            "options": [f"{k}: {v}" for k, v in choices.items()], "answer": letters[0], "answer_type": "mc",
+            "task": str(row.get("question_type", "multiple-choice")), "scale": None, "family": None,
+        })
+    return items
+
+
 def load_items(path: str | Path, layout: str = "auto") -> tuple[list[dict], str]:
     """Ground-truth items of a benchmark file and its layout. `layout` "auto" detects it from the records;
     a declared layout that differs from the detected one is an error (scoring a file by another benchmark's
@@ -229,7 +251,8 @@ def items_from_rows(rows: list[dict], path: str | Path, layout: str = "auto", *,
     if detected == "ours":
         items = _from_ours_rows(rows, path) if carried else _from_ours(Path(path))
     else:
-        reader = {"vsibench": _from_vsibench, "dsr": _from_dsr, "spacevista": _from_spacevista}[detected]
+        reader = {"vsibench": _from_vsibench, "dsr": _from_dsr, "spacevista": _from_spacevista,
+                  "vlm4d": _from_vlm4d}[detected]
         try:
             items = reader(rows, path)
         except (KeyError, TypeError, ValueError) as e:
@@ -271,7 +294,8 @@ def _from_lmms_sample(row: dict) -> dict:
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
     """Predictions keyed by id; the last line for an id wins. Lines are ``{"id", "prediction", ...}`` (what
-    `eval run` writes, or any benchmark record with a ``prediction`` field), or lmms-eval ``--log_samples``
+    `eval run` writes, or any benchmark record with a ``prediction`` field, or ``response`` as VLM4D's
+    outputs name it), or lmms-eval ``--log_samples``
     lines (``doc`` + ``filtered_resps``). An empty file, or one whose predictions are all blank, is an error:
     it would score 0 without saying why."""
     path = Path(path)
@@ -279,6 +303,8 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
     for n, row in enumerate(read_rows(path), 1):
         if isinstance(row, dict) and isinstance(row.get("doc"), dict) and ("filtered_resps" in row or "resps" in row):
             row = _from_lmms_sample(row)
+        if isinstance(row, dict) and "prediction" not in row and "response" in row:  # VLM4D's output files
+            row = {**row, "prediction": row["response"]}
         if not isinstance(row, dict) or row.get("id") is None or "prediction" not in row:
             raise SpatialctlError(f"{path}: line {n} needs 'id' and 'prediction'")
         out[str(row["id"])] = row

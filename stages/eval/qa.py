@@ -16,6 +16,8 @@ Aggregations (each official quirk is listed, with its source, in `spatialctl/sco
   into ``X``, then the mean of tasks; per-family and per-scale item means as breakdowns. A ground truth of 0
   is scored with SpaceVista's absolute-error rule (our generators can ask for a count or speed of 0).
 - ``dsr``: accuracy per ``type``; overall = accuracy over all items.
+- ``vlm4d``: accuracy over all items (VLM4D's `get_acc_async`: correct / all), parsed by ``reasoning`` in place
+  of its LLM judge.
 - ``spacevista``: per task and per scale category the item mean; overall = mean over all items; a ground
   truth of 0 uses the absolute error.
 
@@ -41,18 +43,21 @@ from spatialctl.stages.eval import benches, report
 
 log = logging.getLogger("spatialctl.eval")
 
-BENCHES = ("vsibench", "dsr", "spacevista", "ours")
+BENCHES = ("vsibench", "dsr", "spacevista", "vlm4d", "ours")
 REL_DIRECTION_LEVELS = ("object_rel_direction_easy", "object_rel_direction_medium", "object_rel_direction_hard")
-DEFAULT_PARSER = {"vsibench": "vsibench", "dsr": "lmms", "spacevista": "spacevista", "ours": "lmms"}
-ZERO_GT = {"vsibench": "error", "dsr": "error", "spacevista": "absolute", "ours": "absolute"}
-MACRO = {"vsibench": True, "ours": True, "dsr": False, "spacevista": False}
+# VLM4D has no rule-based parser: its official scorer asks an LLM judge (o4-mini) to extract the final answer;
+# `reasoning` agrees with that judge on 94.7% of its released chain-of-thought verdicts (benchmarks/RESULTS.md).
+DEFAULT_PARSER = {"vsibench": "vsibench", "dsr": "lmms", "spacevista": "spacevista", "vlm4d": "reasoning",
+                  "ours": "lmms"}
+ZERO_GT = {"vsibench": "error", "dsr": "error", "spacevista": "absolute", "vlm4d": "error", "ours": "absolute"}
+MACRO = {"vsibench": True, "ours": True, "dsr": False, "spacevista": False, "vlm4d": False}
 _LEVEL_RE = re.compile(r"^(?P<base>.+)_(?:easy|medium|hard)$")
 
 
 @dataclass
 class QAEvalConfig:
     bench: str = opt("auto", "Benchmark whose scoring and aggregation rules apply: auto (detected from the ground"
-                     "-truth records), vsibench, dsr, spacevista or ours. A declared bench that differs from the "
+                     "-truth records), vsibench, dsr, spacevista, vlm4d or ours. A declared bench that differs from the "
                      "detected one is an error.")
     parser: str | None = opt(None, "Answer parser: vsibench, lmms, answer_tag, spacevista, reasoning, or auto "
                              "(reasoning when the predictions carry reasoning, else the bench's own). Default: "
