@@ -74,8 +74,10 @@ Aggregation quirks of the official scorers (applied in `stages/eval/qa.py`, pinn
   missing level fails there.
 - VSI-Bench numbers (thinking-in-space): ``to_float(fuzzy_matching(pred))`` (our ``vsibench`` parser);
   lmms-eval's later copy uses `extract_number` (first digit run or number-word run), closer to ``lmms``.
-- SpaceVista-Bench (`eval/metrics/spacevista_bench.py`): overall = mean over all items (not over tasks); per
-  category only Indoor/Outdoor/Tabletop/TinyTabletop; ground truth 0 uses the absolute error.
+- SpaceVista-Bench (PeiwenSun2000/SpaceVista `eval/metrics/spacevista_bench.py`, commit 920a9b7d): overall =
+  mean over all items (not over tasks); per category only Indoor/Outdoor/Tabletop/TinyTabletop; ground truth 0
+  uses the absolute error; free text must match exactly after trimming and lower-casing (a trailing period
+  makes it wrong; our own bench forgives it).
 - DSR-Bench: accuracy over all items.
 
 MRA (VSI-Bench): thresholds ``np.linspace(0.5, 0.95, 10)`` (the official ``int((.95-.5)/.05 + 2)`` is 10
@@ -426,12 +428,14 @@ class ItemScore:
 
 def score_item(
     record: Any, prediction: str | None, parser: str | Parser = "vsibench",
-    *, zero_gt: str = "error",
+    *, zero_gt: str = "error", text_match: str = "loose",
 ) -> ItemScore:
     """Score one prediction against one QA record (a mapping or a `QARecord`; fields `answer`,
     `answer_type`, `options`).
 
-    A missing prediction (None) scores 0. Numbers use `mean_relative_accuracy` with `zero_gt`.
+    A missing prediction (None) scores 0. Numbers use `mean_relative_accuracy` with `zero_gt`. Free text
+    matches case-insensitively after trimming spaces, and with `text_match` "loose" also a trailing period;
+    "exact" keeps the period, as SpaceVista's `exact_match` does (``"chair."`` is not ``"chair"``).
     """
     parse = get_parser(parser) if isinstance(parser, str) else parser
     answer_type = _get(record, "answer_type", "mc")
@@ -448,6 +452,8 @@ def score_item(
         return ItemScore(0.0, None, metric)
     if answer_type == "mc":
         ok = str(parsed).lower() == mc_letter(record).lower()
+    elif text_match == "exact":
+        ok = str(parsed).strip().lower() == str(_get(record, "answer")).strip().lower()
     else:
         ok = _norm_text(parsed) == _norm_text(_get(record, "answer"))
     return ItemScore(1.0 if ok else 0.0, parsed, metric)

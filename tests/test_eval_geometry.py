@@ -136,3 +136,23 @@ def test_bad_ground_truth_is_a_one_line_error(tmp_path, synth_truth):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpatialctlError, match="not a scene store, TUM folder"):
         run(GeometryEvalConfig(), est_url, str(tmp_path / "empty"), str(tmp_path / "r"))
+
+
+def test_seven_scenes_frame_numbers_are_the_clock(tmp_path, synth_truth):
+    """A store made from every third 7-Scenes frame carries frame-number times (k / 30 s): each estimate frame
+    must meet the truth frame of the same number, not the n-th truth frame."""
+    arrays, attrs = synth_truth
+    folder = tmp_path / "seq-01"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(24):  # 24 truth frames; frame 3j is synth frame j, the others are elsewhere
+        pose = arrays["cam2world"][k // 3].copy() if k % 3 == 0 else arrays["cam2world"][0].copy()
+        if k % 3:
+            pose[:3, 3] += rng.normal(0, 0.5, 3)
+        np.savetxt(folder / f"frame-{k:06d}.pose.txt", pose)
+    est = dict(arrays)
+    est["timestamps"] = np.arange(8) * 3 / 30.0
+    est_url = str(tmp_path / "est.zarr")
+    store.write_scene(est_url, est, attrs, PROV)
+    r = run(GeometryEvalConfig(plots=False), est_url, str(folder), str(tmp_path / "r")).report
+    assert r["n_frames"] == 8 and r["trajectory"]["ate"]["rmse"] < 1e-6

@@ -123,12 +123,16 @@ def test_spacevista_rows(tmp_path):
          "original_type": "DEPTH"},
         {"id": "s2", "question": "q", "ground_truth": "B", "answer_type": "mc", "category": "Indoor",
          "original_type": "EXISTENCE", "options": ["A. yes", "B. no"]},
+        {"id": "s3", "question": "q", "ground_truth": "chair", "answer_type": "text", "category": "Indoor",
+         "original_type": "MATCHING"},
     ]
     gt = write_jsonl(tmp_path / "sv.jsonl", rows)
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "s1", "prediction": "<answer>zero</answer>"},
-                                               {"id": "s2", "prediction": "b) no"}])
+                                               {"id": "s2", "prediction": "b) no"},
+                                               {"id": "s3", "prediction": "<answer>Chair.</answer>"}])
     rep = run(QAEvalConfig(bench="spacevista", n_boot=20, plots=False), preds, gt, str(tmp_path / "o")).report
-    assert rep["overall"] == 1.0 and rep["by_scale"]["Tabletop"]["score"] == 1.0
+    # SpaceVista's exact_match: "chair." is not "chair"; overall = item mean 2/3.
+    assert rep["overall"] == pytest.approx(2 / 3) and rep["by_scale"]["Tabletop"]["score"] == 1.0
 
 
 def test_bootstrap_intervals():

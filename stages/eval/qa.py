@@ -156,7 +156,7 @@ def score(items: list[dict], preds: dict[str, dict], bench: str, parser: str) ->
         pred = preds.get(it["id"])
         text = None if pred is None else pred.get("prediction")
         try:
-            s = score_item(it, text, parser, zero_gt=zero_gt)
+            s = score_item(it, text, parser, zero_gt=zero_gt, text_match="exact" if bench == "spacevista" else "loose")
         except ValueError as e:
             raise SpatialctlError(f"item {it['id']}: {e}") from None
         parsed = s.parsed if not isinstance(s.parsed, float) or np.isfinite(s.parsed) else str(s.parsed)
