@@ -133,7 +133,7 @@ def rpe_pairs(poses: np.ndarray, delta: float, unit: str = "frames", all_pairs: 
         if all_pairs:
             return [(i, i + step) for i in range(n - step)]
         ids = list(range(0, n, step))
-        return list(zip(ids, ids[1:]))
+        return list(zip(ids[:-1], ids[1:], strict=True))
     if unit != "m":
         raise ValueError(f"RPE delta unit must be one of {RPE_UNITS}, not {unit!r}")
     if not delta > 0:
@@ -155,7 +155,7 @@ def rpe_pairs(poses: np.ndarray, delta: float, unit: str = "frames", all_pairs: 
         if path >= delta:
             ids.append(i)
             path = 0.0
-    return list(zip(ids, ids[1:]))
+    return list(zip(ids[:-1], ids[1:], strict=True))
 
 
 @dataclass
@@ -231,9 +231,9 @@ def depth_eval_mask(gt: np.ndarray, min_depth: float = 1e-3, max_depth: float | 
         if crop not in _CROPS or gt.ndim < 2:
             raise ValueError(f"depth crop must be one of {DEPTH_CROPS}, not {crop!r}")
         h, w = gt.shape[-2:]
-        t, b, l, r = _CROPS[crop]
+        top, bottom, left, right = _CROPS[crop]
         keep = np.zeros((h, w), dtype=bool)
-        keep[int(t * h):int(b * h), int(l * w):int(r * w)] = True
+        keep[int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
         mask &= keep
     return mask
 
