@@ -227,6 +227,13 @@ def test_declared_bench_must_match_the_records(tmp_path, cli):
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"id": 1, "q": "x", "gt": "A"}])
     r = cli("eval", "qa", preds, "--gt", odd)
     assert r.exit_code == 1 and "odd.jsonl: a record matches no known layout" in r.output
+    r = cli("eval", "qa", preds, "--gt", odd, "--bench", "dsr")
+    assert r.exit_code == 1 and "odd.jsonl: row 0 lacks answer/type (DSR-Bench layout)" in r.output
+    # Records that mark no layout (DSR rows without videoID) are read by the declared bench's reader.
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"id": 1, "question": "q", "options": ["A. x", "B. y"],
+                                                    "answer": "B", "type": "dir"}])
+    rep = run(QAEvalConfig(bench="dsr", n_boot=5, plots=False), preds, plain, str(tmp_path / "o3")).report
+    assert rep["bench"] == "dsr" and rep["n_items"] == 1
 
 
 def test_empty_or_blank_predictions_are_errors(tmp_path, cli):

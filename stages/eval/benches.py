@@ -245,18 +245,20 @@ def load_items(path: str | Path, layout: str = "auto") -> tuple[list[dict], str]
 def items_from_rows(rows: list[dict], path: str | Path, layout: str = "auto", *, carried: bool = True
                     ) -> tuple[list[dict], str]:
     """Items and layout of `rows`; `carried`: the rows are prediction lines that carry the truth along."""
-    detected = detect_layout(rows, path)
+    try:
+        detected = detect_layout(rows, path)
+    except SpatialctlError:
+        if layout == "auto":
+            raise
+        detected = layout  # records that mark no layout: the declared bench's reader checks its own fields
     if layout not in ("auto", detected):
         raise SpatialctlError(f"{path}: records are in the {detected} layout, not {layout} as --bench says")
-    if detected == "ours":
-        items = _from_ours_rows(rows, path) if carried else _from_ours(Path(path))
-    else:
-        reader = {"vsibench": _from_vsibench, "dsr": _from_dsr, "spacevista": _from_spacevista,
-                  "vlm4d": _from_vlm4d}[detected]
-        try:
-            items = reader(rows, path)
-        except (KeyError, TypeError, ValueError) as e:
-            raise SpatialctlError(f"{path}: malformed {detected} record ({type(e).__name__}: {e})") from None
+    reader = {"vsibench": _from_vsibench, "dsr": _from_dsr, "spacevista": _from_spacevista, "vlm4d": _from_vlm4d,
+              "ours": _from_ours_rows if carried else lambda _rows, p: _from_ours(Path(p))}[detected]
+    try:
+        items = reader(rows, path)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SpatialctlError(f"{path}: not {detected} records ({type(e).__name__}: {e})") from None
     ids = [it["id"] for it in items]
     if len(set(ids)) != len(ids):
         raise SpatialctlError(f"{path}: record ids are not unique")
