@@ -288,6 +288,8 @@ def match_poses(est: Estimate, gt: GroundTruth, config: GeometryEvalConfig, esti
         lo_g, hi_g = float(gt.times.min()), float(gt.times.max())
         hint = ("the clocks do not overlap: pass --time-offset start (both start together) or the offset in "
                 "seconds" if hi_e < lo_g or lo_e > hi_g else "check --max-dt / --time-offset")
+        if gt.kind == "7scenes":  # frame k is at k / gt_fps; a frame folder read without --fps is 1 s per frame
+            hint += f"; 7-Scenes frame k is at k/{config.gt_fps:g} s (--gt-fps), so the estimate's frames must be too"
         raise SpatialctlError(f"{estimate}: only {len(ei)} poses match {gt_path} in time (estimate "
                               f"{lo_e:.3f}..{hi_e:.3f} s, truth {lo_g:.3f}..{hi_g:.3f} s, max_dt {config.max_dt} s);"
                               f" {hint}")
