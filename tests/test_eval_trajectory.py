@@ -176,14 +176,7 @@ def test_cli_tum_absolute_stamps_match_evo_ape_without_options(tmp_path, cli):
     folder.mkdir()
     (folder / "groundtruth.txt").write_text((tmp_path / "groundtruth.txt").read_text())
     (folder / "rgb.txt").write_text(f"{T0 + 0.3:.6f} rgb/x.png\n")
-    url = str(tmp_path / "est.zarr")
-    n_est = len(est)
-    arrays = {"timestamps": est_t, "cam2world": est,
-              "intrinsics": np.tile(camera.intrinsics_matrix(5, 5, 4, 3), (n_est, 1, 1)),
-              "frames": np.zeros((n_est, 6, 8, 3), np.uint8), "depth": np.ones((n_est, 6, 8), np.float32),
-              "conf": np.ones((n_est, 6, 8), np.float32), "pointmaps": np.ones((n_est, 6, 8, 3), np.float32)}
-    store.write_scene(url, arrays, {"scale": "relative", "scale_source": "none", "world_up": None},
-                      {"stage": "test", "config_hash": "x"})
+    url = write_store(str(tmp_path / "est.zarr"), est, est_t)
     rep = run(GeometryEvalConfig(plots=False), url, str(folder), str(tmp_path / "r2")).report
     assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(sim3, rel=1e-6)
 
@@ -205,3 +198,42 @@ def test_kitti_pairs_by_index(tmp_path):
     file_interface.write_kitti_poses_file(str(tmp_path / "short.txt"), evo_traj(est[:20]))
     with pytest.raises(SpatialctlError, match="pairs by index; the estimate has 20 poses, the truth 30"):
         run(GeometryEvalConfig(plots=False), str(tmp_path / "short.txt"), str(tmp_path / "gt.txt"), str(tmp_path / "r"))
+
+
+def write_store(url, poses, times):
+    n = len(poses)
+    arrays = {"timestamps": np.asarray(times, dtype=np.float64), "cam2world": poses,
+              "intrinsics": np.tile(camera.intrinsics_matrix(5, 5, 4, 3), (n, 1, 1)),
+              "frames": np.zeros((n, 6, 8, 3), np.uint8), "depth": np.ones((n, 6, 8), np.float32),
+              "conf": np.ones((n, 6, 8), np.float32), "pointmaps": np.ones((n, 6, 8, 3), np.float32)}
+    store.write_scene(url, arrays, {"scale": "relative", "scale_source": "none", "world_up": None},
+                      {"stage": "test", "config_hash": "x"})
+    return url
+
+
+def test_store_against_euroc_and_kitti(tmp_path):
+    gt = random_trajectory(60, 14)
+    t_ns = (1403636579.763555527 + np.arange(60) * 0.005) * 1e9  # EuRoC's 200 Hz nanosecond stamps
+    euroc = tmp_path / "MH_01" / "mav0" / "state_groundtruth_estimate0" / "data.csv"
+    euroc.parent.mkdir(parents=True)
+    lines = ["#timestamp, p_RS_R_x [m], p_RS_R_y [m], p_RS_R_z [m], q_RS_w [], q_RS_x [], q_RS_y [], q_RS_z []"]
+    for t, p in zip(t_ns, gt, strict=True):
+        w, x, y, z = camera.rotation_to_quaternion(p[:3, :3])
+        lines.append(f"{int(t)},{p[0, 3]:.12f},{p[1, 3]:.12f},{p[2, 3]:.12f},{w:.12f},{x:.12f},{y:.12f},{z:.12f}")
+    euroc.write_text("\n".join(lines) + "\n")
+    est = noisy_sim3(gt[::4], 0.8, 15)  # a 50 Hz estimate on the same clock
+    url = write_store(str(tmp_path / "est.zarr"), est, np.round(t_ns[::4]) / 1e9)
+    rep = run(GeometryEvalConfig(plots=False), url, str(tmp_path / "MH_01"), str(tmp_path / "r")).report
+    ref = file_interface.read_euroc_csv_trajectory(str(euroc))
+    e = PoseTrajectory3D(poses_se3=list(est), timestamps=np.round(t_ns[::4]) / 1e9)
+    ref, e = sync.associate_trajectories(ref, e)
+    e.align(ref, correct_scale=True)
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((ref, e))
+    assert rep["gt_kind"] == "euroc" and rep["n_frames"] == 15
+    assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-6)
+    # A KITTI file has no stamps: the store pairs with it by index.
+    file_interface.write_kitti_poses_file(str(tmp_path / "gt_kitti.txt"), evo_traj(gt[::4]))
+    rep = run(GeometryEvalConfig(plots=False), url, str(tmp_path / "gt_kitti.txt"), str(tmp_path / "r")).report
+    assert rep["gt_kind"] == "kitti" and rep["association"] == "by index"
+    assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-6)
