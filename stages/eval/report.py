@@ -29,9 +29,9 @@ def _pct(x: float) -> str:
 
 def qa_markdown(summary: dict) -> str:
     lines = [
-        f"# QA evaluation — {summary['bench']}",
+        f"# QA evaluation — {summary['bench']}" + (" (detected)" if summary.get("bench_source") == "detected" else ""),
         "",
-        f"Parser `{summary['parser']}`; overall = {summary['aggregation']}; "
+        f"Parser `{summary['parser']}` ({summary.get('parser_source', 'declared')}); overall = {summary['aggregation']}; "
         f"{int(round(100 * summary['ci_level']))}% bootstrap intervals ({summary['n_boot']} resamples).",
         "",
         "| task | metric | n | score | CI |",
@@ -49,6 +49,9 @@ def qa_markdown(summary: dict) -> str:
             lines += [f"| {k} | {v['n']} | {_pct(v['score'])} |" for k, v in summary[key].items()]
     if summary.get("n_missing"):
         lines += ["", f"{summary['n_missing']} items had no prediction and scored 0."]
+    if summary.get("n_unreadable"):
+        lines += ["", f"{summary['n_unreadable']} predictions gave no valid answer under the `{summary['parser']}` "
+                  "parser and scored 0 (see `--parser auto` for reasoning replies)."]
     return "\n".join(lines) + "\n"
 
 
