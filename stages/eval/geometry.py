@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import camera, geometry_metrics, store, trajectory_io
-from spatialctl.config import opt
-from spatialctl.errors import SpatialctlError
+from spatialctl.camera import parse_intrinsics
+from spatialctl.config import check_fields, opt, quiet_opt
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.stages.eval import report
 
 log = logging.getLogger("spatialctl.eval")
@@ -44,22 +45,23 @@ SEVEN_SCENES_DEPTH_FACTOR = 1000.0
 
 @dataclass
 class GeometryEvalConfig:
+    gt: str = opt(help="Ground truth: a scene store (e.g. synth's), a TUM RGB-D folder, a 7-Scenes sequence folder, "
+                  "an EuRoC folder or a TUM/KITTI/EuRoC trajectory file.", runtime=True)
+    out: str | None = opt(None, "Report folder. Default: ESTIMATE_geometry/ beside the input.", runtime=True)
     align: str = opt("sim3", "Trajectory alignment before ATE (and the scale of RPE): sim3, se3 or none "
-                     "(evo_ape -as / -a / no flag).")
+                     "(evo -as / -a / no flag).", choices=("sim3", "se3", "none"))
     rpe_delta: float = opt(1.0, "Step of the relative pose error, in --rpe-unit.")
-    rpe_unit: str = opt("frames", "Unit of --rpe-delta: frames or m (travelled path, evo's --delta_unit m).")
+    rpe_unit: str = opt("frames", "Unit of --rpe-delta: frames or m (travelled path, evo's --delta_unit m).",
+                        choices=geometry_metrics.RPE_UNITS)
     rpe_all_pairs: bool = opt(False, "RPE over every pair (i, i+delta) instead of evo's default consecutive "
                               "pairs (evo's --all_pairs).", flag="--rpe-all-pairs/--rpe-consecutive")
     depth_align: str = opt("median", "Depth alignment: none, median (per image, Eigen protocol), sequence (one "
-                           "scale), scale_shift (per image).")
+                           "scale), scale_shift (per image).", choices=geometry_metrics.DEPTH_ALIGNS)
     min_depth: float = opt(1e-3, "Ground-truth depth must exceed this (metres); predictions are clamped to it.")
     max_depth: float | None = opt(None, "Ground-truth depth must be below this (metres); predictions are clamped "
                                   "to it. Default: no upper bound (KITTI: 80, NYU: 10).")
-    depth_crop: str = opt("none", "Evaluation crop of the depth images: none, garg or eigen (KITTI protocols).")
-    max_points: int = opt(100_000, "Points sampled per cloud for accuracy/completeness.")
-    pc_threshold: float | None = opt(0.05, "Distance for point-cloud precision/recall/F-score (truth units).")
-    pc_max_dist: float | None = opt(None, "Leave nearest-neighbour distances of this or more out of accuracy "
-                                    "and completeness (the DTU evaluation's outlier cut). Default: keep all.")
+    depth_crop: str = opt("none", "Evaluation crop of the depth images: none, garg or eigen (KITTI protocols).",
+                          choices=geometry_metrics.DEPTH_CROPS)
     max_dt: float = opt(0.01, "Largest time gap (s) when matching poses by timestamp (evo's --t_max_diff).")
     time_offset: str = opt("0", "Seconds added to the estimate's timestamps (evo's --t_offset), or 'start' to "
                            "make both clocks start together.")
@@ -67,34 +69,36 @@ class GeometryEvalConfig:
     depth_factor: float | None = opt(None, "Depth PNG units per metre. Default: 5000 (TUM), 1000 (7-Scenes).")
     gt_intrinsics: tuple[float, float, float, float] | None = opt(
         None, "fx,fy,cx,cy of the ground-truth depth images. Default: TUM 525,525,319.5,239.5; 7-Scenes "
-        "585,585,320,240.")
-    seed: int = opt(0, "Seed of the point subsampling.")
+        "585,585,320,240.", parse=lambda text: parse_intrinsics(text, "--gt-intrinsics"))
+    max_points: int = opt(100_000, "Points sampled per cloud for accuracy/completeness.")
+    pc_threshold: float | None = opt(0.05, "Distance for point-cloud precision/recall/F-score (truth units).")
+    pc_max_dist: float | None = opt(None, "Leave nearest-neighbour distances of this or more out of accuracy "
+                                    "and completeness (the DTU evaluation's outlier cut). Default: keep all.")
+    seed: int = 0
     plots: bool = opt(True, "Write the top-down trajectory plot.", flag="--plots/--no-plots")
+    quiet: bool = quiet_opt()
 
     def __post_init__(self):
+        self.validate()  # library callers get errors at construction, as before
+
+    def validate(self) -> None:
+        check_fields(self)
         checks = [
-            (self.align in ("sim3", "se3", "none"), f"align must be sim3, se3 or none, not {self.align!r}"),
-            (self.depth_align in geometry_metrics.DEPTH_ALIGNS,
-             f"depth align must be one of {', '.join(geometry_metrics.DEPTH_ALIGNS)}, not {self.depth_align!r}"),
-            (self.depth_crop in geometry_metrics.DEPTH_CROPS,
-             f"depth crop must be one of {', '.join(geometry_metrics.DEPTH_CROPS)}, not {self.depth_crop!r}"),
-            (self.rpe_unit in geometry_metrics.RPE_UNITS,
-             f"rpe unit must be one of {', '.join(geometry_metrics.RPE_UNITS)}, not {self.rpe_unit!r}"),
             (self.rpe_delta > 0 and (self.rpe_unit != "frames" or float(self.rpe_delta).is_integer()),
-             f"rpe delta {self.rpe_delta} must be > 0, and whole in frames"),
-            (self.max_dt >= 0, f"max_dt must be >= 0, not {self.max_dt}"),
+             f"--rpe-delta {self.rpe_delta}: must be > 0, and whole in frames"),
+            (self.max_dt >= 0, f"--max-dt {self.max_dt}: must be >= 0"),
             (self.min_depth >= 0 and (self.max_depth is None or self.max_depth > self.min_depth),
-             f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}"),
-            (self.pc_max_dist is None or self.pc_max_dist > 0, f"pc_max_dist must be > 0, not {self.pc_max_dist}"),
+             f"--min-depth {self.min_depth} --max-depth {self.max_depth}: need 0 <= min < max"),
+            (self.pc_max_dist is None or self.pc_max_dist > 0, f"--pc-max-dist {self.pc_max_dist}: must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
-                raise SpatialctlError(message)
+                raise UsageError(message)
         if self.time_offset != "start":
             try:
                 float(self.time_offset)
             except (TypeError, ValueError):
-                raise SpatialctlError(f"time offset must be seconds or 'start', not {self.time_offset!r}") from None
+                raise UsageError(f"--time-offset {self.time_offset!r}: expected seconds or 'start'") from None
 
 
 @dataclass
@@ -396,8 +400,11 @@ def _pointcloud(est: Estimate, gt: GroundTruth, q: np.ndarray, ei, gi, gt_poses,
         raise SpatialctlError(f"{est.kind} point cloud: {e}") from None
 
 
-def run(config: GeometryEvalConfig, estimate: str, gt_path: str, out_dir: str) -> GeometryEvalOutputs:
-    """Metrics of `estimate` (a scene store or trajectory file) against `gt_path` into `out_dir`."""
+def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
+    """Metrics of `estimate` (a scene store or trajectory file) against ``config.gt``; the report goes to
+    ``config.out`` (default: ESTIMATE_geometry/ beside the input)."""
+    config.validate()
+    gt_path, out_dir = config.gt, config.out or report.default_out(estimate, "_geometry")
     gt = read_truth(gt_path, config)
     est = read_estimate(estimate)
     notes = list(gt.notes)

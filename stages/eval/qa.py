@@ -36,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl.config import opt
-from spatialctl.errors import SpatialctlError
-from spatialctl.scoring import choose_parser, get_parser, is_readable, score_item
+from spatialctl import io
+from spatialctl.config import check_fields, opt, quiet_opt
+from spatialctl.errors import SpatialctlError, UsageError
+from spatialctl.scoring import PARSERS, choose_parser, is_readable, score_item
 from spatialctl.stages.eval import benches, report
 
 log = logging.getLogger("spatialctl.eval")
@@ -57,28 +58,31 @@ _LEVEL_RE = re.compile(r"^(?P<base>.+)_(?:easy|medium|hard)$")
 @dataclass
 class QAEvalConfig:
     bench: str = opt("auto", "Benchmark whose scoring and aggregation rules apply: auto (detected from the ground"
-                     "-truth records), vsibench, dsr, spacevista, vlm4d or ours. A declared bench that differs from the "
-                     "detected one is an error.")
-    parser: str | None = opt(None, "Answer parser: vsibench, lmms, answer_tag, spacevista, reasoning, or auto "
-                             "(reasoning when the predictions carry reasoning, else the bench's own). Default: "
-                             "the bench's own (vsibench: vsibench, dsr/ours: lmms, spacevista: spacevista).")
+                     "-truth records), vsibench, dsr, spacevista, vlm4d or ours. A declared bench that differs from "
+                     "the detected one is an error.", choices=("auto", *BENCHES))
+    gt: str | None = opt(None, "Ground truth: our qa.jsonl/.parquet, VSI-Bench, DSR-Bench, SpaceVista-Bench or "
+                         "VLM4D records. Default: the answers carried in the prediction lines (as `eval run` and "
+                         "lmms-eval --log_samples write them).", runtime=True)
+    parser: str | None = opt(None, "Answer parser: vsibench (first token), lmms (first letter/number), answer_tag "
+                             "(<answer>...</answer>), spacevista, reasoning (the final answer of a chain of thought),"
+                             " auto (reasoning when the predictions carry any). Default: the bench's own (vsibench: "
+                             "vsibench, dsr/ours: lmms, spacevista: spacevista, vlm4d: reasoning).",
+                             choices=(*PARSERS, "auto"))
+    out: str | None = opt(None, "Report folder (report.json, report.md, tasks.png, scores.jsonl). Default: "
+                          "PREDICTIONS_report/.", runtime=True)
     n_boot: int = opt(1000, "Bootstrap resamples for the confidence intervals.")
     ci: float = opt(0.95, "Confidence level of the intervals.")
     seed: int = opt(0, "Bootstrap seed.")
     plots: bool = opt(True, "Write PNG plots.", flag="--plots/--no-plots")
+    quiet: bool = quiet_opt()
 
     def __post_init__(self):
-        if self.bench not in ("auto", *BENCHES):
-            raise SpatialctlError(f"unknown bench {self.bench!r} (choose from auto, {', '.join(BENCHES)})")
-        if self.parser is not None and self.parser != "auto":
-            try:
-                get_parser(self.parser)
-            except ValueError as e:
-                raise SpatialctlError(str(e)) from None
-        if self.n_boot < 1:
-            raise SpatialctlError(f"n_boot must be at least 1, got {self.n_boot}")
-        if not 0 < self.ci < 1:
-            raise SpatialctlError(f"ci must be between 0 and 1, got {self.ci}")
+        self.validate()  # library callers get errors at construction, as before
+
+    def validate(self) -> None:
+        check_fields(self)
+        if self.n_boot < 1 or not 0 < self.ci < 1:
+            raise UsageError(f"--n-boot {self.n_boot} --ci {self.ci}: need at least 1 resample and 0 < ci < 1")
 
 
 @dataclass
@@ -222,8 +226,11 @@ def load(config: QAEvalConfig, predictions: str, gt: str | None) -> tuple[list[d
     return items, preds, bench
 
 
-def run(config: QAEvalConfig, predictions: str, gt: str | None, out_dir: str) -> QAEvalOutputs:
-    """Score `predictions` (JSONL) against `gt` (or the truth carried in the predictions) into `out_dir`."""
+def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
+    """Score `predictions` (JSONL) against `config.gt` (or the truth carried in the predictions) into
+    `config.out` (default: PREDICTIONS_report/)."""
+    config.validate()
+    gt, out_dir = config.gt, config.out or report.default_out(predictions, "_report")
     items, preds, bench = load(config, predictions, gt)
     parser, why = choose_parser(config.parser, DEFAULT_PARSER[bench], [p.get("prediction") for p in preds.values()])
     rows = score(items, preds, bench, parser)
@@ -240,10 +247,6 @@ def run(config: QAEvalConfig, predictions: str, gt: str | None, out_dir: str) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scores_path = out / "scores.jsonl"
-    tmp = scores_path.with_name(scores_path.name + ".partial")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, default=str) + "\n")
-    tmp.replace(scores_path)
+    io.write_lines(scores_path, (json.dumps(r, default=str) for r in rows))
     files = [str(scores_path)] + report.write_qa_report(summary, out, plots=config.plots)
     return QAEvalOutputs(summary, files)
