@@ -52,15 +52,18 @@ Parsers (pick with ``parser=``; every quirk listed here has a unit test in tests
     ``"Looking at frame 2...\\nC: the red chair"`` → ``C``; ``"A dog is there"`` → no answer (no rule applies,
     where ``lmms`` would read ``A``).
 
-``auto`` (``--parser auto``, `choose_parser`) — ``reasoning`` when any prediction carries reasoning (a
-    ``</think>``, ``<answer>`` or ``\\boxed`` marker, an answer phrase, several lines or more than ten words),
-    else the bench's own parser, so short answers keep the official reading exactly.
+``auto`` (``--parser auto``, `choose_parser`, then `eval qa`'s `pick_parser`) — ``reasoning`` when any
+    prediction carries reasoning (a ``</think>``, ``<answer>`` or ``\\boxed`` marker, an answer phrase, several
+    lines or more than ten words), or when the bench's own parser leaves predictions unread that ``reasoning``
+    reads (``"C: text"``, ``" A"``); else the bench's own parser, so well-formed short answers keep the official
+    reading exactly. The report says which parser was used and why (``parser_source``).
 
 The official parsers are kept exact, so two readings some would call bugs stay: ``vsibench`` reads
 ``"C: text"`` as ``"C:"`` (scored 0, as thinking-in-space's `fuzzy_matching` does) and ``spacevista`` reads
 ``"Answer: D"`` as the whole text (scored 0, as SpaceVista's `fuzzy_matching` does: ``^\\s*([A-D])\\b`` does not
 match "An..."). `eval qa` counts such unreadable predictions (``n_unreadable`` in the report) and warns, and
-``--parser auto`` / ``reasoning`` reads both as the intended letter.
+``--parser auto`` / ``reasoning`` reads both as the intended letter. The default stays the official reading,
+because that is the number the benchmark publishes.
 
 Aggregation quirks of the official scorers (applied in `stages/eval/qa.py`, pinned in tests/test_eval_qa.py):
 

@@ -247,11 +247,19 @@ def test_parser_auto_reads_reasoning_and_keeps_short_answers_official(tmp_path):
     gt = write_jsonl(tmp_path / "vsi.jsonl", rows)
     short = write_jsonl(tmp_path / "short.jsonl", [
         {"id": 1, "prediction": "4"}, {"id": 2, "prediction": "2"}, {"id": 3, "prediction": "A"},
-        {"id": 4, "prediction": "C: back"}, {"id": 5, "prediction": "C"}, {"id": 6, "prediction": "B"},
+        {"id": 4, "prediction": "B: right"}, {"id": 5, "prediction": "C"}, {"id": 6, "prediction": "B"},
         {"id": 7, "prediction": "A"}])
+    # By default the official reading: "B: right" -> "B:" (wrong, and counted as unreadable).
+    rep = run(QAEvalConfig(n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), short).report
+    assert rep["parser"] == "vsibench" and rep["n_unreadable"] == 1 and rep["overall"] < 1
+    # auto: the official parser leaves one answer unread that reasoning reads, so reasoning scores all seven.
     rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), short).report
-    # Short answers: the official reading, "C: back" -> "C:" (wrong, and counted as unreadable).
-    assert rep["parser"] == "vsibench" and rep["n_unreadable"] == 1
+    assert rep["parser"] == "reasoning" and rep["parser_source"] == "auto: vsibench leaves 1 predictions unread, " \
+        "reasoning 0" and rep["n_unreadable"] == 0 and rep["overall"] == 1.0
+    # Well-formed short answers keep the official parser under auto.
+    clean = write_jsonl(tmp_path / "clean.jsonl", [{"id": 3, "prediction": "A"}, {"id": 6, "prediction": "A."}])
+    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), clean).report
+    assert rep["parser"] == "vsibench" and rep["parser_source"].startswith("auto: short answers")
     cot = write_jsonl(tmp_path / "cot.jsonl", [
         {"id": 1, "prediction": "<think>I count chairs: A, B, C, D.</think><answer>4</answer>"},
         {"id": 2, "prediction": "Two chairs are visible.\n\\boxed{2}"},

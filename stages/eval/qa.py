@@ -226,14 +226,30 @@ def load(config: QAEvalConfig, predictions: str, gt: str | None) -> tuple[list[d
     return items, preds, bench
 
 
+def pick_parser(requested: str | None, bench: str, items: list[dict], preds: dict[str, dict]
+                ) -> tuple[str, str, list[dict]]:
+    """(parser, why, rows). ``auto`` takes `choose_parser`'s pick, and then ``reasoning`` over the bench's own
+    parser when the latter leaves predictions unread that ``reasoning`` reads ("C: text", "Answer: D")."""
+    own = DEFAULT_PARSER[bench]
+    parser, why = choose_parser(requested, own, [p.get("prediction") for p in preds.values()])
+    rows = score(items, preds, bench, parser)
+    if requested == "auto" and parser != "reasoning":
+        unread = sum(not r["readable"] for r in rows)
+        if unread:
+            alt = score(items, preds, bench, "reasoning")
+            alt_unread = sum(not r["readable"] for r in alt)
+            if alt_unread < unread:
+                return "reasoning", f"auto: {own} leaves {unread} predictions unread, reasoning {alt_unread}", alt
+    return parser, why, rows
+
+
 def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
     """Score `predictions` (JSONL) against `config.gt` (or the truth carried in the predictions) into
     `config.out` (default: PREDICTIONS_report/)."""
     config.validate()
     gt, out_dir = config.gt, config.out or report.default_out(predictions, "_report")
     items, preds, bench = load(config, predictions, gt)
-    parser, why = choose_parser(config.parser, DEFAULT_PARSER[bench], [p.get("prediction") for p in preds.values()])
-    rows = score(items, preds, bench, parser)
+    parser, why, rows = pick_parser(config.parser, bench, items, preds)
     summary = summarise(rows, bench, parser, config)
     summary["bench_source"] = "declared" if config.bench != "auto" else "detected"
     summary["parser_source"] = why
