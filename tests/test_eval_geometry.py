@@ -158,3 +158,14 @@ def test_seven_scenes_frame_numbers_are_the_clock(tmp_path, synth_truth):
     store.write_scene(est_url, est, attrs, PROV)
     r = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r")), est_url).report
     assert r["n_frames"] == 8 and r["trajectory"]["ate"]["rmse"] < 1e-6
+    # The same frames read from a folder that starts at frame 9 (times from 0, as the folder rule gives):
+    # --time-offset start puts the estimate's first frame on the truth's first frame, 9/30 s.
+    for k in range(9):
+        (folder / f"frame-{k:06d}.pose.txt").unlink()
+    est["cam2world"], est["timestamps"] = arrays["cam2world"][3:], np.arange(5) * 3 / 30.0
+    for name in ("frames", "intrinsics", "depth", "conf", "pointmaps"):
+        est[name] = arrays[name][3:]
+    store.write_scene(str(tmp_path / "late.zarr"), est, attrs, PROV)
+    r = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r"), time_offset="start"),
+            str(tmp_path / "late.zarr")).report
+    assert r["n_frames"] == 5 and r["time_offset"] == pytest.approx(9 / 30) and r["trajectory"]["ate"]["rmse"] < 1e-6

@@ -198,7 +198,8 @@ def read_7scenes(folder: Path, config: GeometryEvalConfig) -> GroundTruth:
     if len(poses) < 3:
         raise SpatialctlError(f"{folder}: fewer than 3 valid frame-*.pose.txt files")
     factor = config.depth_factor or SEVEN_SCENES_DEPTH_FACTOR
-    gt = GroundTruth("7scenes", np.asarray(indices) / config.gt_fps, np.stack(poses), 0.0)
+    first = int(pose_files[0].name.split(".")[0].split("-")[1])  # the folder's first frame, even with a lost pose
+    gt = GroundTruth("7scenes", np.asarray(indices) / config.gt_fps, np.stack(poses), first / config.gt_fps)
     depth_files = [folder / f"frame-{i:06d}.depth.png" for i in indices]
     if all(f.is_file() for f in depth_files):
         def load(i: int) -> np.ndarray:
