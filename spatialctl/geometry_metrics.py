@@ -113,6 +113,26 @@ def associate(ref_times: np.ndarray, est_times: np.ndarray, max_diff: float = 0.
     return (a, b) if est_longer else (b, a)
 
 
+def associate_unique(times_a: np.ndarray, times_b: np.ndarray, max_diff: float = 0.02
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(a indices, b indices) paired as the TUM RGB-D tools' associate.py pairs rgb and depth images: all pairs
+    closer than `max_diff` (its default 0.02 s), closest first, each stamp used at most once; sorted by a."""
+    a = np.asarray(times_a, dtype=np.float64)
+    b = np.asarray(times_b, dtype=np.float64)
+    diff = np.abs(a[:, None] - b[None, :])
+    ia, ib = np.nonzero(diff < max_diff)  # strict, as associate.py
+    order = np.lexsort((ib, ia, diff[ia, ib]))
+    used_a, used_b, pairs = set(), set(), []
+    for k in order:
+        i, j = int(ia[k]), int(ib[k])
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            pairs.append((i, j))
+    pairs.sort()
+    return np.asarray([p[0] for p in pairs], dtype=int), np.asarray([p[1] for p in pairs], dtype=int)
+
+
 RPE_UNITS = ("frames", "m")
 
 

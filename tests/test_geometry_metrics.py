@@ -6,6 +6,7 @@ import pytest
 from spatialctl.camera import look_at, quaternion_to_rotation
 from spatialctl.geometry_metrics import (
     apply_sim3_to_poses,
+    associate_unique,
     ate,
     depth_eval_mask,
     depth_metrics,
@@ -212,3 +213,21 @@ def test_pointcloud_dtu_outlier_cut():
     assert cut["completeness"] == pytest.approx(np.mean([d for d in d_comp if d < 1.0]))
     assert cut["chamfer"] == pytest.approx((cut["accuracy"] + cut["completeness"]) / 2)
     assert "DTU" in cut["chamfer_form"] and cut["accuracy_inliers"] == pytest.approx(2 / 3)
+
+
+def test_associate_unique_is_tums_associate_rule():
+    """TUM RGB-D's associate.py, written out from its definition: every pair closer than max_difference, sorted
+    by (difference, a, b), taken greedily while both stamps are unused, then sorted by a."""
+    rng = np.random.default_rng(5)
+    a = np.sort(1305031102.0 + rng.uniform(0, 3, 90))
+    b = np.sort(1305031102.0 + rng.uniform(0, 3, 80))
+    candidates = sorted((abs(x - y), x, y) for x in a for y in b if abs(x - y) < 0.02)
+    free_a, free_b, matches = set(a), set(b), []
+    for _, x, y in candidates:
+        if x in free_a and y in free_b:
+            free_a.remove(x)
+            free_b.remove(y)
+            matches.append((x, y))
+    matches.sort()
+    ia, ib = associate_unique(a, b, 0.02)
+    assert list(zip(a[ia], b[ib], strict=True)) == matches and len(matches) > 20

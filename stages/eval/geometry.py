@@ -40,6 +40,9 @@ log = logging.getLogger("spatialctl.eval")
 TUM_INTRINSICS = (525.0, 525.0, 319.5, 239.5)
 SEVEN_SCENES_INTRINSICS = (585.0, 585.0, 320.0, 240.0)
 TUM_DEPTH_FACTOR = 5000.0
+# TUM's depth images have their own clock: frames meet them as the dataset's associate.py pairs rgb and depth
+# (unique pairs, closest first, within its default 0.02 s), not by the trajectory rule.
+TUM_DEPTH_MAX_DT = 0.02
 SEVEN_SCENES_DEPTH_FACTOR = 1000.0
 
 
@@ -342,7 +345,7 @@ def _depth(est: Estimate, gt: GroundTruth, q: np.ndarray, ei, gi, config: Geomet
             notes.append("estimate has no depth: depth metrics skipped")
         return None
     if gt.depth_times is not None:  # TUM: depth has its own clock
-        d_gi, d_ei = geometry_metrics.associate(gt.depth_times, q, config.max_dt)
+        d_ei, d_gi = geometry_metrics.associate_unique(q, gt.depth_times, TUM_DEPTH_MAX_DT)
     else:
         d_ei, d_gi = ei, gi
     if not len(d_ei):
@@ -385,7 +388,7 @@ def _pointcloud(est: Estimate, gt: GroundTruth, q: np.ndarray, ei, gi, gt_poses,
             pm = camera.depth_to_pointmap(d, gt.intrinsics(int(g_i)), gt.cam2world[g_i]).reshape(-1, 3)
             pg.append(pm[d.reshape(-1) > 0])
     else:  # TUM: a depth image is matched to the pose nearest in time
-        d_gi, d_k = geometry_metrics.associate(gt.depth_times, q[ei], config.max_dt)
+        d_k, d_gi = geometry_metrics.associate_unique(q[ei], gt.depth_times, TUM_DEPTH_MAX_DT)
         for k, d_i in zip(d_k, d_gi, strict=True):
             d = gt.load_depth(int(d_i))
             pm = camera.depth_to_pointmap(d, gt.intrinsics(int(d_i)), gt_poses[k]).reshape(-1, 3)
