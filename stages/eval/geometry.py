@@ -14,7 +14,8 @@ Poses are matched by timestamp exactly as evo does (`geometry_metrics.associate`
 estimate's stamps shifted by ``time_offset``, 0 by default), so absolute stamps (TUM, EuRoC, a store made from
 stamped frames) need no option. ``time_offset start`` makes both clocks start together (a store made from a
 video, whose clock starts at 0, against absolute stamps). A KITTI file has no stamps: it pairs by index with an
-estimate of the same length. The trajectory alignment (Sim(3) by default) also carries the estimate's point
+estimate of the same length. TUM depth images (their own clock) meet estimate frames as TUM's associate.py pairs
+rgb and depth. The trajectory alignment (Sim(3) by default) also carries the estimate's point
 cloud into the truth's world before the point-cloud metrics.
 """
 
