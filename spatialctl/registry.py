@@ -55,8 +55,8 @@ STAGES: tuple[Stage, ...] = (
                  many=False),
           progress={"progress": ("synth", "item")}),
     Stage("reconstruct", _S + "reconstruct", "ReconstructConfig",
-          "Reconstruct each input with DUSt3R and our global alignment into a scene store (frames, depth, conf,\n"
-          "world pointmaps, intrinsics, cam2world).",
+          "Reconstruct each input with DUSt3R and our global alignment, or with π³ / Pi3X (--backend), into a scene\n"
+          "store (frames, depth, conf, world pointmaps, intrinsics, cam2world).",
           Inputs("inputs", "Videos, folders of images, or manifests of them."),
           progress={"progress": ("global alignment", "it")}, items=True),
     Stage("track", _S + "track", "TrackConfig",
