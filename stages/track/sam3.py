@@ -81,11 +81,14 @@ class LazyFrames:
 
 @dataclass
 class _Live:
-    """An object carried into the next chunk."""
+    """An object carried into the next chunk, with its hot-start bookkeeping (frame indices are the video's)."""
 
     label: str
     score: float
     logits: torch.Tensor  # (H_low, W_low) low-resolution mask logits on the chunk's last frame
+    first_frame: int
+    keep_alive: int
+    unmatched: list
 
 
 class Sam3Tracker:
@@ -127,7 +130,8 @@ class Sam3Tracker:
             s.prompt_attention_masks[pid] = enc.attention_mask
         return s
 
-    def seed(self, session, frame_idx: int, live: dict[int, _Live], max_obj_id: int) -> None:
+    def seed(self, session, frame_idx: int, live: dict[int, _Live], max_obj_id: int,
+             overlaps: dict | None = None) -> None:
         """Re-add carried objects at ``frame_idx`` with their last masks as mask prompts, ids and prompts kept."""
         pixels = session.get_frame(frame_idx).unsqueeze(0)
         embeds = self.model.detector_model.get_vision_features(pixel_values=pixels)
@@ -138,11 +142,16 @@ class Sam3Tracker:
             return
         ids = sorted(live)
         for obj_id in ids:
-            session.obj_id_to_prompt_id[obj_id] = session.add_prompt(live[obj_id].label)
-            session.obj_id_to_score[obj_id] = live[obj_id].score
-            # Past its hot-start period: it already survived it in an earlier chunk.
-            session.obj_first_frame_idx[obj_id] = frame_idx - self.model.hotstart_delay - 1
-            session.trk_keep_alive[obj_id] = self.model.init_trk_keep_alive
+            ob = live[obj_id]
+            session.obj_id_to_prompt_id[obj_id] = session.add_prompt(ob.label)
+            session.obj_id_to_score[obj_id] = ob.score
+            # The hot-start heuristics go on where they were (frame indices are the video's in every chunk).
+            session.obj_first_frame_idx[obj_id] = ob.first_frame
+            session.trk_keep_alive[obj_id] = ob.keep_alive
+            session.unmatched_frame_inds[obj_id] = list(ob.unmatched)
+        for pair, frames in (overlaps or {}).items():  # duplicate candidates: frames where two objects overlapped
+            if pair[0] in live and pair[1] in live:
+                session.overlap_pair_to_frame_inds[pair] = list(frames)
         masks = torch.stack([live[i].logits for i in ids]).to(self.device)
         # What the model does with a new detection's mask (it also registers the ids in ``session.obj_ids``).
         self.model._tracker_add_new_objects(session, frame_idx, ids, masks)
@@ -183,49 +192,50 @@ def track_video(tracker: Sam3Tracker, read_frame: Callable[[int], np.ndarray], n
     frames = LazyFrames(read_frame, n_frames, tracker.size)
     delay = max(int(tracker.model.hotstart_delay), 0)
     rows: dict[int, Tracklet] = {}  # model object id -> tracklet
-    live: dict[int, _Live] = {}
-    max_obj_id = -1
+    removed: set[int] = set()  # removed by the model's heuristics: hidden in every frame not yet emitted
+    pending: deque = deque()  # (frame, output, session) held back ``delay`` frames, across chunks
     bar = iter(progress(range(n_frames)))
-    start = 0
+
+    def emit(frame, out, session):
+        ids, masks = frame_masks(session, out, removed | set(out.suppressed_obj_ids or ()), hw)
+        for obj_id, mask in zip(ids, masks.numpy(), strict=True):
+            if obj_id not in rows:
+                label = session.prompts[session.obj_id_to_prompt_id[obj_id]]
+                rows[obj_id] = Tracklet(label, 0.0, frame, np.zeros((n_frames, m_bytes), np.uint8))
+            row = rows[obj_id]
+            row.masks[frame] = np.packbits(mask.reshape(-1))
+            row.score = max(row.score, float(out.obj_id_to_score.get(obj_id, 0.0)))
+        next(bar, None)
+
+    live: dict[int, _Live] = {}
+    overlaps: dict = {}
+    max_obj_id, start = -1, 0
     while start < n_frames:
-        stop = min(start + chunk_frames, n_frames) if start == 0 else min(start + chunk_frames - 1, n_frames)
+        # Every chunk after the first opens on the previous chunk's last frame (already tracked) to seed it.
+        stop = min(start + chunk_frames - (start > 0), n_frames)
         session = tracker.session(frames, hw, labels)
-        if start > 0:  # open on the previous chunk's last frame, whose outputs are already written
-            tracker.seed(session, start - 1, live, max_obj_id)
-        removed: set[int] = set()
-        pending: deque = deque()
+        if start > 0:
+            tracker.seed(session, start - 1, live, max_obj_id, overlaps)
         out = None
-
-        def emit(frame, o):
-            ids, masks = frame_masks(session, o, removed | set(o.suppressed_obj_ids or ()), hw)
-            for obj_id, mask in zip(ids, masks.numpy(), strict=True):
-                if obj_id not in rows:
-                    label = session.prompts[session.obj_id_to_prompt_id[obj_id]]
-                    rows[obj_id] = Tracklet(label, 0.0, frame, np.zeros((n_frames, m_bytes), np.uint8))
-                row = rows[obj_id]
-                row.masks[frame] = np.packbits(mask.reshape(-1))
-                row.score = max(row.score, float(o.obj_id_to_score.get(obj_id, 0.0)))
-
         for t in range(start, stop):
             out = tracker.model(inference_session=session, frame_idx=t)
             removed |= set(out.removed_obj_ids or ())
-            pending.append((t, out))
-            if len(pending) > delay or t == stop - 1:
-                while pending and (len(pending) > delay or t == stop - 1):
-                    emit(*pending.popleft())
-                    next(bar, None)
+            pending.append((t, out, session))
+            while len(pending) > delay:
+                emit(*pending.popleft())
             old = t - tracker.horizon - 1
             if old > start:  # the chunk's first (conditioning) frame stays
                 tracker.forget(session, old)
         max_obj_id = max(max_obj_id, int(session.max_obj_id))
-        live = {}
-        if out is not None:
-            for obj_id in out.object_ids:
-                if obj_id in removed or obj_id not in out.obj_id_to_mask:
-                    continue
-                live[obj_id] = _Live(session.prompts[session.obj_id_to_prompt_id[obj_id]],
-                                     float(out.obj_id_to_score.get(obj_id, 0.0)), out.obj_id_to_mask[obj_id][0].float())
+        overlaps = dict(session.overlap_pair_to_frame_inds)
+        live = {
+            i: _Live(session.prompts[session.obj_id_to_prompt_id[i]], float(out.obj_id_to_score.get(i, 0.0)),
+                     out.obj_id_to_mask[i][0].float(), int(session.obj_first_frame_idx.get(i, stop - 1)),
+                     int(session.trk_keep_alive.get(i, tracker.model.init_trk_keep_alive)),
+                     list(session.unmatched_frame_inds.get(i, [])))
+            for i in out.object_ids if i not in removed and i in out.obj_id_to_mask
+        }
         start = stop
-    for _ in bar:
-        pass
+    while pending:
+        emit(*pending.popleft())
     return [rows[i] for i in sorted(rows)]
