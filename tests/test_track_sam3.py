@@ -167,3 +167,22 @@ def test_labels_auto_cli(sam3_model, clip_model, synth_scene, cli):
     assert all(entry["source"] == "auto" and entry["tagger"] == clip_model and entry["label"] in VOCABULARY
                for entry in labels)
     assert attrs["objects"] and {o["label"] for o in attrs["objects"]} <= {e["label"] for e in labels}
+
+
+def test_kernels_absence_logged_once(monkeypatch, caplog):
+    import importlib.util
+
+    from spatialctl.stages.track import sam3
+
+    monkeypatch.setattr(sam3, "_kernels_logged", False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kernels" else real(name, *a))
+    with caplog.at_level("WARNING", logger="spatialctl.track"):
+        assert sam3.log_kernels_once() is False and sam3.log_kernels_once() is False
+    assert sum("pip install kernels" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.setattr(sam3, "_kernels_logged", False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "kernels" else real(name, *a))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spatialctl.track"):
+        assert sam3.log_kernels_once() is True
+    assert not caplog.records

@@ -97,7 +97,13 @@ class Sam3Tracker:
     def __init__(self, model_id: str | None, device: str = "cpu", threshold: float | None = None):
         self.model_id = model_id or DEFAULT_SAM3
         folder = hub.resolve_model_dir(self.model_id, DEFAULT_SAM3)  # never downloads; fails fast with the command
-        from transformers import AutoTokenizer, Sam3VideoModel
+        import transformers
+        from transformers import AutoTokenizer
+
+        if not hasattr(transformers, "Sam3VideoModel"):
+            raise SpatialctlError(f"--backend sam3 needs a transformers release with Sam3VideoModel (installed: "
+                                  f"{transformers.__version__}); `pip install -U transformers`")
+        from transformers import Sam3VideoModel
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
