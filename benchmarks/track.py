@@ -15,7 +15,7 @@ backends are capped at the scene's true object count. Sizes: CPU stand-ins by de
 
 lift: 3D lifting on synth truth (true masks, true depth), seeds 0-6, 24 frames at 384x288, for the exact-input and
 the default configs: centroid error (fraction of the object's largest true size, median over the frames that show
-it whole), axis-aligned box IoU and gravity-aligned box IoU (a round footprint compared at the truth's yaw) per
+it whole), axis-aligned box IoU and gravity-aligned box IoU (a round object compared at the truth's yaw) per
 object, by category. ``--before-rev REV`` also runs ``stages/track/lift.py`` as it was at git revision REV.
 """
 
@@ -194,6 +194,7 @@ def _lift_module(rev: str | None):
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(f"lift_{rev}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -228,7 +229,7 @@ def lift_accuracy(args) -> None:
                     completion = out.get("completion", ["extent"] * len(objects))[o]
                     err = np.linalg.norm(out["centroid"][o, whole] - ta["centroid"][o, whole], axis=1) / size
                     aabb = np.median([aabb_iou(out["aabb"][o, n], ta["aabb"][o, n]) for n in whole])
-                    box = np.median([_box_iou_modulo_symmetry(out["box"][o, n], ta["box"][o, n], completion)
+                    box = np.median([_box_iou_modulo_symmetry(out["box"][o, n], ta["box"][o, n], ob["kind"])
                                      for n in whole])
                     category = ("composites (cup, bottle)" if ob["kind"] == "composite" else "primitives") + \
                         (", observed" if full else ", far side never seen")

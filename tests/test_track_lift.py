@@ -185,11 +185,11 @@ def test_velocities_per_visible_run():
     assert np.allclose(v[vis], [2.0, 0.0, 0.0])
 
 
-def _box_iou_modulo_symmetry(got, want, completion: str) -> float:
-    """Gravity-aligned box IoU; a round footprint (fitted sphere or cylinder) is the same object at every yaw, so
+def _box_iou_modulo_symmetry(got, want, kind: str) -> float:
+    """Gravity-aligned box IoU; a round object (the truth's sphere or upright cylinder) is the same at every yaw, so
     its box is compared at the truth's yaw."""
     got = np.array(got, dtype=np.float64)
-    if completion in ("sphere", "cylinder"):
+    if kind in ("sphere", "cylinder"):
         got[6] = want[6]
     return box_iou(got, want)
 
@@ -219,7 +219,7 @@ def test_objects_seen_from_one_side_synth_truth():
             err = np.linalg.norm(out["centroid"][o, whole] - ta["centroid"][o, whole], axis=1) / size
             errors.append(float(np.median(err)))
             aabb = np.median([aabb_iou(out["aabb"][o, n], ta["aabb"][o, n]) for n in whole])
-            box = np.median([_box_iou_modulo_symmetry(out["box"][o, n], ta["box"][o, n], out["completion"][o])
+            box = np.median([_box_iou_modulo_symmetry(out["box"][o, n], ta["box"][o, n], ob["kind"])
                              for n in whole])
             assert aabb >= 0.7 and box >= 0.7, (seed, o, ob["kind"], aabb, box)
     assert len(checked) >= 4, checked
@@ -261,7 +261,7 @@ def test_box_iou_against_sampling():
         b = np.concatenate([rng.uniform(-0.3, 0.3, 3), rng.uniform(0.5, 1.5, 3), rng.uniform(-np.pi, np.pi, 1)])
         p = rng.uniform(-1.4, 1.4, (300_000, 3))  # holds both boxes whole
 
-        def inside(box):
+        def inside(box, p=p):
             d = p - box[:3]
             c, s = np.cos(box[6]), np.sin(box[6])
             x, y = d[:, 0] * c + d[:, 1] * s, -d[:, 0] * s + d[:, 1] * c

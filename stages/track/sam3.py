@@ -174,7 +174,7 @@ def frame_masks(session, out, hidden: set[int], hw: tuple[int, int]) -> tuple[li
     ids = [i for i in sorted(out.obj_id_to_mask) if i not in hidden]
     if not ids:
         return [], torch.zeros((0, *hw), dtype=torch.bool)
-    low = torch.cat([out.obj_id_to_mask[i] for i in ids]).float()
+    low = torch.cat([out.obj_id_to_mask[i] for i in ids]).float().cpu()
     masks = F.interpolate(low[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0] > 0
     if len(ids) > 1:
         score = torch.tensor([float(out.obj_id_to_tracker_score.get(i, 0.0)) for i in ids])
@@ -187,7 +187,7 @@ def frame_masks(session, out, hidden: set[int], hw: tuple[int, int]) -> tuple[li
             best = scored.argmax(0)
             masks[sel] &= best[None] == torch.arange(len(sel))[:, None, None]
     keep = masks.flatten(1).any(1)
-    return [i for i, k in zip(ids, keep.tolist(), strict=True) if k], masks[keep].cpu()
+    return [i for i, k in zip(ids, keep.tolist(), strict=True) if k], masks[keep]
 
 
 @torch.inference_mode()
