@@ -11,7 +11,8 @@ clock starts, one warm-up frame first, float32 both. Random weights (no download
 backends are capped at the scene's true object count. Sizes: CPU stand-ins by default (the test architectures at a
 224x224 input: hidden 128, one or two layers per block); ``--full`` builds the released architectures
 (``Sam3VideoConfig()``: ViT 1024 wide x 32 layers at 1008; ``Sam2VideoConfig()``: SAM 2.1 hiera-tiny at 1024;
-``GroundingDinoConfig()``: Swin-T + BERT-base) and is what ``benchmarks/gpu.sh`` runs.
+``GroundingDinoConfig()``: Swin-T + BERT-base), the GPU mode for ``benchmarks/gpu.sh``:
+``python benchmarks/track.py --section speed --full --device cuda``.
 
 lift: 3D lifting on synth truth (true masks, true depth), seeds 0-6, 24 frames at 384x288, for the exact-input and
 the default configs: centroid error (fraction of the object's largest true size, median over the frames that show
