@@ -134,10 +134,6 @@ class _Models:
             hf_logging.disable_progress_bar()
         device = resolve_device(c.device)
         labels = parse_labels(None, None) if not c.labels or c.labels == [AUTO] else c.labels
-        if c.labels == [AUTO]:
-            from .tagger import Tagger
-
-            self.tagger = Tagger(c.tagger_model, device)
         if c.backend == "sam3":
             from .sam3 import Sam3Tracker
 
@@ -146,6 +142,10 @@ class _Models:
             self.detector = Detector(c.detector, c.detector_model, labels, device, c.box_threshold,
                                      c.text_threshold, c.nms_iou, c.max_detections)
             self.segmenter = Segmenter(c.sam2_model, device)
+        if c.labels == [AUTO]:
+            from .tagger import Tagger
+
+            self.tagger = Tagger(c.tagger_model, device)
         self.loaded = True
         return self
 
