@@ -8,7 +8,8 @@ detector on every frame + its tracker), each producing masks for every frame of 
 stage's own functions, then lifting them. Variants alternate over ``--repeats`` rounds, each run in a fresh process
 (peak memory starts from zero: peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU), models loaded before the
 clock starts, one warm-up frame first, float32 both. Random weights (no download, the compute is the same); both
-backends are capped at the scene's true object count. Sizes: CPU stand-ins by default (the test architectures at a
+backends track the scene's true object count (SAM 3 capped at it; SAM 2 prompted with the true boxes after the
+detector has run). Sizes: CPU stand-ins by default (the test architectures at a
 224x224 input: hidden 128, one or two layers per block); ``--full`` builds the released architectures
 (``Sam3VideoConfig()``: ViT 1024 wide x 32 layers at 1008; ``Sam2VideoConfig()``: SAM 2.1 hiera-tiny at 1024;
 ``GroundingDinoConfig()``: Swin-T + BERT-base), the GPU mode for ``benchmarks/gpu.sh``:
@@ -83,7 +84,8 @@ def build_full(folder: Path) -> dict[str, str]:
 def build_standin(folder: Path) -> dict[str, str]:
     from track_models import build_grounding_dino, build_sam2_video, build_sam3_video
 
-    return {"sam2": build_sam2_video(folder / "sam2", size=224), "gdino": build_grounding_dino(folder / "gdino"),
+    return {"sam2": build_sam2_video(folder / "sam2", size=224, present=True),
+            "gdino": build_grounding_dino(folder / "gdino"),
             "sam3": build_sam3_video(folder / "sam3", size=224)}
 
 
@@ -97,9 +99,14 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
+def _box(mask: np.ndarray) -> np.ndarray:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
 def child(args) -> None:
     """One variant, one run, in this process; prints one JSON line."""
-    from spatialctl.stages.track.detect import Detector
+    from spatialctl.stages.track.detect import Detection, Detector
     from spatialctl.stages.track.lift import lift_tracks
     from spatialctl.stages.track.propagate import Segmenter
     from spatialctl.stages.track.propagate import track_video as sam2_video
@@ -117,13 +124,19 @@ def child(args) -> None:
         def run(count):
             return sam3_video(tracker, lambda i: frames[i], count, hw, LABELS, 64)
     else:
-        # No suppression: random boxes overlap, and the cap keeps the object count equal to the scene's.
-        detector = Detector("grounding-dino", models["gdino"], LABELS, args.device, 0.0, 0.0, 1.0, n_obj)
+        detector = Detector("grounding-dino", models["gdino"], LABELS, args.device)
         segmenter = Segmenter(models["sam2"], args.device)
+        truth = PackedMasks(data["masks"], tuple(hw))
+
+        def detect(i):
+            # The detector runs (its cost counts); its random boxes are replaced by the true ones, so SAM 2 tracks
+            # the scene's objects, as many as SAM 3 is capped at.
+            detector(frames[i])
+            return [Detection(_box(m), 1.0, LABELS[k % len(LABELS)]) for k, m in enumerate(truth[:, i]) if m.any()]
 
         def run(count):
             segmenter.open(lambda i: frames[i], count, hw)
-            return sam2_video(segmenter, lambda i: detector(frames[i]), count, hw, args.keyframe_every)
+            return sam2_video(segmenter, detect, count, hw, args.keyframe_every)
     cuda = args.device.startswith("cuda")
     with torch.no_grad():
         run(1)  # warm-up

@@ -42,9 +42,10 @@ def build_grounding_dino(folder: Path, seed: int = 0) -> str:
     return str(folder)
 
 
-def build_sam2_video(folder: Path, seed: int = 0, size: int = 128) -> str:
+def build_sam2_video(folder: Path, seed: int = 0, size: int = 128, present: bool = False) -> str:
     """A Sam2VideoModel at a ``size`` x ``size`` input; hidden sizes satisfy the model's constraints (memory
-    channels hard-wired to 64 in its memory attention, and the object pointer split needs hidden > 64)."""
+    channels hard-wired to 64 in its memory attention, and the object pointer split needs hidden > 64).
+    ``present``: objects are never judged absent (their masks are not emptied), as in ``build_sam3_video``."""
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
     torch.manual_seed(seed)
@@ -69,7 +70,10 @@ def build_sam2_video(folder: Path, seed: int = 0, size: int = 128) -> str:
         memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
         memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=64,
     )
-    Sam2VideoModel(config).eval().save_pretrained(folder)
+    model = Sam2VideoModel(config).eval()
+    if present:
+        torch.nn.init.constant_(model.mask_decoder.pred_obj_score_head.proj_out.bias, 10.0)
+    model.save_pretrained(folder)
     return str(folder)
 
 
