@@ -185,13 +185,13 @@ def speed(args) -> None:
     sizes = "full architectures" if args.full else "CPU stand-ins (test architectures at 224x224)"
     print(f"track speed: {args.frames} frames {w}x{h}, {len(truth.objects)} objects, {sizes}, device {args.device}, "
           f"{args.repeats} repeats (medians), keyframe every {args.keyframe_every}")
-    print("| backend | objects | s/frame wall | s/frame CPU | peak MB | lifting ms/frame |")
+    print("| backend | objects | masks s/frame wall | masks s/frame CPU | peak MB | lifting ms/frame wall / CPU |")
     print("| --- | --- | --- | --- | --- | --- |")
     for variant, rows in results.items():
-        med = {k: float(np.median([r[k] for r in rows])) for k in ("wall", "cpu", "peak_mb", "lift_wall")}
+        med = {k: float(np.median([r[k] for r in rows])) for k in ("wall", "cpu", "peak_mb", "lift_wall", "lift_cpu")}
         n = rows[0]["frames"]
         print(f"| {variant} | {rows[0]['objects']} | {med['wall'] / n:.3f} | {med['cpu'] / n:.3f} | "
-              f"{med['peak_mb']:.0f} | {1000 * med['lift_wall'] / n:.1f} |")
+              f"{med['peak_mb']:.0f} | {1000 * med['lift_wall'] / n:.0f} / {1000 * med['lift_cpu'] / n:.0f} |")
 
 
 # ---------------------------------------------------------------------------------------------------- lift accuracy
