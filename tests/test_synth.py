@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from spatialctl import camera, store
-from spatialctl.video import read_video
 from spatialctl.stages.synth import SynthConfig, generate, make_scene, run
 from spatialctl.stages.synth.render import render_frame
 from spatialctl.stages.synth.scene import MOTIONS, PRESETS, Motion, _make_object, _sample_motion
+from spatialctl.video import read_video
 
 SMALL = dict(frames=8, width=64, height=48)
 
