@@ -186,3 +186,27 @@ def test_kernels_absence_logged_once(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="spatialctl.track"):
         assert sam3.log_kernels_once() is True
     assert not caplog.records
+
+
+def test_sam3_memory_follows_the_chunk(sam3_model, monkeypatch):
+    """Over 12 frames in chunks of 8, the tracker keeps no more past frames than its horizon (set to 3 here so a
+    short video passes it; the model's own is 16) and a session's per-frame tables never span more than its chunk."""
+    from spatialctl.stages.track import sam3
+
+    _, long = generate(SynthConfig(seed=1, frames=12, width=64, height=48))
+    tracker = Sam3Tracker(sam3_model, "cpu", threshold=0.1)
+    tracker.horizon = 3
+    stored, spans = [], []
+    real = sam3.Sam3Tracker.forget
+
+    def forget(self, session, frame_idx):
+        real(self, session, frame_idx)
+        stored.append(max((len(o["non_cond_frame_outputs"]) for o in session.output_dict_per_obj.values()),
+                          default=0))
+        spans.append(len(session.obj_id_to_tracker_score_frame_wise))
+
+    monkeypatch.setattr(sam3.Sam3Tracker, "forget", forget)
+    frames = long.scene_arrays["frames"]
+    track_video(tracker, lambda i: frames[i], 12, (48, 64), LABELS, chunk_frames=8)
+    assert len(stored) >= 3 and max(stored) <= tracker.horizon + 1
+    assert max(spans) <= 8
