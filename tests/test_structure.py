@@ -40,6 +40,7 @@ SPECIAL = {
     "stage": ("2", "2"),
     "rpe_delta": ("2", 2.0),
     "time_offset": ("start", None),
+    "sam3_threshold": ("0.3", 0.3),
 }
 REQUIRED = {  # (command, option) -> a value that validates
     "train-gsm": {"--qa": "qa.jsonl", "--out": "run"},
