@@ -83,7 +83,9 @@ SCENE = NodeSpec(
 TRACKS = NodeSpec(
     kind="tracks",
     doc="Objects through the video (group `tracks`).",
-    attrs=("objects",),  # list of {"id", "label", "score", optional "kind", "true_size"}
+    # objects: list of {"id", "label", "score", optional "kind", "true_size", "found_by", "completion"};
+    # track also writes "labels": [{"label", "source": user|default|auto, ...}]
+    attrs=("objects",),
     arrays=(
         ArraySpec("masks", "uint8", ("O", "N", "M"), "np.packbits of each flattened H x W instance mask."),
         ArraySpec("visible", "bool", ("O", "N"), "Whether the object is visible in the frame."),
