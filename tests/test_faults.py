@@ -585,8 +585,11 @@ def test_seven_scenes_folder_uses_colour_frames_and_their_numbers(kit, tmp_path)
       "--depthpro-model", "nobody/no-depthpro"], "--depthpro-model"),
     (["track", "{scene}", "--detector-model", "nobody/no-detector"], "--detector-model"),
     (["track", "{scene}", "--detector-model", "{tmp}", "--sam2-model", "nobody/no-sam2"], "--sam2-model"),
+    (["track", "{scene}", "--backend", "sam3", "--sam3-model", "nobody/no-sam3"], "--sam3-model"),
+    (["track", "{scene}", "--backend", "sam3", "--sam3-model", "{tmp}", "--labels", "auto", "--tagger-model",
+      "nobody/no-clip"], "--tagger-model"),
     (["extract-gen-features", "{scene}", "--model", "nobody/no-wan"], "--model"),
-], ids=["dust3r", "depthpro", "detector", "sam2", "wan"])
+], ids=["dust3r", "depthpro", "detector", "sam2", "sam3", "tagger", "wan"])
 def test_missing_model_fails_fast_naming_the_option(kit, tmp_path, args, option):
     scene = tmp_path / "scene.zarr"
     shutil.copytree(kit["truth"], scene)

@@ -100,15 +100,26 @@ def output_for(input: str, out: str | None = None) -> str:
 
 
 def preflight_models(config: TrackConfig) -> None:
-    """Both models must be on local disk (or in the hub cache) before any work: no downloads, no retries."""
+    """The backend's models (and the tagger for --labels auto) must be on local disk or in the hub cache before
+    any work: no downloads, no retries; a missing one is a UsageError naming its option."""
     from spatialctl.hub import resolve_model_dir
 
-    from .detect import DEFAULT_MODELS
-    from .propagate import DEFAULT_SAM2
+    if config.backend == "sam3":
+        from .sam3 import DEFAULT_SAM3
 
-    resolve_model_dir(config.detector_model or DEFAULT_MODELS[config.detector], option="--detector-model",
-                      what="detector model")
-    resolve_model_dir(config.sam2_model or DEFAULT_SAM2, option="--sam2-model", what="SAM 2 model")
+        resolve_model_dir(config.sam3_model or DEFAULT_SAM3, DEFAULT_SAM3, option="--sam3-model", what="SAM 3 model")
+    else:
+        from .detect import DEFAULT_MODELS
+        from .propagate import DEFAULT_SAM2
+
+        default = DEFAULT_MODELS[config.detector]
+        resolve_model_dir(config.detector_model or default, default, option="--detector-model", what="detector model")
+        resolve_model_dir(config.sam2_model or DEFAULT_SAM2, DEFAULT_SAM2, option="--sam2-model", what="SAM 2 model")
+    if config.labels == [AUTO]:
+        from .tagger import DEFAULT_TAGGER
+
+        resolve_model_dir(config.tagger_model or DEFAULT_TAGGER, DEFAULT_TAGGER, option="--tagger-model",
+                          what="CLIP tagger model")
 
 
 class PackedMasks:
