@@ -144,8 +144,11 @@ def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = Non
         scene = load_scene(url, sid)
         loaded += 1
         scene_records = generate_scene(scene, config)
-        if config.frames_dir:
-            formats.export_frames(scene, scene_records, config.frames_dir, config.max_images)
+        # One-frame questions are image questions: their frame is always exported (beside the output by default).
+        chosen = scene_records if config.frames_dir else [r for r in scene_records if len(r.frames) == 1]
+        if chosen:
+            formats.export_frames(scene, chosen, config.frames_dir or formats.default_frames_dir(config),
+                                  config.max_images)
         records.extend(scene_records)
     records = dedup(records)
     rejected = 0

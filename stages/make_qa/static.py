@@ -2,7 +2,8 @@
 
 Counting, absolute distance (m), object size (cm, longest side), room size (m^2) are numeric; relative
 distance, relative direction (easy/medium/hard), route plan and appearance order are multiple choice, as in
-VSI-Bench. Distances are measured between the closest points of the objects' axis-aligned 3D boxes and, for a
+VSI-Bench, with 4 options where VSI-Bench has 4 (relative distance, route plan, appearance order). Room size and
+the word "room" are only used for scenes that are an enclosed room (``SceneData.enclosed``). Distances are measured between the closest points of the objects' axis-aligned 3D boxes and, for a
 category with several instances, between the closest pair (VSI-Bench's rule). Only objects that do not move
 are measured. Metric answers are only asked of metric scenes.
 """
@@ -16,6 +17,7 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 from .common import Draft, ground_xy, mc, try_ref
+from .refer import plural
 from .scene import SceneData
 
 TYPES = ("object_counting", "abs_distance", "object_size", "room_size", "rel_distance",
@@ -138,19 +140,19 @@ class StaticGenerator:
             self._lazy[name] = make()
         return self._lazy[name]
 
-    def _named(self):
+    def _named(self, size=True):
         """Static objects that can be named without a frame hint: (objects, phrases, ref frames, floor xy (S, 2))."""
         def make():
             s = self.scene
             objs, refs = [], []
             for o in self.static:
-                r = try_ref(s, o)
+                r = try_ref(s, o, size=size)
                 if r is not None and s.static_box(o) is not None:
                     objs.append(o)
                     refs.append(r)
             xy = ground_xy(s, np.array([s.static_box(o)[:3] for o in objs]).reshape(-1, 3))
             return objs, refs, xy
-        return self._cached("named", make)
+        return self._cached(("named", size), make)
 
     def _category_gaps(self) -> dict:
         """(c1, c2) -> closest-point gap between the categories' boxes, closest pair of instances."""
@@ -181,7 +183,8 @@ class StaticGenerator:
             return None
         label = rng.choice(self._count_labels)
         n = len(self.all_categories[label])
-        return Draft("object_counting", f"How many {label}(s) are in this room?", float(n), "number",
+        where = "are in this room" if self.scene.enclosed else "appear in this video"
+        return Draft("object_counting", f"How many {plural(label)} {where}?", float(n), "number",
                      metadata={"label": label})
 
     def _abs_distance(self, rng):
@@ -203,7 +206,7 @@ class StaticGenerator:
 
     def _object_size(self, rng):
         def make():
-            objs, refs, _ = self._named()
+            objs, refs, _ = self._named(size=False)
             out = []
             for o, r in zip(objs, refs, strict=True):
                 size_cm = round(float(np.max(self.scene.static_box(o)[3:6])) * 100.0)
@@ -215,13 +218,12 @@ class StaticGenerator:
             return None
         o, r, size_cm = rng.choice(cands)
         q = f"What is the length of the longest dimension (length, width, or height) of {r[0]}, measured in centimeters?"
-        frames = None if r[1] is None else [*range(self.scene.n_frames), r[1]]
-        return Draft("object_size", q, float(size_cm), "number", unit="cm", frames=frames,
+        return Draft("object_size", q, float(size_cm), "number", unit="cm", ref_frames=_cited([r]),
                      metadata={"object": o, "object_id": self.scene.object_ids[o]})
 
     def _room_size(self, rng):
         s = self.scene
-        if s.points_reader is None:
+        if s.points_reader is None or not s.enclosed:
             return None
         if "room_area" not in s._cache:
             pts = s.points_reader()
@@ -237,11 +239,11 @@ class StaticGenerator:
 
     def _rel_distance(self, rng):
         cats = sorted(self.categories)
-        if len(cats) < 3:
+        if len(cats) < 5:  # the anchor and four choices, as VSI-Bench asks
             return None
         anchor = rng.choice(cats)
         others = [c for c in cats if c != anchor]
-        k = min(4, len(others))
+        k = 4
         choices = rng.sample(others, k)
         gaps = sorted((self._category_gap(anchor, c), c) for c in choices)
         best, second = gaps[0][0], gaps[1][0]
@@ -297,8 +299,7 @@ class StaticGenerator:
                         "to the quadrants of a Cartesian plane (if I am standing at the origin and facing along the "
                         "positive y-axis).")
         opts = mc(label, [x for x in vocab if x != label], rng, n=len(vocab))
-        frames = [*range(self.scene.n_frames), *(r[1] for r in (ra, rb, rc) if r[1] is not None)]
-        return Draft(f"rel_direction_{level}", q, opts[1], "mc", opts[0], frames=frames,
+        return Draft(f"rel_direction_{level}", q, opts[1], "mc", opts[0], ref_frames=_cited([ra, rb, rc]),
                      metadata={"objects": [a, b, c], "object_ids": [self.scene.object_ids[o] for o in (a, b, c)],
                                "angle_deg": round(angle, 2), "label": label})
 
@@ -328,8 +329,7 @@ class StaticGenerator:
         cands = [s for s in itertools.product(TURNS, repeat=2) if s != turns]
         rng.shuffle(cands)
         opts = mc(text(turns), [text(s) for s in cands], rng)
-        frames = [*range(self.scene.n_frames), *(r[1] for r in (ra, rb, rd, rc) if r[1] is not None)]
-        return Draft("route_plan", q, opts[1], "mc", opts[0], frames=frames,
+        return Draft("route_plan", q, opts[1], "mc", opts[0], ref_frames=_cited([ra, rb, rd, rc]),
                      metadata={"objects": [a, b, d, c], "object_ids": [self.scene.object_ids[o] for o in (a, b, d, c)],
                                "turns": list(turns), "roles": ["start", "facing", "waypoint", "goal"]})
 
@@ -353,6 +353,10 @@ class StaticGenerator:
              f"{', '.join(sorted(chosen))}?")
         return Draft("appearance_order", q, opts[1], "mc", opts[0],
                      metadata={"categories": chosen, "first_frames": {c: first[c] for c in chosen}})
+
+
+def _cited(refs) -> list[int]:
+    return sorted({r[1] for r in refs if r[1] is not None})
 
 
 def _group_by_frame(first: dict[str, int]) -> dict[int, list[str]]:
