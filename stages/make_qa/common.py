@@ -99,15 +99,27 @@ def rebalance_letters(records: list[QARecord], rng: np.random.Generator) -> None
             r.answer = LETTERS[int(t)]
 
 
-def ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False
-        ) -> tuple[str, int | None]:
+BOX_KEEP = 0.12  # a question that can only name an object by its pixel box is kept with this probability
+
+
+def last_resort(d: Draft | None, rng: random.Random) -> Draft | None:
+    """Pixel boxes only as a last resort: a draft that needs one survives with probability BOX_KEEP (the other
+    types of the scene fill its place)."""
+    if d is None:
+        return None
+    text = " ".join([d.question, *(d.options or []), *(h["question"] for h in d.history or [])])
+    return d if "pixel box" not in text or rng.random() < BOX_KEEP else None
+
+
+def ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False,
+        near: bool = True) -> tuple[str, int | None]:
     """A phrase a person would use for object o (see ``refer.py``), and the frame it cites (None if none).
 
     ``frame``: the one frame the phrase may cite (a shown frame); ``size=False`` for questions about sizes;
     ``image=True`` for questions about one image ("in this image"). LookupError when o cannot be singled out."""
     from .refer import namer
 
-    got = namer(scene).name(o, frame, size, image)
+    got = namer(scene).name(o, frame, size, image, near)
     if got is None:
         raise LookupError(f"object {o} cannot be referred to unambiguously")
     return got
@@ -160,11 +172,11 @@ def ref_table(scene: SceneData) -> RefTable:
     return scene._cache["ref_table"]
 
 
-def try_ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False
-            ) -> tuple[str, int | None] | None:
+def try_ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False,
+            near: bool = True) -> tuple[str, int | None] | None:
     from .refer import namer
 
-    return namer(scene).name(o, frame, size, image)
+    return namer(scene).name(o, frame, size, image, near)
 
 
 def ground_xy(scene: SceneData, p: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import random
 
 import numpy as np
 
-from .common import UNIT_NAMES, UNITS, Draft, ref_ok, scene_scale, try_ref
+from .common import UNIT_NAMES, UNITS, Draft, last_resort, ref_ok, scene_scale, try_ref
 from .refer import namer
 from .scene import SceneData
 
@@ -108,8 +108,8 @@ class MultiTurnGenerator:
         last = turns[-1][0]
         meta = {"frame": f, "turns": [m for _, m in turns], "objects": objs,
                 "object_ids": [s.object_ids[o] for o in objs]}
-        return Draft("hierarchical", last["question"], last["answer"], last["answer_type"], unit=last["unit"],
-                     frames=[f], metadata=meta, history=history)
+        return last_resort(Draft("hierarchical", last["question"], last["answer"], last["answer_type"],
+                                 unit=last["unit"], frames=[f], metadata=meta, history=history), rng)
 
     @staticmethod
     def _turn(question, answer, answer_type, unit=None):

@@ -5,7 +5,10 @@ An expression is used only when it picks out exactly one object among those with
 - colour: the object's colour name covers at least half of its pixels (all masks, all frames) and at most a fifth of
   every same-label object's pixels. Pixel colour names come from HSV (:func:`colour_codes`).
 - size: its longest side is at least 1.5x (largest) or at most 1/1.5 (smallest) of every other same-label object's.
-  Questions about sizes pass ``size=False``: "the larger box" would give their answer away.
+  Questions about sizes pass ``size=False``: "the larger box" would give their answer away. People are not
+  named by colour.
+- landmark: it and every same-label object stay still, and its box centre is at most 1/1.5 as far from a landmark
+  (a still object of another label, named by its label alone) as every other same-label object's.
 - position: in one frame every same-label object is seen, and its pixel-box centre is left (right) of every other's
   by at least a tenth of the image width.
 - pixel box: its box in a frame is big enough and overlaps no same-label box much (:class:`RefTable` below).
@@ -26,14 +29,16 @@ DARK_V = 0.25  # value below this: black
 GREY_S = 0.2  # saturation below this: white (value >= 0.75) or gray
 COLOUR_MAJORITY = 0.5
 COLOUR_OTHERS_MAX = 0.2
-SIZE_RATIO = 1.5
+SIZE_RATIO = 1.5  # also the landmark distance ratio
+UNCOLOURED = ("person",)
 POSITION_GAP = 0.1  # of the image width
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
 
 
 def plural(label: str) -> str:
-    if label == "person":
-        return "people"
+    irregular = {"person": "people", "die": "dice", "man": "men", "woman": "women", "child": "children"}
+    if label in irregular:
+        return irregular[label]
     if label.endswith(("s", "x", "ch", "sh")):
         return label + "es"
     if label.endswith("y") and label[-2:-1] not in "aeiou":
@@ -77,12 +82,14 @@ class Namer:
         self.colour: list[int | None] = [None] * n_obj
         self.size_word: list[str | None] = [None] * n_obj
         shared = [o for o in range(n_obj) if len(self.groups[labels[o]]) > 1]
+        self.landmark: list[int | None] = [None] * n_obj
         if shared:
             share = self._colour_shares(shared)
             for o in shared:
                 c = int(np.argmax(share[o]))
                 others = [p for p in self.groups[labels[o]] if p != o]
-                if share[o][c] >= COLOUR_MAJORITY and all(share[p][c] <= COLOUR_OTHERS_MAX for p in others):
+                if (labels[o] not in UNCOLOURED and share[o][c] >= COLOUR_MAJORITY
+                        and all(share[p][c] <= COLOUR_OTHERS_MAX for p in others)):
                     self.colour[o] = c
             longest = {}
             for o in shared:
@@ -97,6 +104,7 @@ class Namer:
                         self.size_word[o] = "larger" if len(members) == 2 else "largest"
                     elif longest[o] * SIZE_RATIO <= min(rest):
                         self.size_word[o] = "smaller" if len(members) == 2 else "smallest"
+            self._landmarks(shared)
         # position[o, f]: "leftmost" (1) / "rightmost" (2) / none (0) among the object's label group in frame f.
         self.position = np.zeros((n_obj, s.n_frames), dtype=np.int8)
         boxes = self.table.boxes
@@ -114,12 +122,29 @@ class Namer:
                 self.position[o] |= np.where(all_seen & (x[i] + POSITION_GAP * w <= rest.min(0)), 1, 0).astype(np.int8)
                 self.position[o] |= np.where(all_seen & (x[i] - POSITION_GAP * w >= rest.max(0)), 2, 0).astype(np.int8)
         unique = np.array([len(self.groups[lab]) == 1 for lab in labels], dtype=bool)
-        plain = unique | np.array([c is not None for c in self.colour], dtype=bool)
+        plain = (unique | np.array([c is not None for c in self.colour], dtype=bool)
+                 | np.array([m is not None for m in self.landmark], dtype=bool))
         self.plain = plain
         self.plain_or_size = plain | np.array([w is not None for w in self.size_word], dtype=bool)
         self.boxless = self.plain_or_size[:, None] | (self.position > 0)  # (O, N): named in f without a pixel box
         self.ok_in_frame = self.boxless | self.table.hint_ok
         self._cache: dict = {}
+
+    def _landmarks(self, shared: list[int]) -> None:
+        s = self.scene
+        still = [o for o in range(s.n_objects) if not s.moving[o] and s.static_box(o) is not None]
+        marks = [o for o in still if len(self.groups[s.labels[o]]) == 1]
+        if not marks:
+            return
+        for o in shared:
+            members = self.groups[s.labels[o]]
+            if any(p not in still for p in members):
+                continue
+            for m in marks:
+                d = {p: float(np.linalg.norm(s.static_box(p)[:3] - s.static_box(m)[:3])) for p in members}
+                if all(d[o] * SIZE_RATIO <= d[p] for p in members if p != o):
+                    self.landmark[o] = m
+                    break
 
     def _colour_shares(self, objs: list[int]) -> dict[int, np.ndarray]:
         s = self.scene
@@ -133,19 +158,20 @@ class Namer:
             out[o] = counts / max(counts.sum(), 1.0)
         return out
 
-    def name(self, o: int, frame: int | None = None, size: bool = True, image: bool = False
+    def name(self, o: int, frame: int | None = None, size: bool = True, image: bool = False, near: bool = True
              ) -> tuple[str, int | None] | None:
         """(phrase, frame the phrase cites or None), or None when the object cannot be named.
 
-        ``frame``: the only frame a position or pixel box may cite (None: any frame, chosen here)."""
-        key = (o, frame, size, image)
+        ``frame``: the only frame a position or pixel box may cite (None: any frame, chosen here); ``size``/``near``:
+        whether size or landmark phrases may be used (not in questions about sizes / distances)."""
+        key = (o, frame, size, image, near)
         if key in self._cache:
             return self._cache[key]
-        got = self._name(o, frame, size, image)
+        got = self._name(o, frame, size, image, near)
         self._cache[key] = got
         return got
 
-    def _name(self, o, frame, size, image):
+    def _name(self, o, frame, size, image, near):
         s = self.scene
         label = s.labels[o]
         members = self.groups[label]
@@ -153,6 +179,8 @@ class Namer:
             return f"the {label}", None
         if self.colour[o] is not None:
             return f"the {COLOURS[self.colour[o]]} {label}", None
+        if near and self.landmark[o] is not None:
+            return f"the {label} nearest to the {s.labels[self.landmark[o]]}", None
         many = f"{NUMBER_WORDS.get(len(members), str(len(members)))} {plural(label)}"
         if size and self.size_word[o] is not None:
             return f"the {self.size_word[o]} of the {many}", None

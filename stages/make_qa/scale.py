@@ -28,7 +28,7 @@ import random
 
 import numpy as np
 
-from .common import UNIT_NAMES, UNITS, Draft, mc, natural_unit, round_unit, scene_scale, try_ref
+from .common import UNIT_NAMES, UNITS, Draft, last_resort, mc, natural_unit, round_unit, scene_scale, try_ref
 from .scene import SceneData
 
 TYPES = ("existence", "object_size", "height", "width", "object_distance", "depth", "size_comparison",
@@ -64,7 +64,13 @@ class ScaleGenerator:
     def _prepare(self):
         s = self.scene
         self.scale, self.unit = scene_scale(s)
-        self.named = [o for o in self.static if try_ref(s, o, size=False) is not None]
+        named = [o for o in self.static if try_ref(s, o, size=False) is not None]
+        # Pixel boxes are the last resort: objects named without one are asked about when there are any.
+        plain = [o for o in named if "pixel box" not in try_ref(s, o, size=False)[0]]
+        self.named = plain or named
+        from .refer import namer
+
+        self.boxless = namer(s).boxless  # (O, N)
         self.centre = {o: s.static_box(o)[:3] for o in self.static}
         self.sides = {o: s.static_box(o)[3:6] for o in self.static}
         self.cam_pos = s.cam2world[:, :3, 3]
@@ -75,12 +81,18 @@ class ScaleGenerator:
         self.big = ref_table(s).big  # (O, N): clearly seen
         self._lazy = {}
 
+    def _seen(self, f, mask=None):
+        """Objects clearly seen in frame f (and in ``mask``), those named there without a pixel box first."""
+        ok = self.big[:, f] if mask is None else self.big[:, f] & mask
+        plain = np.flatnonzero(ok & self.boxless[:, f]).tolist()
+        return plain if len(plain) >= 2 else np.flatnonzero(ok).tolist()
+
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         if not self.scene.metric or self.scene.n_frames < 2:
             return None
         if self._lazy is None:
             self._prepare()
-        d = getattr(self, "_" + qtype)(rng)
+        d = last_resort(getattr(self, "_" + qtype)(rng), rng)
         if d is not None:
             d.scale = self.scale
             d.metadata = {**(d.metadata or {}), "scale": self.scale, "extent_m": round(self.scene.extent(), 6)}
@@ -95,8 +107,8 @@ class ScaleGenerator:
         exact = value_m * UNITS[unit][0]
         return (v, unit) if v > 0 and abs(v - exact) <= 0.05 * exact else None
 
-    def _refs(self, objs, frame=None, size=True):
-        refs = [try_ref(self.scene, o, frame, size=size) for o in objs]
+    def _refs(self, objs, frame=None, size=True, near=True):
+        refs = [try_ref(self.scene, o, frame, size=size, near=near) for o in objs]
         if any(r is None for r in refs) or len({r[0] for r in refs}) < len(refs):
             return None
         return refs
@@ -146,7 +158,7 @@ class ScaleGenerator:
         if len(self.named) < 2:
             return None
         a, b = rng.sample(self.named, 2)
-        refs = self._refs([a, b])
+        refs = self._refs([a, b], near=False)
         d = float(np.linalg.norm(self.centre[a] - self.centre[b]))
         got = self._length(d) if d > 3 * self.noise else None
         if refs is None or got is None:
@@ -159,7 +171,7 @@ class ScaleGenerator:
     def _depth(self, rng):
         s = self.scene
         f = rng.randrange(s.n_frames)
-        objs = np.flatnonzero(self.big[:, f]).tolist()
+        objs = self._seen(f)
         if not objs:
             return None
         o = rng.choice(objs)
@@ -274,11 +286,11 @@ class ScaleGenerator:
     def _distance_comparison(self, rng):
         s = self.scene
         f = rng.randrange(s.n_frames)
-        seen = np.flatnonzero(self.big[:, f]).tolist()
+        seen = self._seen(f)
         if len(seen) < 2:
             return None
         objs = rng.sample(seen, min(len(seen), rng.randrange(2, 5)))
-        refs = self._refs(objs, f)
+        refs = self._refs(objs, f, near=False)
         if refs is None:
             return None
         dist = np.linalg.norm(s.box[objs, f, :3] - self.cam_pos[f], axis=-1)
@@ -294,7 +306,7 @@ class ScaleGenerator:
     def _position_change(self, rng):
         s = self.scene
         f1, f2 = self._two_frames(rng)
-        objs = np.flatnonzero(self.big[:, f1] & self.big[:, f2]).tolist()
+        objs = self._seen(f1, self.big[:, f2])
         if not objs:
             return None
         o = rng.choice(objs)
@@ -343,7 +355,7 @@ class ScaleGenerator:
     def _spatial_relation(self, rng):
         s = self.scene
         f = rng.randrange(s.n_frames)
-        seen = np.flatnonzero(self.big[:, f]).tolist()
+        seen = self._seen(f)
         if len(seen) < 2:
             return None
         a, b = rng.sample(seen, 2)

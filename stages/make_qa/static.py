@@ -16,7 +16,7 @@ import random
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-from .common import Draft, ground_xy, mc, try_ref
+from .common import Draft, ground_xy, last_resort, mc, try_ref
 from .refer import plural
 from .scene import SceneData
 
@@ -124,35 +124,33 @@ class StaticGenerator:
         self.categories = {c: os for c, os in cats.items() if all(o in static for o in os)}
         self.all_categories = cats
         self._count_labels = sorted(cats)
-        first_frame = scene.visible.argmax(1)
-        self.first = {c: int(min(first_frame[o] for o in os)) for c, os in cats.items()}
         self._lazy: dict = {}
 
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         if qtype in METRIC_TYPES and not self.scene.metric:
             return None
         if qtype.startswith("rel_direction_"):
-            return self._rel_direction(rng, qtype.rsplit("_", 1)[1])
-        return getattr(self, "_" + qtype)(rng)
+            return last_resort(self._rel_direction(rng, qtype.rsplit("_", 1)[1]), rng)
+        return last_resort(getattr(self, "_" + qtype)(rng), rng)
 
     def _cached(self, name, make):
         if name not in self._lazy:
             self._lazy[name] = make()
         return self._lazy[name]
 
-    def _named(self, size=True):
+    def _named(self, size=True, near=True):
         """Static objects that can be named without a frame hint: (objects, phrases, ref frames, floor xy (S, 2))."""
         def make():
             s = self.scene
             objs, refs = [], []
             for o in self.static:
-                r = try_ref(s, o, size=size)
+                r = try_ref(s, o, size=size, near=near)
                 if r is not None and s.static_box(o) is not None:
                     objs.append(o)
                     refs.append(r)
             xy = ground_xy(s, np.array([s.static_box(o)[:3] for o in objs]).reshape(-1, 3))
             return objs, refs, xy
-        return self._cached(("named", size), make)
+        return self._cached(("named", size, near), make)
 
     def _category_gaps(self) -> dict:
         """(c1, c2) -> closest-point gap between the categories' boxes, closest pair of instances."""
@@ -214,6 +212,8 @@ class StaticGenerator:
                     out.append((o, r, size_cm))
             return out
         cands = self._cached("object_size", make)
+        plain = [c for c in cands if "pixel box" not in c[1][0]]
+        cands = plain or cands
         if not cands:
             return None
         o, r, size_cm = rng.choice(cands)
@@ -238,25 +238,40 @@ class StaticGenerator:
                      metadata={"measure": "convex hull of all valid points projected on the floor plane"})
 
     def _rel_distance(self, rng):
-        cats = sorted(self.categories)
-        if len(cats) < 5:  # the anchor and four choices, as VSI-Bench asks
+        """Which of four named static objects is closest (box to box) to a fifth: objects, not categories, so a
+        scene with few categories still gets VSI-Bench's four options."""
+        objs, refs, _ = self._named(near=False)  # "the chair nearest to the sofa" would answer it
+        plain = [i for i, r in enumerate(refs) if "pixel box" not in r[0]]
+        pool = plain if len(plain) >= 5 else list(range(len(objs)))
+        if len(pool) < 5:
             return None
-        anchor = rng.choice(cats)
-        others = [c for c in cats if c != anchor]
-        k = 4
-        choices = rng.sample(others, k)
-        gaps = sorted((self._category_gap(anchor, c), c) for c in choices)
+        pick = rng.sample(pool, 5)
+        anchor, choices = pick[0], pick[1:]
+        if len({refs[i][0] for i in pick}) < 5:
+            return None
+        gaps = sorted((self._object_gap(objs[anchor], objs[i]), i) for i in choices)
         best, second = gaps[0][0], gaps[1][0]
         if second - best < max(REL_MARGIN * best, 3 * self.noise):
             return None
-        opts = mc(gaps[0][1], [c for _, c in gaps[1:]], rng, n=k)
-        if opts is None:
-            return None
-        listed = ", ".join(sorted(choices))
+        names = {i: refs[i][0] for i in choices}
+        opts = mc(names[gaps[0][1]], [names[i] for _, i in gaps[1:]], rng)
+        listed = ", ".join(sorted(names.values()))
         q = (f"Measuring from the closest point of each object, which of these objects ({listed}) is the closest to "
-             f"the {anchor}? If there are multiple instances of an object category, measure to the closest.")
-        return Draft("rel_distance", q, opts[1], "mc", opts[0],
-                     metadata={"anchor": anchor, "choices": choices, "gaps": {c: round(g, 4) for g, c in gaps}})
+             f"{refs[anchor][0]}?")
+        return Draft("rel_distance", q, opts[1], "mc", opts[0], ref_frames=_cited([refs[i] for i in pick]),
+                     metadata={"anchor": objs[anchor], "objects": [objs[i] for i in choices],
+                               "gaps_m": [round(g, 4) for g, _ in sorted((g, i) for g, i in gaps)]})
+
+    def _object_gap(self, a: int, b: int) -> float:
+        pa, pb = self.scene.static_aabb(a), self.scene.static_aabb(b)
+        return float(np.linalg.norm(np.maximum(0.0, np.maximum(pa[:3] - pb[3:], pb[:3] - pa[3:]))))
+
+    def _prefer_boxless(self, rows, ok):
+        """Pixel boxes are the last resort: keep only tuples named without one when there are any."""
+        _, refs, _ = self._named()
+        boxed = np.array(["pixel box" in r[0] for r in refs], dtype=bool)
+        plain = ok & ~boxed[rows].any(1) if len(rows) else ok
+        return plain if plain.any() else ok
 
     def _tuples(self, k):
         """Every ordered k-tuple of distinct, distinctly named static objects: (index rows (T, k), xy (T, k, 2))."""
@@ -279,6 +294,7 @@ class StaticGenerator:
             angle = signed_angle(heading, v)
             codes, ok = LEVELS[level][0](angle)
             ok &= np.minimum(np.linalg.norm(heading, axis=-1), np.linalg.norm(v, axis=-1)) >= 3 * self.noise
+            ok = self._prefer_boxless(rows, ok)
             return rows[ok].tolist(), codes[ok].tolist(), angle[ok].tolist()
         rows, codes, angles = self._cached(("rel_direction", level), make)
         if not rows:
@@ -310,6 +326,7 @@ class StaticGenerator:
             t1, ok1 = turn_codes(signed_angle(legs[:, 0], legs[:, 1]))
             t2, ok2 = turn_codes(signed_angle(legs[:, 1], legs[:, 2]))
             ok = ok1 & ok2 & (np.linalg.norm(legs, axis=-1).min(1) >= 3 * self.noise)
+            ok = self._prefer_boxless(rows, ok)
             return rows[ok].tolist(), np.stack([t1, t2], axis=1)[ok].tolist()
         rows, codes = self._cached("route_plan", make)
         if not rows:
@@ -334,33 +351,32 @@ class StaticGenerator:
                                "turns": list(turns), "roles": ["start", "facing", "waypoint", "goal"]})
 
     def _appearance_order(self, rng):
-        first = self.first
-        # Four categories as VSI-Bench asks, else three: only categories first seen in different frames.
-        by_frame: dict[int, list[str]] = self._cached("by_frame", lambda: _group_by_frame(first))
+        """Order of first appearance of four (else three) objects first seen in different frames, named without
+        citing a frame (a category when its label is unique, as VSI-Bench asks)."""
+        def make():
+            s = self.scene
+            by_frame: dict[int, list[tuple[int, str]]] = {}
+            first = s.visible.argmax(1)
+            for o in range(s.n_objects):
+                r = try_ref(s, o) if s.visible[o].any() else None
+                if r is not None and r[1] is None:
+                    by_frame.setdefault(int(first[o]), []).append((o, r[0]))
+            return by_frame
+        by_frame = self._cached("by_frame", make)
         if len(by_frame) < 3:
             return None
         k = min(4, len(by_frame))
         frames = sorted(rng.sample(sorted(by_frame), k))
-        chosen = [rng.choice(by_frame[f]) for f in frames]
-        order = sorted(chosen, key=lambda c: first[c])
+        chosen = [rng.choice(by_frame[f]) for f in frames]  # in order of appearance
+        order = [name for _, name in chosen]
         perms = [p for p in itertools.permutations(order) if list(p) != order]
-        near = [p for p in perms if sum(x != y for x, y in zip(p, order, strict=False)) == 2]
-        far = [p for p in perms if p not in near]
-        rng.shuffle(near)
-        rng.shuffle(far)
-        opts = mc(", ".join(order), [", ".join(p) for p in near + far], rng)
-        q = ("What will be the first-time appearance order of the following categories in the video: "
-             f"{', '.join(sorted(chosen))}?")
+        rng.shuffle(perms)
+        opts = mc(", ".join(order), [", ".join(p) for p in perms], rng)
+        q = ("What will be the first-time appearance order of the following objects in the video: "
+             f"{', '.join(sorted(order))}?")
         return Draft("appearance_order", q, opts[1], "mc", opts[0],
-                     metadata={"categories": chosen, "first_frames": {c: first[c] for c in chosen}})
+                     metadata={"objects": [o for o, _ in chosen], "first_frames": frames})
 
 
 def _cited(refs) -> list[int]:
     return sorted({r[1] for r in refs if r[1] is not None})
-
-
-def _group_by_frame(first: dict[str, int]) -> dict[int, list[str]]:
-    by_frame: dict[int, list[str]] = {}
-    for c in sorted(first):
-        by_frame.setdefault(first[c], []).append(c)
-    return by_frame
