@@ -1,4 +1,4 @@
-"""`spatialctl eval qa|run|geometry`: score predictions, run a VLM over QA records, measure reconstructions.
+"""`spatialctl eval qa|run|geometry|blind`: score predictions, run a VLM over QA records, measure reconstructions.
 
 The sub-app is `eval_app`; another stage's evaluation command (e.g. an encoder probe) joins it with
 ``eval_app.command("probe")(function)`` inside `register`.
@@ -16,7 +16,8 @@ from spatialctl.options import Quiet, setup_logging
 
 eval_app = typer.Typer(
     name="eval",
-    help="Evaluate: benchmark scoring (qa), a Qwen2.5-VL runner (run), reconstruction metrics (geometry).",
+    help="Evaluate: benchmark scoring (qa), a Qwen2.5-VL runner (run), reconstruction metrics (geometry), "
+    "blind QA audit (blind).",
     no_args_is_help=True,
 )
 
@@ -97,6 +98,26 @@ def run_model(
     result = run(config, qa_file, out, progress(quiet, "answering", unit="batch"))
     if not quiet:
         typer.echo(f"answered {result.n_done}, skipped {result.n_skipped} (already in {out})", err=True)
+
+
+@eval_app.command("blind")
+def blind(
+    qa_file: Annotated[str, typer.Argument(help="QA records (qa.jsonl or .parquet, as make-qa writes).")],
+    out: Annotated[str | None, typer.Option(
+        help="Write OUT.audit.json and OUT.audit.md. Default: beside QA_FILE (QA.audit.json, QA.audit.md).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the scene-disjoint halves.")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Blind audit: text-only baselines per family and type, fitted on half the scenes, scored on the other."""
+    from spatialctl.qa_format import read_qa
+    from spatialctl.stages.make_qa.audit import audit, render, write_audit
+
+    setup_logging(quiet)
+    report = audit(read_qa(qa_file), seed=seed)
+    paths = write_audit(report, out or qa_file)
+    typer.echo(render(report))
+    if not quiet:
+        typer.echo(f"audit: {paths[0]}, {paths[1]}", err=True)
 
 
 def _intrinsics(text: str | None) -> tuple[float, float, float, float] | None:

@@ -23,6 +23,7 @@ def make_qa(
     max_turns: Annotated[int, typer.Option("--max-turns", help="Turns per multi-turn sample (2-12).")] = 12,
     frames_dir: Annotated[str | None, typer.Option("--frames-dir", help="Export the frames each question uses as JPEGs here and reference them instead of the video. Default: reference the video.", show_default=False)] = None,
     max_images: Annotated[int, typer.Option("--max-images", help="With --frames-dir: at most this many frames per question.")] = 16,
+    audit: Annotated[bool, typer.Option("--audit/--no-audit", help="Blind audit: text-only baselines per type, fitted on half the scenes and scored on the other half; printed and written to OUT.audit.json/.md.")] = True,
     shard: Shard = None,
     quiet: Quiet = False,
 ) -> None:
@@ -40,13 +41,17 @@ def make_qa(
     config = MakeQAConfig(out=out, families=tuple(f.strip() for f in families.split(",") if f.strip()),
                           per_scene=per_scene, seed=seed, format=fmt, split=split, stats=stats,
                           rephrase_model=rephrase_model, max_turns=max_turns, frames_dir=frames_dir,
-                          max_images=max_images, quiet=quiet)
+                          max_images=max_images, audit=audit, quiet=quiet)
     result = run(config, inputs, progress=progress(quiet, "make-qa", "scene"))
     if stats and not quiet:
         from spatialctl.stages.make_qa.stats import render
 
         typer.echo(render(result["stats"]), err=True)
-    summary = {k: v for k, v in result.items() if k != "stats"}
+    if audit and not quiet:
+        from spatialctl.stages.make_qa.audit import render as render_audit
+
+        typer.echo(render_audit(result["audit"]), err=True)
+    summary = {k: v for k, v in result.items() if k not in ("stats", "audit")}
     typer.echo(json.dumps(summary))
 
 

@@ -48,6 +48,7 @@ class MakeQAConfig:
     max_turns: int = 12
     frames_dir: str | None = None
     max_images: int = 16
+    audit: bool = True  # blind baselines per type, written beside the output (OUT.audit.json / .md)
     quiet: bool = field(default=False, metadata={"runtime": True})
 
     def validate(self) -> None:
@@ -163,6 +164,12 @@ def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = Non
     written = formats.write_outputs(records, config)
     result = {"scenes": loaded, "records": len(records), "files": written, "rephrase_rejected": rejected,
               "per_split": {k: sum(1 for r in records if r.metadata["split"] == k) for k in ("train", "bench")}}
+    if config.audit:
+        from . import audit
+
+        report = audit.audit(records, seed=config.seed)
+        result["audit"] = report
+        result["audit_files"] = list(audit.write_audit(report, config.out))
     if config.stats:
         report = stats.distribution(records)
         path = stats.write_report(report, config.out)
