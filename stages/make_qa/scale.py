@@ -11,10 +11,15 @@ camera rotation here; counting, appearance order, room size and relative distanc
 Definitions (each question says them in words):
 - height: the box's vertical side; width: its longer horizontal side; size: its longest side.
 - depth: the object centre's distance along the camera's viewing axis in one frame.
-- size/height/width comparisons are asked among objects that share a label, or among objects named by shape only
-  (box, sphere, cylinder): between categories ("the cup or the table?") the label alone gives the answer away.
+- size/height/width comparisons are asked among objects that share a label: between categories ("the cup or the
+  table?", even "the sphere or the box?") the label gives the answer away. Options that compare sizes or
+  distances never name an object by its pixel box (a box's size in pixels hints at both).
 - position change: the pixel-box centre's shift between two frames, along its dominant image axis.
 - camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
+  Position change and camera moving offer three options; their wrong options, like those of spatial relation and
+  existence, are redrawn from other questions' true answers (``balance.py``), so no option is one that never is
+  the answer. Where a type's answers can be enumerated, a scene draws the answer first, uniformly over the
+  answers it allows, then a question with that answer (``ClassDraw``).
 - camera/object rotation: the change of heading about the up axis, in degrees.
 - spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
 - object matching: which of four objects is seen in both of two frames (the others are in at most one).
@@ -29,12 +34,13 @@ import random
 import numpy as np
 
 from .common import UNIT_NAMES, UNITS, Draft, last_resort, mc, natural_unit, round_unit, scene_scale, try_ref
+from .balance import ClassDraw
+from .refer import namer
 from .scene import SceneData
 
 TYPES = ("existence", "object_size", "height", "width", "object_distance", "depth", "size_comparison",
          "height_comparison", "width_comparison", "distance_comparison", "position_change", "camera_motion",
          "camera_rotation", "object_rotation", "spatial_relation", "object_matching")
-SHAPES = ("box", "sphere", "cylinder")  # labels that name a shape, not a kind of thing with a typical size
 # Labels an existence question may offer as absent, per scale: the kinds of object such scenes hold.
 VOCABULARY = {
     "tiny_tabletop": ("box", "sphere", "cylinder", "bead", "die", "coin", "battery"),
@@ -47,7 +53,7 @@ DOMINANT = 2.0  # a direction counts when its component is this many times every
 MIN_SHIFT = 0.1  # position change: of the image size
 MIN_TURN_DEG = 10.0
 RELATIONS = ("to the left of", "to the right of", "in front of", "behind", "above", "below")
-CAMERA_MOVES = ("forward", "backward", "to the left", "to the right")
+CAMERA_MOVES = ("forward", "backward", "to the left", "to the right")  # codes 0..3
 SHIFTS = ("left", "right", "up", "down")
 
 
@@ -68,8 +74,6 @@ class ScaleGenerator:
         # Pixel boxes are the last resort: objects named without one are asked about when there are any.
         plain = [o for o in named if "pixel box" not in try_ref(s, o, size=False)[0]]
         self.named = plain or named
-        from .refer import namer
-
         self.boxless = namer(s).boxless  # (O, N)
         self.centre = {o: s.static_box(o)[:3] for o in self.static}
         self.sides = {o: s.static_box(o)[3:6] for o in self.static}
@@ -120,7 +124,8 @@ class ScaleGenerator:
         return f1, f2
 
     def _meta(self, objs, **kw):
-        return {"objects": [int(o) for o in objs], "object_ids": [self.scene.object_ids[o] for o in objs], **kw}
+        return {"objects": [int(o) for o in objs], "object_ids": [self.scene.object_ids[o] for o in objs],
+                "labels": [self.scene.labels[o] for o in objs], **kw}
 
     @staticmethod
     def _cited(refs):
@@ -239,16 +244,17 @@ class ScaleGenerator:
         label = rng.choice(present)
         opts = mc(label, rng.sample(absent, 3), rng)
         q = "Which of these kinds of object can be seen in the video?"
-        return Draft("existence", q, opts[1], "mc", opts[0], metadata={"label": label, "absent": sorted(
-            x for x in opts[0] if x != label)})
+        # Wrong options are redrawn from other scenes' true answers (balance.py), never a label this scene has.
+        return Draft("existence", q, opts[1], "mc", opts[0],
+                     metadata={"label": label, "option_pool": f"scale/existence/{self.scale}",
+                               "option_exclude": sorted(set(s.labels) - {label})})
 
     def _comparable(self):
-        """Groups of static objects whose sizes a label does not give away: one label, or shape names."""
+        """Groups of static objects whose sizes a label does not give away: the objects of one label."""
         if "comparable" not in self._lazy:
             groups: dict[str, list[int]] = {}
             for o in self.named:
-                lab = self.scene.labels[o]
-                groups.setdefault("shapes" if lab in SHAPES else lab, []).append(o)
+                groups.setdefault(self.scene.labels[o], []).append(o)
             self._lazy["comparable"] = [g for g in groups.values() if len(g) >= 2]
         return self._lazy["comparable"]
 
@@ -259,7 +265,7 @@ class ScaleGenerator:
         group = rng.choice(groups)
         objs = rng.sample(group, min(len(group), rng.randrange(2, 5)))
         refs = self._refs(objs, size=False)
-        if refs is None:
+        if refs is None or any("pixel box" in r[0] for r in refs):
             return None
         values = np.array([value_of(o) for o in objs])
         order = np.argsort(-values if largest else values, kind="stable")
@@ -291,7 +297,7 @@ class ScaleGenerator:
             return None
         objs = rng.sample(seen, min(len(seen), rng.randrange(2, 5)))
         refs = self._refs(objs, f, near=False)
-        if refs is None:
+        if refs is None or any("pixel box" in r[0] for r in refs):
             return None
         dist = np.linalg.norm(s.box[objs, f, :3] - self.cam_pos[f], axis=-1)
         order = np.argsort(dist, kind="stable")
@@ -303,83 +309,125 @@ class ScaleGenerator:
              f"{', '.join(sorted(names))}?")
         return Draft("distance_comparison", q, opts[1], "mc", opts[0], frames=[f], metadata=self._meta(objs, frame=f))
 
+    def _table(self, name, make):
+        """A candidate table built once per scene: (ClassDraw over answer codes, rows) or None when empty."""
+        if name not in self._lazy:
+            codes, rows = make()
+            self._lazy[name] = (ClassDraw(codes, np.ones(len(codes))), rows) if len(codes) else None
+        return self._lazy[name]
+
+    def _pairs(self):
+        """Every frame pair (f1 < f2): two (P,) index arrays."""
+        return np.triu_indices(self.scene.n_frames, 1)
+
+    def _prefer(self, valid, plain):
+        """Pixel boxes last: candidates whose objects are named without one, when there are any."""
+        p = valid & plain
+        return p if p.any() else valid
+
     def _position_change(self, rng):
-        s = self.scene
-        f1, f2 = self._two_frames(rng)
-        objs = self._seen(f1, self.big[:, f2])
-        if not objs:
+        def make():
+            s = self.scene
+            f1, f2 = self._pairs()
+            h, w = s.hw
+            d = self.centre_px[:, f2] - self.centre_px[:, f1]  # (O, P, 2)
+            dx, dy = d[..., 0], d[..., 1]
+            horiz = (np.abs(dx) >= DOMINANT * np.abs(dy)) & (np.abs(dx) >= MIN_SHIFT * w)
+            vert = (np.abs(dy) >= DOMINANT * np.abs(dx)) & (np.abs(dy) >= MIN_SHIFT * h)
+            code = np.where(horiz, (dx > 0).astype(int), np.where(vert, 2 + (dy > 0).astype(int), -1))  # SHIFTS
+            ok = namer(s).ok_in_frame
+            valid = self._prefer(self.big[:, f1] & self.big[:, f2] & ok[:, f1] & (code >= 0), self.boxless[:, f1])
+            o, p = np.nonzero(valid)
+            return code[o, p], np.stack([o, f1[p], f2[p]], 1).tolist()
+        table = self._table("position_change", make)
+        if table is None:
             return None
-        o = rng.choice(objs)
-        h, w = s.hw
+        draw, rows = table
+        o, f1, f2 = rows[draw.draw(rng)]
         dx, dy = (self.centre_px[o, f2] - self.centre_px[o, f1]).tolist()
-        if abs(dx) >= DOMINANT * abs(dy) and abs(dx) >= MIN_SHIFT * w:
-            answer = "left" if dx < 0 else "right"
-        elif abs(dy) >= DOMINANT * abs(dx) and abs(dy) >= MIN_SHIFT * h:
-            answer = "up" if dy < 0 else "down"
-        else:
-            return None
-        r = try_ref(s, o, f1)
-        if r is None:
-            return None
-        opts = mc(f"It moved {answer}", [f"It moved {x}" for x in SHIFTS if x != answer], rng)
+        answer = SHIFTS[_shift_code(dx, dy)]
+        r = try_ref(self.scene, o, f1)
+        opts = mc(f"It moved {answer}", [f"It moved {x}" for x in SHIFTS if x != answer], rng, n=3)
         q = (f"From the frame at {self._t(f1)} to the frame at {self._t(f2)}, which way did {r[0]} move in the "
              "image?")
         return Draft("position_change", q, opts[1], "mc", opts[0], frames=[f1, f2], ref_frames=self._cited([r]),
-                     metadata=self._meta([o], frames_compared=[f1, f2], shift_px=[round(dx, 1), round(dy, 1)]))
+                     metadata=self._meta([o], frames_compared=[f1, f2], shift_px=[round(dx, 1), round(dy, 1)],
+                                         option_pool="scale/position_change"))
+
+    def _axes(self):
+        """(N, 3) gravity-aligned right and forward unit vectors of every camera, and up; None rows where the
+        camera looks straight up or down."""
+        if "axes" not in self._lazy:
+            _, _, up = self.scene.horizontal_basis()
+            fwd = self.scene.cam2world[:, :3, 2]
+            fwd = fwd - (fwd @ up)[:, None] * up
+            n = np.linalg.norm(fwd, axis=1, keepdims=True)
+            good = n[:, 0] > 1e-6
+            fwd = fwd / np.where(n > 1e-6, n, 1.0)
+            self._lazy["axes"] = (np.cross(fwd, up), fwd, up, good)
+        return self._lazy["axes"]
 
     def _camera_motion(self, rng):
-        s = self.scene
-        f1, f2 = self._two_frames(rng)
-        c2w = s.cam2world[f1]
+        def make():
+            right, fwd, up, good = self._axes()
+            f1, f2 = self._pairs()
+            d = self.cam_pos[f2] - self.cam_pos[f1]  # (P, 3)
+            x, y, z = (d * right[f1]).sum(1), (d * fwd[f1]).sum(1), d @ up
+            mags = np.stack([np.abs(x), np.abs(y), np.abs(z)], 1)
+            top = np.sort(mags, 1)
+            code = np.where(np.abs(y) >= np.abs(x), (y < 0).astype(int), 2 + (x > 0).astype(int))  # CAMERA_MOVES
+            valid = good[f1] & (top[:, 2] >= 3 * self.noise) & (top[:, 2] >= DOMINANT * top[:, 1]) & (np.abs(z) < top[:, 2])
+            p = np.flatnonzero(valid)
+            return code[p], np.stack([f1[p], f2[p], code[p]], 1).tolist()
+        table = self._table("camera_motion", make)
+        if table is None:
+            return None
+        draw, rows = table
+        f1, f2, code = rows[draw.draw(rng)]
+        best = CAMERA_MOVES[code]
         d = self.cam_pos[f2] - self.cam_pos[f1]
-        _, _, up = s.horizontal_basis()
-        fwd = c2w[:3, 2] - up * (c2w[:3, 2] @ up)
-        if np.linalg.norm(fwd) < 1e-6:
-            return None
-        fwd /= np.linalg.norm(fwd)
-        right = np.cross(fwd, up)
-        x, y, z = float(d @ right), float(d @ fwd), float(d @ up)
-        comps = {"to the right": x, "to the left": -x, "forward": y, "backward": -y}
-        best = max(comps, key=comps.get)
-        mag = comps[best]
-        others = [abs(x), abs(y), abs(z)]
-        others.remove(abs(mag))
-        if mag < 3 * self.noise or mag < DOMINANT * max(others):
-            return None
-        answer = f"It moved {best}"
-        opts = mc(answer, [f"It moved {m}" for m in CAMERA_MOVES if m != best], rng)
+        right, fwd, up, _ = self._axes()
+        x, y, z = float(d @ right[f1]), float(d @ fwd[f1]), float(d @ up)
+        opts = mc(f"It moved {best}", [f"It moved {m}" for m in CAMERA_MOVES if m != best], rng, n=3)
         q = f"How did the camera move between the frame at {self._t(f1)} and the frame at {self._t(f2)}?"
         return Draft("camera_motion", q, opts[1], "mc", opts[0], frames=list(range(f1, f2 + 1)),
-                     metadata={"frames_compared": [f1, f2], "move": [round(x, 6), round(y, 6), round(z, 6)]})
+                     metadata={"frames_compared": [f1, f2], "move": [round(x, 6), round(y, 6), round(z, 6)],
+                               "option_pool": "scale/camera_motion"})
 
     def _spatial_relation(self, rng):
-        s = self.scene
-        f = rng.randrange(s.n_frames)
-        seen = self._seen(f)
-        if len(seen) < 2:
+        def make():
+            s = self.scene
+            right, fwd, up, good = self._axes()
+            c = np.nan_to_num(s.box[..., :3])  # (O, N, 3)
+            d = c[:, None] - c[None, :]  # (A, B, N, 3): A relative to B
+            comps = np.stack([(d * right[None, None]).sum(-1), (d * fwd[None, None]).sum(-1), d @ up], -1)
+            mags = np.sort(np.abs(comps), -1)
+            axis = np.abs(comps).argmax(-1)
+            sign = np.take_along_axis(comps, axis[..., None], -1)[..., 0] > 0
+            # RELATIONS: left/right of (x), in front of/behind (forward), above/below (up)
+            code = np.array([[0, 1], [2, 3], [5, 4]])[axis, sign.astype(int)]
+            seen = self.big & namer(s).ok_in_frame  # (O, N)
+            n = s.n_objects
+            valid = (seen[:, None] & seen[None, :] & ~np.eye(n, dtype=bool)[..., None] & good[None, None]
+                     & (mags[..., 2] >= 3 * self.noise) & (mags[..., 2] >= DOMINANT * mags[..., 1]))
+            plain = self.boxless[:, None] & self.boxless[None, :]
+            valid = self._prefer(valid, plain)
+            a, b, f = np.nonzero(valid)
+            return code[a, b, f], np.stack([a, b, f, code[a, b, f]], 1).tolist()
+        table = self._table("spatial_relation", make)
+        if table is None:
             return None
-        a, b = rng.sample(seen, 2)
+        draw, rows = table
+        a, b, f, code = rows[draw.draw(rng)]
         refs = self._refs([a, b], f)
         if refs is None:
             return None
-        _, _, up = s.horizontal_basis()
-        fwd = s.cam2world[f, :3, 2] - up * (s.cam2world[f, :3, 2] @ up)
-        if np.linalg.norm(fwd) < 1e-6:
-            return None
-        fwd /= np.linalg.norm(fwd)
-        right = np.cross(fwd, up)
-        d = s.box[a, f, :3] - s.box[b, f, :3]
-        comps = {"to the right of": d @ right, "to the left of": -(d @ right), "behind": d @ fwd,
-                 "in front of": -(d @ fwd), "above": d @ up, "below": -(d @ up)}
-        best = max(comps, key=comps.get)
-        mag = float(comps[best])
-        rest = sorted(abs(float(v)) for v in (d @ right, d @ fwd, d @ up))[:2]
-        if mag < 3 * self.noise or mag < DOMINANT * rest[-1]:
-            return None
+        best = RELATIONS[code]
         opts = mc(best, [x for x in rng.sample(RELATIONS, len(RELATIONS)) if x != best], rng)
         q = (f"In the frame at {self._t(f)}, where is {refs[0][0]} relative to {refs[1][0]}, as seen from the camera "
              "(in front of means closer to the camera)?")
-        return Draft("spatial_relation", q, opts[1], "mc", opts[0], frames=[f], metadata=self._meta([a, b], frame=f))
+        return Draft("spatial_relation", q, opts[1], "mc", opts[0], frames=[f],
+                     metadata=self._meta([a, b], frame=f, option_pool="scale/spatial_relation"))
 
     def _object_matching(self, rng):
         s = self.scene
@@ -399,3 +447,7 @@ class ScaleGenerator:
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
                      metadata=self._meta(objs, frames_compared=[f1, f2]))
 
+
+def _shift_code(dx: float, dy: float) -> int:
+    """Index into SHIFTS of a shift already known to be clear along one image axis."""
+    return int(dx > 0) if abs(dx) >= abs(dy) else 2 + int(dy > 0)

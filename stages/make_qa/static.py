@@ -16,6 +16,7 @@ import random
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
+from .balance import ClassDraw
 from .common import Draft, ground_xy, last_resort, mc, try_ref
 from .refer import plural
 from .scene import SceneData
@@ -179,7 +180,9 @@ class StaticGenerator:
     def _object_counting(self, rng):
         if not self._count_labels:
             return None
-        label = rng.choice(self._count_labels)
+        draw = self._cached("count_draw", lambda: ClassDraw(
+            [len(self.all_categories[c]) for c in self._count_labels], np.ones(len(self._count_labels))))
+        label = self._count_labels[draw.draw(rng)]  # the count first: a scene's rarer counts as often as its 1s
         n = len(self.all_categories[label])
         where = "are in this room" if self.scene.enclosed else "appear in this video"
         return Draft("object_counting", f"How many {plural(label)} {where}?", float(n), "number",
@@ -219,7 +222,7 @@ class StaticGenerator:
         o, r, size_cm = rng.choice(cands)
         q = f"What is the length of the longest dimension (length, width, or height) of {r[0]}, measured in centimeters?"
         return Draft("object_size", q, float(size_cm), "number", unit="cm", ref_frames=_cited([r]),
-                     metadata={"object": o, "object_id": self.scene.object_ids[o]})
+                     metadata={"object": o, "object_id": self.scene.object_ids[o], "labels": [self.scene.labels[o]]})
 
     def _room_size(self, rng):
         s = self.scene
@@ -295,11 +298,13 @@ class StaticGenerator:
             codes, ok = LEVELS[level][0](angle)
             ok &= np.minimum(np.linalg.norm(heading, axis=-1), np.linalg.norm(v, axis=-1)) >= 3 * self.noise
             ok = self._prefer_boxless(rows, ok)
-            return rows[ok].tolist(), codes[ok].tolist(), angle[ok].tolist()
-        rows, codes, angles = self._cached(("rel_direction", level), make)
+            rows, codes = rows[ok], codes[ok]
+            draw = ClassDraw(codes, np.ones(len(codes))) if len(codes) else None
+            return rows.tolist(), codes.tolist(), angle[ok].tolist(), draw
+        rows, codes, angles, draw = self._cached(("rel_direction", level), make)
         if not rows:
             return None
-        i = rng.randrange(len(rows))
+        i = draw.draw(rng)
         objs, refs, _ = self._named()
         (a, b, c), (ra, rb, rc) = [objs[j] for j in rows[i]], [refs[j] for j in rows[i]]
         vocab = LEVELS[level][1]
@@ -327,11 +332,13 @@ class StaticGenerator:
             t2, ok2 = turn_codes(signed_angle(legs[:, 1], legs[:, 2]))
             ok = ok1 & ok2 & (np.linalg.norm(legs, axis=-1).min(1) >= 3 * self.noise)
             ok = self._prefer_boxless(rows, ok)
-            return rows[ok].tolist(), np.stack([t1, t2], axis=1)[ok].tolist()
-        rows, codes = self._cached("route_plan", make)
+            codes = np.stack([t1, t2], axis=1)[ok]
+            draw = ClassDraw(codes[:, 0] * 3 + codes[:, 1], np.ones(len(codes))) if len(codes) else None
+            return rows[ok].tolist(), codes.tolist(), draw
+        rows, codes, draw = self._cached("route_plan", make)
         if not rows:
             return None
-        i = rng.randrange(len(rows))
+        i = draw.draw(rng)
         objs, refs, _ = self._named()
         (a, b, d, c), (ra, rb, rd, rc) = [objs[j] for j in rows[i]], [refs[j] for j in rows[i]]
         turns = tuple(TURN_VOCAB[t] for t in codes[i])
@@ -348,7 +355,8 @@ class StaticGenerator:
         opts = mc(text(turns), [text(s) for s in cands], rng)
         return Draft("route_plan", q, opts[1], "mc", opts[0], ref_frames=_cited([ra, rb, rd, rc]),
                      metadata={"objects": [a, b, d, c], "object_ids": [self.scene.object_ids[o] for o in (a, b, d, c)],
-                               "turns": list(turns), "roles": ["start", "facing", "waypoint", "goal"]})
+                               "turns": list(turns), "roles": ["start", "facing", "waypoint", "goal"],
+                               "option_pool": "static/route_plan"})
 
     def _appearance_order(self, rng):
         """Order of first appearance of four (else three) objects first seen in different frames, named without
