@@ -106,7 +106,7 @@ def test_fits_never_see_the_scenes_they_score():
 def number_record(scene, label, value, unit="m"):
     return QARecord(id=f"{scene}-{label}-{value}-{random.random()}", scene=scene, question=f"How tall is the {label}?",
                     answer=value, answer_type="number", family="static", type="height", unit=unit,
-                    metadata={"labels": [label]})
+                    metadata={"object_labels": [label]})
 
 
 def test_numeric_medians_by_type_and_by_label_scored_with_mra():

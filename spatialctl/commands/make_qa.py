@@ -23,6 +23,7 @@ def make_qa(
     max_turns: Annotated[int, typer.Option("--max-turns", help="Turns per multi-turn sample (2-12).")] = 12,
     frames_dir: Annotated[str | None, typer.Option("--frames-dir", help="Export the frames each question uses as JPEGs here and reference them instead of the video. Default: reference the video.", show_default=False)] = None,
     max_images: Annotated[int, typer.Option("--max-images", help="With --frames-dir: at most this many frames per question.")] = 16,
+    balance: Annotated[bool, typer.Option("--balance/--no-balance", help="Cap each answer (and step label) per type so answers are as flat as the scenes allow, and draw wrong options from other questions' true answers.")] = True,
     audit: Annotated[bool, typer.Option("--audit/--no-audit", help="Blind audit: text-only baselines per type, fitted on half the scenes and scored on the other half; printed and written to OUT.audit.json/.md.")] = True,
     shard: Shard = None,
     quiet: Quiet = False,
@@ -41,7 +42,7 @@ def make_qa(
     config = MakeQAConfig(out=out, families=tuple(f.strip() for f in families.split(",") if f.strip()),
                           per_scene=per_scene, seed=seed, format=fmt, split=split, stats=stats,
                           rephrase_model=rephrase_model, max_turns=max_turns, frames_dir=frames_dir,
-                          max_images=max_images, audit=audit, quiet=quiet)
+                          max_images=max_images, balance=balance, audit=audit, quiet=quiet)
     result = run(config, inputs, progress=progress(quiet, "make-qa", "scene"))
     if stats and not quiet:
         from spatialctl.stages.make_qa.stats import render

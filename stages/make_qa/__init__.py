@@ -48,6 +48,7 @@ class MakeQAConfig:
     max_turns: int = 12
     frames_dir: str | None = None
     max_images: int = 16
+    balance: bool = True  # flat answers per type, distractors drawn from real answers (balance.py)
     audit: bool = True  # blind baselines per type, written beside the output (OUT.audit.json / .md)
     quiet: bool = field(default=False, metadata={"runtime": True})
 
@@ -131,7 +132,7 @@ def _scene_ids(inputs: list[str]) -> list[str]:
 
 def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = None) -> dict:
     """Generate, split and write QA for the scene stores ``inputs``; returns what was written and counts."""
-    from . import formats, stats
+    from . import balance, formats, stats
 
     config.validate()
     if not inputs:
@@ -152,6 +153,8 @@ def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = Non
                                   config.max_images)
         records.extend(scene_records)
     records = dedup(records)
+    if config.balance:
+        records = balance.balance(records, config.seed)
     rejected = 0
     if config.rephrase_model:
         from .rephrase import Rephraser

@@ -15,7 +15,7 @@ multiple choice (accuracy; a tie among k options earns 1/k, the expectation of a
 numbers (VSI-Bench MRA, ``spatialctl.scoring``)
   ``median_type``   the fitted median per (type, unit);
   ``median_label``  the fitted median per (type, unit, object labels), falling back to ``median_type`` for
-                    labels seen fewer than 3 times. Labels come from ``metadata["labels"]`` (or ``label`` /
+                    labels seen fewer than 3 times. Labels come from ``metadata["object_labels"]`` (or ``label`` /
                     ``categories``), else from the question with its numbers removed.
 free text: ``answer_text`` (the most frequent answer, exact match).
 
@@ -93,7 +93,7 @@ def items_of(records: list[QARecord]) -> list[Item]:
 
 
 def _labels(meta: dict, question: str) -> str:
-    for k in ("labels", "label", "categories"):
+    for k in ("object_labels", "label", "categories"):
         v = meta.get(k)
         if v:
             return "+".join(map(str, v)) if isinstance(v, list | tuple) else str(v)

@@ -19,12 +19,12 @@ rejected costs nothing per question.
 
 from __future__ import annotations
 
-import bisect
 import random
 from functools import lru_cache
 
 import numpy as np
 
+from .balance import ClassDraw
 from .common import Draft, mc, ref_ok, try_ref
 from .scene import SceneData
 
@@ -213,14 +213,14 @@ class _Candidates:
         idx = np.nonzero(valid)
         self.index = [i.tolist() for i in idx]  # per axis of ``valid``; the key-frame set is the last
         self.values = {k: v[idx] for k, v in values.items()}
-        self.cum = np.cumsum(weight[idx[-1]]).tolist() if len(idx[-1]) else []
+        # The answer first (each answer the scene allows equally likely), then a candidate giving it.
+        self.sampler = ClassDraw(self.values["codes"], weight[idx[-1]]) if len(idx[-1]) else None
 
     def __len__(self) -> int:
-        return len(self.cum)
+        return 0 if self.sampler is None else len(self.sampler)
 
     def draw(self, rng: random.Random) -> int:
-        j = bisect.bisect_right(self.cum, rng.random() * self.cum[-1])
-        return min(j, len(self.cum) - 1)
+        return self.sampler.draw(rng)
 
 
 class DSRGenerator:
@@ -255,7 +255,10 @@ class DSRGenerator:
         cands = self._candidates[key]
         if not len(cands):
             return None
-        return getattr(self, "_" + qtype)(rng, mode, kind, agent, cands, cands.draw(rng))
+        d = getattr(self, "_" + qtype)(rng, mode, kind, agent, cands, cands.draw(rng))
+        if d is not None:  # wrong options: other questions' true answers with as many steps (balance.py)
+            d.metadata["option_pool"] = f"dsr/{qtype}/{len(d.metadata['steps'])}"
+        return d
 
     # -- candidate tables for every viewer at once: (valid (V, O, K) or (V, O, O, K), m, values (V, ...))
 
@@ -358,7 +361,7 @@ class DSRGenerator:
         s = self.scene
         meta = {"mode": mode, "viewpoint": kind, "key_frames": list(frames),
                 "targets": list(targets), "target_ids": [s.object_ids[t] for t in targets],
-                "labels": list(labels), "noise": float(self.noise)}
+                "steps": list(labels), "noise": float(self.noise)}
         if kind == "agent":
             meta.update(agent=int(agent), agent_id=s.object_ids[agent], agent_orientation_source="direction of motion")
         meta.update(extra)
