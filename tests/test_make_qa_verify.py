@@ -457,9 +457,9 @@ def expect_scale(raw, r):
         return float(round(d))
     if t == "existence":
         present = {raw.labels[o] for o in range(len(raw.labels)) if raw.vis[o].any()}
-        (answer,) = [x for x in r.options if x in present]
-        assert not set(r.options) - {answer} & set(raw.labels)
-        return answer
+        label = re.fullmatch(r"Is there an? ([a-z]+) anywhere in the video\?", r.question).group(1)
+        assert sorted(r.options) == ["no", "yes"] and (label in present or label not in raw.labels)
+        return "yes" if label in present else "no"
     if t in ("size_comparison", "height_comparison", "width_comparison"):
         labels = {raw.labels[o] for o in objs}
         assert len(labels) == 1 or labels <= {"box", "sphere", "cylinder"}

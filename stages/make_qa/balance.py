@@ -36,6 +36,9 @@ from spatialctl.qa_format import LETTERS, QARecord, record_id
 SPREAD = 1.3  # an answer may be at most this many times as frequent as under equal likelihood ...
 CLOSED_SPREAD = 1.05  # ... and nearly flat where options are not pooled (a fixed option set shows the prior)
 MANY_SHARE = 0.12  # ... or this share, whichever is larger (types with many distinct answers)
+# A balance group with fewer distinct answers (measures: 1.25x bins, so a range under ~2x) is not asked at all.
+MIN_GROUP_KEYS = 2
+MIN_GROUP_BINS = 3
 LOG_BIN = math.log(1.25)  # measures are balanced over bins 1.25x wide (MRA's own scale of "close")
 
 
@@ -115,25 +118,38 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
     keep: list[QARecord] = []
     for r in records:
         (keep if r.history else by_type[f"{r.family}/{r.type}"]).append(r)
-    for t, group in sorted(by_type.items()):
-        group = _order(group, seed)
-        keys = [answer_key(r) for r in group]
-        counts = Counter(keys)
-        if target and t in target:
-            limit = _target_caps(counts, target[t])
-        else:
-            pooled = all(r.metadata.get("option_pool") is not None for r in group)
-            m = water_fill(counts, share_limit(counts, spread=SPREAD if pooled else CLOSED_SPREAD))
-            limit = dict.fromkeys(counts, m)
-        used: Counter = Counter()
-        kept = []
-        for r, k in zip(group, keys, strict=True):
-            if used[k] < limit.get(k, 0):
-                used[k] += 1
-                kept.append(r)
-        keep.extend(_cap_pools(_cap_steps(kept)))
+    for t, whole in sorted(by_type.items()):
+        # A type may balance within groups (``metadata["balance_group"]``, e.g. per object label: a measure flat
+        # within each label, so that a label's typical size is no prior).
+        groups: dict = defaultdict(list)
+        for r in whole:
+            groups[str(r.metadata.get("balance_group", ""))].append(r)
+        for name, group in sorted(groups.items()):
+            measure = group[0].answer_type == "number" and group[0].unit is not None
+            if name and len({answer_key(r) for r in group}) < (MIN_GROUP_BINS if measure else MIN_GROUP_KEYS):
+                continue  # e.g. a label whose sizes barely vary: its questions are answered by the label alone
+            keep.extend(_cap_group(t, _order(group, seed), target))
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
+
+
+def _cap_group(t: str, group: list[QARecord], target: dict | None) -> list[QARecord]:
+    """One group of one type: each answer key at most the water-filling cap, then step labels and pools."""
+    keys = [answer_key(r) for r in group]
+    counts = Counter(keys)
+    if target and t in target:
+        limit = _target_caps(counts, target[t])
+    else:
+        pooled = all(r.metadata.get("option_pool") is not None for r in group)
+        m = water_fill(counts, share_limit(counts, spread=SPREAD if pooled else CLOSED_SPREAD))
+        limit = dict.fromkeys(counts, m)
+    used: Counter = Counter()
+    kept = []
+    for r, k in zip(group, keys, strict=True):
+        if used[k] < limit.get(k, 0):
+            used[k] += 1
+            kept.append(r)
+    return _cap_pools(_cap_steps(kept))
 
 
 def _cap_pools(group: list[QARecord]) -> list[QARecord]:
@@ -208,11 +224,14 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
         texts = sorted(counts)
         for r in group:
             n = len(r.options)
-            if len(texts) < n:
+            # ``metadata["option_exclude"]``: texts that would also be true here (existence: labels the scene has).
+            excluded = set(r.metadata.get("option_exclude") or ()) - {r.answer_option}
+            allowed = [t for t in texts if t not in excluded]
+            if len(allowed) < n:
                 r.metadata["options_from"] = "generator"
                 continue
-            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(group)) for t in texts], r.answer_option, n,
-                                 rng)
+            chosen = _systematic(allowed, [min(1.0, n * counts[t] / len(group)) for t in allowed], r.answer_option,
+                                 n, rng)
             r.metadata["options_from"] = "pool"
             truth = r.answer_option
             r.options = chosen

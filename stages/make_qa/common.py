@@ -81,14 +81,20 @@ def mc(answer: str, distractors: list[str], rng: random.Random, n: int = 4) -> t
 
 
 def rebalance_letters(records: list[QARecord], rng: np.random.Generator) -> None:
-    """Move each MC answer to a letter so that, per option count, letters are used equally often (±1)."""
+    """Move each MC answer to a letter so that letters are used equally often (±1) per option count, and also per
+    type and option count: each type takes a contiguous run of one letter cycle, shuffled within the run."""
     by_n: dict[int, list[QARecord]] = {}
     for r in records:
         if r.answer_type == "mc" and r.metadata.get("options_ordered") is not True:
             by_n.setdefault(len(r.options), []).append(r)
     for n, group in sorted(by_n.items()):
-        targets = np.arange(len(group)) % n
-        rng.shuffle(targets)
+        group = sorted(group, key=lambda r: (r.family, r.type))  # stable: the input order within a type
+        targets = (np.arange(len(group)) + int(rng.integers(n))) % n
+        start = 0
+        for i in range(1, len(group) + 1):
+            if i == len(group) or (group[i].family, group[i].type) != (group[start].family, group[start].type):
+                rng.shuffle(targets[start:i])
+                start = i
         for r, t in zip(group, targets, strict=True):
             i = r.answer_index
             if i == t:

@@ -16,8 +16,10 @@ Definitions (each question says them in words):
   distances never name an object by its pixel box (a box's size in pixels hints at both).
 - position change: the pixel-box centre's shift between two frames, along its dominant image axis.
 - camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
-  Position change and camera moving offer three options; their wrong options, like those of spatial relation and
-  existence, are redrawn from other questions' true answers (``balance.py``), so no option is one that never is
+- existence: "Is there a <label> ...?", yes or no; "no" labels are kinds of object usual at the scene's scale
+  (``VOCABULARY``) that the scene lacks.
+  Position change and camera moving offer three options; their wrong options, like those of spatial relation, are
+  redrawn from other questions' true answers (``balance.py``), so no option is one that never is
   the answer. Where a type's answers can be enumerated, a scene draws the answer first, uniformly over the
   answers it allows, then a question with that answer (``ClassDraw``).
 - camera/object rotation: the change of heading about the up axis, in degrees.
@@ -76,7 +78,8 @@ class ScaleGenerator:
         self.named = plain or named
         self.boxless = namer(s).boxless  # (O, N)
         self.centre = {o: s.static_box(o)[:3] for o in self.static}
-        self.sides = {o: s.static_box(o)[3:6] for o in self.static}
+        # Sizes hold for moving objects too (median box over the frames where each is seen).
+        self.sides = {o: s.static_box(o)[3:6] for o in range(s.n_objects) if s.static_box(o) is not None}
         self.cam_pos = s.cam2world[:, :3, 3]
         boxes = s.pixel_boxes()
         self.centre_px = np.stack([(boxes[..., 0] + boxes[..., 2]) / 2.0, (boxes[..., 1] + boxes[..., 3]) / 2.0], -1)
@@ -146,7 +149,8 @@ class ScaleGenerator:
         (r,) = self._refs([o], size=False)
         v, unit = got
         q = wording.format(r=r[0], unit=UNIT_NAMES[unit])
-        return Draft(qtype, q, v, "number", unit=unit, ref_frames=self._cited([r]), metadata=self._meta([o]))
+        return Draft(qtype, q, v, "number", unit=unit, ref_frames=self._cited([r]),
+                     metadata=self._meta([o], balance_group=f"{unit}:{self.scene.labels[o]}"))
 
     def _object_size(self, rng):
         return self._measure(rng, "object_size", lambda o: float(np.max(self.sides[o])),
@@ -189,7 +193,8 @@ class ScaleGenerator:
         v, unit = got
         q = (f"In the frame at {self._t(f)}, how far in front of the camera is the centre of {r[0]}, measured along "
              f"the camera's viewing direction, in {UNIT_NAMES[unit]}?")
-        return Draft("depth", q, v, "number", unit=unit, frames=[f], metadata=self._meta([o], frame=f))
+        return Draft("depth", q, v, "number", unit=unit, frames=[f],
+                     metadata=self._meta([o], frame=f, balance_group=f"{unit}:{s.labels[o]}"))
 
     def _turn(self, rng, qtype):
         s = self.scene
@@ -236,25 +241,28 @@ class ScaleGenerator:
     # ------------------------------------------------------------------------------------------------- choices
 
     def _existence(self, rng):
+        """Is there a <label> in the video? Yes for a label the scene shows, no for one of its scale's usual kinds
+        that it lacks; balanced yes/no per label (``balance_group``), so the label says nothing."""
         s = self.scene
         present = sorted({s.labels[o] for o in range(s.n_objects) if s.visible[o].any()})
         absent = [x for x in VOCABULARY[self.scale] if x not in set(s.labels)]
-        if not present or len(absent) < 3:
+        answer = rng.choice(["yes", "no"]) if present and absent else ("yes" if present else "no")
+        label = rng.choice(present if answer == "yes" else absent) if (present or absent) else None
+        if label is None:
             return None
-        label = rng.choice(present)
-        opts = mc(label, rng.sample(absent, 3), rng)
-        q = "Which of these kinds of object can be seen in the video?"
-        # Wrong options are redrawn from other scenes' true answers (balance.py), never a label this scene has.
-        return Draft("existence", q, opts[1], "mc", opts[0],
-                     metadata={"label": label, "option_pool": f"scale/existence/{self.scale}",
-                               "option_exclude": sorted(set(s.labels) - {label})})
+        opts = mc(answer, ["no" if answer == "yes" else "yes"], rng, n=2)
+        q = f"Is there {_article(label)} {label} anywhere in the video?"
+        return Draft("existence", q, opts[1], "mc", opts[0], metadata={"label": label, "balance_group": label})
 
     def _comparable(self):
-        """Groups of static objects whose sizes a label does not give away: the objects of one label."""
+        """Groups of objects (still or moving) whose sizes a label does not give away: the objects of one label,
+        named without a frame or a size word."""
         if "comparable" not in self._lazy:
             groups: dict[str, list[int]] = {}
-            for o in self.named:
-                groups.setdefault(self.scene.labels[o], []).append(o)
+            for o in self.sides:
+                r = try_ref(self.scene, o, size=False)
+                if r is not None and r[1] is None:
+                    groups.setdefault(self.scene.labels[o], []).append(o)
             self._lazy["comparable"] = [g for g in groups.values() if len(g) >= 2]
         return self._lazy["comparable"]
 
@@ -430,22 +438,34 @@ class ScaleGenerator:
                      metadata=self._meta([a, b], frame=f, option_pool="scale/spatial_relation"))
 
     def _object_matching(self, rng):
-        s = self.scene
-        f1, f2 = self._two_frames(rng)
-        both = np.flatnonzero(s.visible[:, f1] & s.visible[:, f2] & self.big[:, f1] & self.big[:, f2]).tolist()
-        one = np.flatnonzero(s.visible.any(1) & ~(s.visible[:, f1] & s.visible[:, f2])).tolist()
-        if not both or len(one) < 3:
+        def make():
+            s = self.scene
+            f1, f2 = self._pairs()
+            nameable = np.array([(r := try_ref(s, o)) is not None and r[1] is None for o in range(s.n_objects)])
+            both = s.visible[:, f1] & s.visible[:, f2] & self.big[:, f1] & self.big[:, f2] & nameable[:, None]
+            one = s.visible.any(1)[:, None] & ~(s.visible[:, f1] & s.visible[:, f2]) & nameable[:, None]
+            good = both.any(0) & (one.sum(0) >= 3)
+            return [(int(f1[p]), int(f2[p]), np.flatnonzero(both[:, p]).tolist(), np.flatnonzero(one[:, p]).tolist())
+                    for p in np.flatnonzero(good)]
+        if "matching" not in self._lazy:
+            self._lazy["matching"] = make()
+        pairs = self._lazy["matching"]
+        if not pairs:
             return None
-        o = rng.choice(both)
-        objs = [o, *rng.sample(one, 3)]
+        f1, f2, both, one = rng.choice(pairs)
+        objs = [rng.choice(both), *rng.sample(one, 3)]
         refs = self._refs(objs)  # no frame-citing phrases: which frames show them is the question
-        if refs is None or any(r[1] is not None for r in refs):
+        if refs is None:
             return None
         names = [r[0] for r in refs]
         opts = mc(names[0], names[1:], rng)
         q = f"Which of these objects is seen both in the frame at {self._t(f1)} and in the frame at {self._t(f2)}?"
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
                      metadata=self._meta(objs, frames_compared=[f1, f2]))
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _shift_code(dx: float, dy: float) -> int:

@@ -222,7 +222,8 @@ class StaticGenerator:
         o, r, size_cm = rng.choice(cands)
         q = f"What is the length of the longest dimension (length, width, or height) of {r[0]}, measured in centimeters?"
         return Draft("object_size", q, float(size_cm), "number", unit="cm", ref_frames=_cited([r]),
-                     metadata={"object": o, "object_id": self.scene.object_ids[o], "labels": [self.scene.labels[o]]})
+                     metadata={"object": o, "object_id": self.scene.object_ids[o], "labels": [self.scene.labels[o]],
+                               "balance_group": self.scene.labels[o]})
 
     def _room_size(self, rng):
         s = self.scene
