@@ -31,6 +31,7 @@ log = logging.getLogger("spatialctl.make_qa")
 FAMILIES = {"dsr": DSRGenerator, "static": StaticGenerator, "multiturn": MultiTurnGenerator, "scale": ScaleGenerator}
 FORMATS = ("sharegpt", "qwen", "parquet")
 GIVE_UP_AFTER = 25  # consecutive failed attempts after which a task type is dropped for a scene
+GIVE_UP_FIRST = 8  # ... and for a type that has not given one question yet (most often impossible in the scene)
 
 __all__ = ["MakeQAConfig", "run", "generate_scene", "FAMILIES", "GENERATOR_VERSION"]
 
@@ -84,6 +85,7 @@ def generate_scene(scene: SceneData, config: MakeQAConfig) -> list[QARecord]:
 def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QARecord]:
     """Round-robin over the family's types so every type is represented, until n questions or no type is left."""
     alive = {t: 0 for t in gen.types}  # consecutive failures
+    asked: set[str] = set()  # types that gave a question: they get GIVE_UP_AFTER tries, the others GIVE_UP_FIRST
     seen: set[tuple] = set()
     out: list[QARecord] = []
     while len(out) < n and alive:
@@ -92,10 +94,11 @@ def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QA
             key = None if draft is None else (t, draft.question, tuple(h["question"] for h in draft.history or []))
             if draft is None or key in seen:
                 alive[t] += 1
-                if alive[t] >= GIVE_UP_AFTER:
+                if alive[t] >= (GIVE_UP_AFTER if t in asked else GIVE_UP_FIRST):
                     del alive[t]
                 continue
             alive[t] = 0
+            asked.add(t)
             seen.add(key)
             out.append(finish(scene, gen.family, draft))
             if len(out) >= n:

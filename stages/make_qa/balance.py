@@ -48,9 +48,16 @@ class ClassDraw:
     costs two binary searches."""
 
     def __init__(self, classes: Sequence, weights: Sequence[float], target: dict | None = None):
-        keys, inverse = np.unique(np.asarray(classes), return_inverse=True, axis=0)
+        arr = np.asarray(classes)
+        if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
+            flat = np.ascontiguousarray(arr)
+            _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel(),
+                                          return_index=True, return_inverse=True)
+            keys = arr[first]
+        else:
+            keys, inverse = np.unique(arr, return_inverse=True)
         inverse = inverse.reshape(-1)
-        self.keys = [tuple(k) if np.ndim(k) else k.item() for k in keys]
+        self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
         cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else np.ones(len(self.keys))
         if not (cw > 0).any():
             cw = np.ones(len(self.keys))

@@ -151,10 +151,10 @@ class Namer:
         out = {o: np.zeros(len(COLOURS)) for o in objs}
         if s.frames_reader is None or s.object_masks_reader is None:
             return out
-        codes = colour_codes(s.frames_reader())  # (N, H, W)
-        for o in objs:
-            masks = s.object_masks_reader(o)
-            counts = np.bincount(codes[masks], minlength=len(COLOURS)).astype(np.float64)
+        frames = s.frames_reader()  # (N, H, W, 3)
+        for o in objs:  # only the objects' own pixels are classified: a small share of all pixels
+            counts = np.bincount(colour_codes(frames[s.object_masks_reader(o)]),
+                                 minlength=len(COLOURS)).astype(np.float64)
             out[o] = counts / max(counts.sum(), 1.0)
         return out
 

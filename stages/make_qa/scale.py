@@ -72,6 +72,7 @@ class ScaleGenerator:
     def _prepare(self):
         s = self.scene
         self.scale, self.unit = scene_scale(s)
+        self.extent_m = round(s.extent(), 6)
         named = [o for o in self.static if try_ref(s, o, size=False) is not None]
         # Pixel boxes are the last resort: objects named without one are asked about when there are any.
         plain = [o for o in named if "pixel box" not in try_ref(s, o, size=False)[0]]
@@ -102,7 +103,7 @@ class ScaleGenerator:
         d = last_resort(getattr(self, "_" + qtype)(rng), rng)
         if d is not None:
             d.scale = self.scale
-            d.metadata = {**(d.metadata or {}), "scale": self.scale, "extent_m": round(self.scene.extent(), 6)}
+            d.metadata = {**(d.metadata or {}), "scale": self.scale, "extent_m": self.extent_m}
         return d
 
     # ------------------------------------------------------------------------------------------------- helpers
@@ -256,12 +257,12 @@ class ScaleGenerator:
 
     def _comparable(self):
         """Groups of objects (still or moving) whose sizes a label does not give away: the objects of one label,
-        named without a frame or a size word."""
+        named without a pixel box or a size word."""
         if "comparable" not in self._lazy:
             groups: dict[str, list[int]] = {}
             for o in self.sides:
                 r = try_ref(self.scene, o, size=False)
-                if r is not None and r[1] is None:
+                if r is not None and "pixel box" not in r[0]:
                     groups.setdefault(self.scene.labels[o], []).append(o)
             self._lazy["comparable"] = [g for g in groups.values() if len(g) >= 2]
         return self._lazy["comparable"]
