@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from spatialctl.errors import SpatialctlError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.qa_format import QARecord, read_qa, to_qwen, to_sharegpt, write_qa
 
 
@@ -186,15 +186,17 @@ def test_cli_make_qa(tmp_path, stores):
 
 def test_frames_export_references_images(tmp_path, stores):
     res = _run(tmp_path, stores[:1], families=("dsr", "multiturn"), per_scene=4, frames_dir=str(tmp_path / "fr"),
-               max_images=4)
+               max_images=6)
     records = read_qa(res["files"]["all"])
     assert records
     for r in records:
-        assert r.images and len(r.images) <= 4 and all(p.endswith(".jpg") for p in r.images)
+        assert r.images and len(r.images) <= 6 and all(p.endswith(".jpg") for p in r.images)
         assert to_sharegpt(r)["conversations"][0]["value"].startswith("<image>\n" * len(r.images))
         if r.family == "multiturn":
             assert r.images[0].endswith(f"{r.metadata['frame']:06d}.jpg")
     assert np.all([len(r.frames) == len(r.timestamps) for r in records])
+    with pytest.raises(UsageError, match="--max-images 5"):  # fewer images than a question's key frames
+        _run(tmp_path / "few", stores[:1], frames_dir=str(tmp_path / "fr5"), max_images=5)
 
 
 def test_roundtrip_write_read(tmp_path):

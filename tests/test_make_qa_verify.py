@@ -19,8 +19,8 @@ import zarr
 from spatialctl.qa_format import read_qa, to_sharegpt
 
 # Four scales, cameras that walk, orbit, pan and stay (a pan reveals objects one after another: appearance order).
-PRESETS = [("indoor", 0, "walk"), ("tabletop", 1, "orbit"), ("tiny-tabletop", 2, "orbit"), ("outdoor", 3, "walk"),
-           ("indoor", 5, "pan"), ("tabletop", 8, "static")]
+PRESETS = [("indoor", 10, "walk"), ("tabletop", 11, "orbit"), ("tiny-tabletop", 12, "orbit"), ("outdoor", 13, "walk"),
+           ("indoor", 15, "pan"), ("tabletop", 18, "static")]
 
 EXPECTED = {
     "dsr": {"distance", "direction", "orientation", "speed", "speed_comparison", "direction_prediction"},
@@ -49,8 +49,13 @@ def qa(tmp_path_factory):
                           objects=8, quiet=True)
         assert synth_run(cfg, str(out)).exit_code == 0
         stores.append(str(out / "scene.zarr"))
-    result = run(MakeQAConfig(out=str(root / "qa.jsonl"), per_scene=30, seed=5, quiet=True), stores)
-    records = read_qa(result["files"]["all"])
+    # Balanced (the default) and not: six scenes are too few for balancing to keep every type (a label needs
+    # sizes over a 2x range before its size is asked), and both outputs must check out.
+    records = []
+    for balance in (True, False):
+        out = root / f"qa-{balance}" / "qa.jsonl"
+        result = run(MakeQAConfig(out=str(out), per_scene=30, seed=5, balance=balance, quiet=True), stores)
+        records += read_qa(result["files"]["all"])
     scenes = {s.split("/")[-2]: Raw(s) for s in stores}
     assert {r.scene for r in records} == set(scenes)
     return records, scenes
@@ -71,6 +76,7 @@ class Raw:
         assert list(g.attrs["world_up"]) == [0.0, 0.0, 1.0]
         self.objects = t.attrs["objects"]
         self.labels = [o["label"] for o in self.objects]
+        self.front = np.array([o.get("front_yaw", np.nan) for o in self.objects], dtype=float)
         self.vis = t["visible"][:]
         self.cen = t["centroid"][:].astype(float)
         self.box = t["box"][:].astype(float)
@@ -116,36 +122,10 @@ def to_view(d, yaw):
     return np.array([-left, fwd, d[2]])
 
 
-def viewer(raw, kind, agent, f):
-    if kind == "camera":
-        return raw.c2w[f, :3, 3], yaw_of(raw.c2w[f, :3, 2])
-    return raw.cen[agent, f], yaw_of(raw.vel[agent, f])
-
-
-def rel_positions(raw, m, o):
-    fr = m["key_frames"]
-    out = []
-    for f in fr:
-        pos, yaw = viewer(raw, m["viewpoint"], m.get("agent"), fr[0] if m["mode"] == "absolute" else f)
-        out.append(to_view(raw.cen[o, f] - pos, yaw))
-    return np.array(out)
-
-
 def ratio_word(a, b):
     r = b / a - 1
     assert abs(abs(r) - 0.2) > 0.04
     return "up" if r > 0.2 else "down" if r < -0.2 else "flat"
-
-
-def move_words(d):
-    u = d / np.linalg.norm(d)
-    words = []
-    h = ("forward" if u[1] > 0.3 else "backward" if u[1] < -0.3 else "")
-    lr = ("right" if u[0] > 0.3 else "left" if u[0] < -0.3 else "")
-    horiz = h + ("-" if h and lr else "") + lr
-    vert = "upward" if u[2] > 0.3 else "downward" if u[2] < -0.3 else ""
-    words = [w for w in (horiz, vert) if w]
-    return "move " + " and ".join(words)
 
 
 def cap(s):
@@ -317,45 +297,82 @@ def check_refs(raw, r, text, allowed, frame=None):
         assert raw.frame_at(float(t)) in r.frames, (text, r.frames)
 
 
+def phases(words):
+    """'(1) a (2) b' from per-step words, repeated words merged into one phase."""
+    runs = [w for i, w in enumerate(words) if i == 0 or w != words[i - 1]]
+    return " ".join(f"({i}) {w}" for i, w in enumerate(runs, 1))
+
+
+def facing_yaw(raw, o, f):
+    return raw.box[o, f, 6] + raw.front[o]
+
+
+def dsr_viewer(raw, m, f):
+    """(position, yaw of the forward axis) of the record's viewer at frame f (frozen at the first key frame in
+    absolute mode); an agent looks where it faces (box yaw + front_yaw)."""
+    f = m["key_frames"][0] if m["mode"] == "absolute" else f
+    if m["viewpoint"] == "camera":
+        return raw.c2w[f, :3, 3], yaw_of(raw.c2w[f, :3, 2])
+    return raw.cen[m["agent"], f], facing_yaw(raw, m["agent"], f)
+
+
+def position_word(v):
+    u = v / np.linalg.norm(v)
+    fb = "front" if u[1] > 0.3 else "back" if u[1] < -0.3 else ""
+    lr = "right" if u[0] > 0.3 else "left" if u[0] < -0.3 else ""
+    ud = "above" if u[2] > 0.3 else "below" if u[2] < -0.3 else ""
+    horiz = fb + ("-" if fb and lr else "") + lr
+    return " and ".join(w for w in (horiz, ud) if w)
+
+
 def expect_dsr(raw, r):
     m = r.metadata
     t = r.type
+    fr = m["key_frames"]
     if m["viewpoint"] == "agent":
-        assert m["agent_orientation_source"] == "direction of motion"
+        assert np.isfinite(raw.front[m["agent"]])  # only objects with a facing are viewpoints
+    objs = m["targets"]
     if t == "distance":
-        d = np.linalg.norm(rel_positions(raw, m, m["targets"][0]), axis=1)
-        words = {"up": "become larger", "down": "become smaller", "flat": "keep nearly constant"}
-        return cap(" and then ".join(words[ratio_word(d[i], d[i + 1])] for i in range(2)))
+        a, b = objs
+        d = [np.linalg.norm(raw.cen[a, f] - raw.cen[b, f]) for f in fr]
+        words = {"up": "getting farther apart", "down": "getting closer", "flat": "staying about the same distance apart"}
+        return phases([words[ratio_word(d[i], d[i + 1])] for i in range(len(d) - 1)])
     if t in ("direction", "direction_prediction"):
-        p = rel_positions(raw, m, m["targets"][0])
+        a, b = objs
         if t == "direction_prediction":
-            assert max(r.frames) == m["key_frames"][0]  # nothing after the observed frame is shown
-        return cap(", then ".join(move_words(p[i + 1] - p[i]) for i in range(2)))
+            assert max(r.frames) == fr[0]  # nothing after the last frame shown
+            fr = fr[1:]
+        return phases([position_word(to_view(raw.cen[a, f] - raw.cen[b, f], dsr_viewer(raw, m, f)[1])) for f in fr])
     if t == "orientation":
-        o = m["targets"][0]
-        fr = m["key_frames"]
+        (o,) = objs
+        assert np.isfinite(raw.front[o])
         out = []
         for f in fr:
-            _, yaw = viewer(raw, m["viewpoint"], m.get("agent"), fr[0] if m["mode"] == "absolute" else f)
-            rel = math.degrees(yaw_of(raw.vel[o, f]) - yaw)
-            rel = (rel + 180) % 360 - 180  # positive: turned left of the viewer's heading
-            out.append("face the same direction as the viewpoint" if abs(rel) < 45 else
-                       "face toward the viewpoint" if abs(rel) > 135 else "face left" if rel > 0 else "face right")
-        return cap(", then ".join(out))
-    dt = np.diff(raw.ts[m["key_frames"]])
+            rel = math.degrees(facing_yaw(raw, o, f) - dsr_viewer(raw, m, f)[1])
+            rel = (rel + 180) % 360 - 180  # positive: turned left of the viewer's forward
+            out.append("facing the same way as the viewpoint" if abs(rel) < 45 else
+                       "facing toward the viewpoint" if abs(rel) > 135 else "facing left" if rel > 0 else "facing right")
+        return phases(out)
+
+    def speeds(o):
+        p = []
+        for f in fr:
+            pos, yaw = dsr_viewer(raw, m, f)
+            p.append(to_view(raw.cen[o, f] - pos, yaw))
+        return np.linalg.norm(np.diff(np.array(p), axis=0), axis=1) / np.diff(raw.ts[fr])
+
     if t == "speed":
-        p = rel_positions(raw, m, m["targets"][0])
-        sp = np.linalg.norm(np.diff(p, axis=0), axis=1) / dt
-        words = {"up": "become faster", "down": "become slower", "flat": "keep nearly constant"}
-        return cap(" and then ".join(words[ratio_word(sp[i], sp[i + 1])] for i in range(2)))
+        sp = speeds(objs[0])
+        words = {"up": "speeding up", "down": "slowing down", "flat": "keeping about the same speed"}
+        return phases([words[ratio_word(sp[i], sp[i + 1])] for i in range(len(sp) - 1)])
     if t == "speed_comparison":
-        sa, sb = (np.linalg.norm(np.diff(rel_positions(raw, m, o), axis=0), axis=1) / dt for o in m["targets"])
+        sa, sb = (speeds(o) for o in objs)
         out = []
-        for i in range(2):
+        for i in range(len(sa)):
             q = sa[i] / sb[i] if sb[i] > 0 else math.inf
             out.append("object 1 is faster" if q > 1.2 else "object 2 is faster" if q < 1 / 1.2
                        else "they move at about the same speed")
-        return cap(" at first, and then ".join(out))
+        return phases(out)
     raise AssertionError(t)
 
 

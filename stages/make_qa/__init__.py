@@ -20,7 +20,7 @@ from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.qa_format import QARecord
 
 from .common import GENERATOR_VERSION, finish, rebalance_letters
-from .dsr import DSRGenerator
+from .dsr import KEY_TIMES, DSRGenerator
 from .multiturn import MultiTurnGenerator
 from .scale import ScaleGenerator
 from .scene import SceneData, load_scene
@@ -30,6 +30,7 @@ log = logging.getLogger("spatialctl.make_qa")
 
 FAMILIES = {"dsr": DSRGenerator, "static": StaticGenerator, "multiturn": MultiTurnGenerator, "scale": ScaleGenerator}
 FORMATS = ("sharegpt", "qwen", "parquet")
+MAX_KEY_TIMES = max(max(v) for v in KEY_TIMES.values())  # frames an exported question must keep
 GIVE_UP_AFTER = 25  # consecutive failed attempts after which a task type is dropped for a scene
 GIVE_UP_FIRST = 8  # ... and for a type that has not given one question yet (most often impossible in the scene)
 
@@ -63,6 +64,9 @@ class MakeQAConfig:
             raise UsageError(f"--split {self.split}: give the benchmark fraction, 0 <= F < 1")
         if self.per_scene < 1:
             raise UsageError("--per-scene must be at least 1")
+        if self.frames_dir and self.max_images < MAX_KEY_TIMES:
+            raise UsageError(f"--max-images {self.max_images}: a question can refer to {MAX_KEY_TIMES} key frames; "
+                             f"give at least {MAX_KEY_TIMES}")
         if not 2 <= self.max_turns <= 12:
             raise UsageError("--max-turns must be between 2 and 12")
 

@@ -44,8 +44,8 @@ LOG_BIN = math.log(1.25)  # measures are balanced over bins 1.25x wide (MRA's ow
 
 class ClassDraw:
     """Draws a candidate index: its class uniformly (or by ``target`` weight) among the classes present, then a
-    candidate of that class in proportion to ``weights``. Built once per candidate table (array maths), so a draw
-    costs two binary searches."""
+    candidate of that class in proportion to ``weights``. Built once per candidate table (array maths, no
+    per-class lists), so a draw costs two binary searches."""
 
     def __init__(self, classes: Sequence, weights: Sequence[float], target: dict | None = None):
         arr = np.asarray(classes)
@@ -62,20 +62,20 @@ class ClassDraw:
         if not (cw > 0).any():
             cw = np.ones(len(self.keys))
         self.class_cum = np.cumsum(cw).tolist()
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(self.keys) + 1))
-        w = np.asarray(weights, dtype=np.float64)[order]
-        self.members = [order[bounds[c]:bounds[c + 1]].tolist() for c in range(len(self.keys))]
-        self.member_cum = [np.cumsum(w[bounds[c]:bounds[c + 1]]).tolist() for c in range(len(self.keys))]
+        self.order = np.argsort(inverse, kind="stable")
+        self.bounds = np.searchsorted(inverse[self.order], np.arange(len(self.keys) + 1)).tolist()
+        self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[self.order])
 
     def __len__(self) -> int:
-        return sum(len(m) for m in self.members)
+        return len(self.order)
 
     def draw(self, rng: random.Random) -> int:
         c = min(bisect.bisect_right(self.class_cum, rng.random() * self.class_cum[-1]), len(self.keys) - 1)
-        cum = self.member_cum[c]
-        j = min(bisect.bisect_right(cum, rng.random() * cum[-1]), len(cum) - 1)
-        return self.members[c][j]
+        lo, hi = self.bounds[c], self.bounds[c + 1]
+        base = self.cum[lo - 1] if lo else 0.0
+        x = base + rng.random() * (self.cum[hi - 1] - base)
+        j = min(max(int(np.searchsorted(self.cum[lo:hi], x, side="right")) + lo, lo), hi - 1)
+        return int(self.order[j])
 
 
 def answer_key(r: QARecord):

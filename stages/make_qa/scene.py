@@ -39,6 +39,7 @@ class SceneData:
     velocity: np.ndarray  # (O, N, 3)
     moving: np.ndarray  # (O,) bool
     video: str | None = None
+    front: np.ndarray | None = None  # (O,) where each object's front is, from its box x axis (rad); NaN: no facing
     path: str | None = None
     enclosed: bool = False  # an enclosed indoor space (a room): room size and "room" wording apply
     depth_reader: Callable[[int], np.ndarray] | None = None  # frame -> (H, W) z-depth
@@ -75,6 +76,16 @@ class SceneData:
         if "seen" not in self._cache:
             self._cache["seen"] = self.visible & np.isfinite(self.centroid).all(-1)
         return self._cache["seen"]
+
+    def facing(self) -> np.ndarray:
+        """(O, N, 3) unit horizontal facing of every object in every frame: box yaw + front, in the floor plane;
+        NaN for objects without a front and where the box is unknown (tracks without an orientation estimate)."""
+        if "facing" not in self._cache:
+            front = np.full(self.n_objects, np.nan) if self.front is None else np.asarray(self.front, np.float64)
+            yaw = self.box[..., 6] + front[:, None]
+            e1, e2, _ = self.horizontal_basis()
+            self._cache["facing"] = np.cos(yaw)[..., None] * e1 + np.sin(yaw)[..., None] * e2
+        return self._cache["facing"]
 
     def world2cam(self) -> np.ndarray:
         """(N, 4, 4) inverses of every camera pose, in one batched inversion."""
@@ -284,6 +295,7 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         velocity=tracks.read("velocity").astype(np.float64),
         moving=tracks.read("moving").astype(bool),
         video=sibling_video(url),
+        front=np.array([float(o.get("front_yaw", np.nan)) for o in objects], dtype=np.float64),
         path=url,
         enclosed=_enclosed(attrs),
         depth_reader=depth_reader,
