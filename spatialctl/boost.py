@@ -25,13 +25,13 @@ import json
 import math
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from spatialctl import io
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 
@@ -218,24 +218,10 @@ class BoostSpec:
             raise SpatialctlError(f"{path}: missing or bad field ({type(e).__name__}: {e})") from None
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.partial"
-    Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def save_safetensors_atomic(path: str, tensors: dict, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.partial"
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
-
-
 def save_delta(model, spec: BoostSpec, out_dir: str) -> None:
     """Write ``boost.safetensors`` (Attn⁺ + gates) and ``boost_config.json``, each atomically."""
     os.makedirs(out_dir, exist_ok=True)
-    save_safetensors_atomic(os.path.join(out_dir, BOOST_WEIGHTS), delta_state_dict(model), {"format": "pt"})
+    io.save_safetensors(os.path.join(out_dir, BOOST_WEIGHTS), delta_state_dict(model), {"format": "pt"})
     extra = {}
     cfg_path = os.path.join(out_dir, BOOST_CONFIG)
     if os.path.isfile(cfg_path):  # keep what the training stages recorded beside the boost spec
@@ -243,7 +229,7 @@ def save_delta(model, spec: BoostSpec, out_dir: str) -> None:
             extra = json.loads(Path(cfg_path).read_text())
         except (OSError, json.JSONDecodeError):
             extra = {}
-    write_json_atomic(cfg_path, {**extra, **asdict(spec)})
+    io.write_json(cfg_path, {**extra, **asdict(spec)})
 
 
 def load_delta(model, boost_dir: str) -> None:
@@ -368,19 +354,12 @@ def merge(encoder: str, boost_dir: str, out_dir: str) -> str:
                          "auto_map": {"AutoModel": f"modeling_spatialboost.{cls.__name__}"}})
     model.__class__ = cls  # the same modules; save_pretrained names the class that rebuilds them
     src = resolve_model_dir(encoder)
-    tmp = f"{out_dir.rstrip('/')}.partial-{uuid.uuid4().hex[:8]}"
-    try:
+    with io.aside(out_dir) as tmp:
         model.save_pretrained(tmp)
         for name in ("preprocessor_config.json",):  # the encoder's image settings travel with it
             if os.path.isfile(os.path.join(src, name)):
                 shutil.copy(os.path.join(src, name), os.path.join(tmp, name))
         Path(tmp, "modeling_spatialboost.py").write_text(_REMOTE_CODE.format(cls=cls.__name__, family=fam.name))
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
     return out_dir
 
 

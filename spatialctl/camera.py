@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from spatialctl.config import parse_float_list
+from spatialctl.errors import UsageError
+
 
 def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(u, v) pixel-centre coordinates, each (H, W)."""
@@ -133,3 +136,12 @@ def similarity_matrix(scale: float, rot: np.ndarray, t: np.ndarray) -> np.ndarra
     m[:3, :3] = scale * rot
     m[:3, 3] = t
     return m
+
+
+def parse_intrinsics(text: str, flag: str = "--intrinsics") -> tuple[float, float, float, float]:
+    """"fx,fy,cx,cy" (pixels) -> four floats; a UsageError naming ``flag`` otherwise."""
+    fx, fy, cx, cy = parse_float_list(text, flag, 4, "fx,fy,cx,cy in pixels")
+    if not (fx > 0 and fy > 0):
+        raise UsageError(f"{flag} {text!r}: focal lengths must be positive")
+    return fx, fy, cx, cy
+

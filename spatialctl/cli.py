@@ -1,27 +1,61 @@
-"""The `spatialctl` command: a thin Typer shell over the stages.
+"""The `spatialctl` command: generated from the stage registry (``spatialctl/registry.py``) and the stages'
+config dataclasses (``spatialctl/cli_gen.py``); `info` and `status` are utilities written here by hand.
 
-Every module in `spatialctl/commands/` that defines `register(app)` adds its subcommand(s); a stage that is not
-built has no module there and so is not listed.
+A stage's command is built (and its module imported) only when it is invoked or listed, so `spatialctl info`
+does not import every stage.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
 
 import typer
 from typer.core import TyperGroup
 
-from spatialctl import __version__, commands
+from spatialctl import __version__, registry
+from spatialctl.commands import info, status
 from spatialctl.errors import SpatialctlError
 
-# Order in `--help`: the pipeline's order, then utilities.
-ORDER = ["synth", "reconstruct", "track", "make_qa", "extract_gen_features", "train_gsm", "boost_encoder", "eval",
-         "info", "status"]
+UTILITIES = ["info", "status"]
+
+
+def _top_level() -> list[str]:
+    names: list[str] = []
+    for stage in registry.STAGES:
+        name = stage.name.split()[0]
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _build(name: str):
+    from spatialctl.cli_gen import command
+
+    if name in registry.GROUPS:
+        group = typer.Typer(name=name, help=registry.GROUPS[name], no_args_is_help=True, add_completion=False)
+        for stage in registry.STAGES:
+            if stage.name.startswith(name + " "):
+                group.command(stage.name.split(" ", 1)[1])(command(stage))
+        cmd = typer.main.get_group(group)
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(command(registry.get(name)))
+        cmd = typer.main.get_command(single)
+    cmd.name = name
+    return cmd
+
 
 class _Group(TyperGroup):
-    """Turns a SpatialctlError from any subcommand into its one-line message on stderr and its exit code."""
+    """Lists the stages in pipeline order, builds a stage's command when needed, and turns a SpatialctlError
+    from any subcommand into its one-line message on stderr and its exit code."""
+
+    def list_commands(self, ctx):
+        return _top_level() + UTILITIES
+
+    def get_command(self, ctx, name):
+        if name in _top_level():
+            return _build(name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx):
         try:
@@ -55,15 +89,8 @@ def _root(
     """Stages read and write artifacts on disk; each can run, resume and shard on its own."""
 
 
-def _register_commands() -> None:
-    names = [m.name for m in pkgutil.iter_modules(commands.__path__)]
-    for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
-        module = importlib.import_module(f"spatialctl.commands.{name}")
-        if hasattr(module, "register"):
-            module.register(app)
-
-
-_register_commands()
+app.command("info")(info.info)
+app.command("status")(status.status)
 
 
 def main() -> None:

@@ -190,7 +190,10 @@ def nerfstudio_transforms(intrinsics, cam2world, hw, file_paths, ply_file: str |
 def export_scene(scene_url: str, formats: list[str], out_dir: str | None = None, min_conf: float = 3.0,
                  max_points: int = 2_000_000) -> dict[str, str]:
     """Write the requested exports of a scene store; returns {format: path}."""
-    formats = parse_formats(",".join(formats))
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise UsageError(f"export formats {', '.join(unknown)}: expected {', '.join(FORMATS)}")
+    formats = list(dict.fromkeys(formats))
     if not formats:
         return {}
     scene = store.open_scene(scene_url)

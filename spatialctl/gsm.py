@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spatialctl import qa_format, qwen, store
+from spatialctl import io, qa_format, qwen, store
 from spatialctl.errors import SpatialctlError
 from spatialctl.fusion import AdaptiveGatedFusion
 
@@ -513,17 +513,17 @@ def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *,
         with open(cfg_file) as f:
             adapter_cfg = json.load(f)
         adapter_cfg["base_model_name_or_path"] = base
-        _write_json(cfg_file, adapter_cfg)
+        io.write_json(cfg_file, adapter_cfg)
     else:
         save_file(lm, os.path.join(out_dir, ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        _write_json(os.path.join(out_dir, ADAPTER_CONFIG), {"spatialctl_full_finetune": True,
+        io.write_json(os.path.join(out_dir, ADAPTER_CONFIG), {"spatialctl_full_finetune": True,
                                                             "base_model_name_or_path": base})
     if gsm_cfg is not None:
         save_file(gsm, os.path.join(out_dir, GSM_WEIGHTS), metadata={"format": "pt"})
         info = {**gsm_cfg.to_dict(), "geo_token_id": model.geo_token_id, **(extra or {})}
-        _write_json(os.path.join(out_dir, GSM_CONFIG), info)
+        io.write_json(os.path.join(out_dir, GSM_CONFIG), info)
     if prompt_suffix:
-        _write_json(os.path.join(out_dir, PROMPT_CONFIG), {"prompt_suffix": prompt_suffix})
+        io.write_json(os.path.join(out_dir, PROMPT_CONFIG), {"prompt_suffix": prompt_suffix})
 
 
 def adapter_prompt_suffix(adapter_dir: str) -> str:
@@ -533,13 +533,6 @@ def adapter_prompt_suffix(adapter_dir: str) -> str:
         return ""
     with open(path) as f:
         return str(json.load(f).get("prompt_suffix", ""))
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def read_adapter_config(adapter_dir: str) -> dict:
@@ -636,7 +629,7 @@ def _save_xlora(out_dir: str, model: GeometryVLM, base: str) -> None:
     cfg["inference_mode"] = True
     state = {k: v.detach().cpu().contiguous() for k, v in xlora.internal_xlora_classifier.state_dict().items()}
     save_file(state, os.path.join(out_dir, ADAPTER_WEIGHTS), metadata={"format": "pt"})
-    _write_json(os.path.join(out_dir, ADAPTER_CONFIG), cfg)
+    io.write_json(os.path.join(out_dir, ADAPTER_CONFIG), cfg)
 
 
 def build_xlora(model: nn.Module, expert_dirs: dict[str, str], root: str | None = None, **xlora_kwargs) -> nn.Module:

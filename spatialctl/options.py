@@ -1,6 +1,7 @@
-"""Options every data stage shares, and the glue from a stage's item summary to an exit code.
+"""Command-line glue every stage shares: logging, progress bars, and a stage's item summary to an exit code.
 
-Commands import these so `--shard`, `--overwrite` and `--quiet` read the same everywhere.
+(The shared options themselves, --shard, --overwrite, --quiet and --device, are config fields made in
+``spatialctl.config``.)
 """
 
 from __future__ import annotations
@@ -8,25 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Annotated
 
 import typer
 from tqdm import tqdm
 
 from spatialctl.jobs import Summary
-
-Shard = Annotated[
-    str | None,
-    typer.Option(
-        "--shard",
-        metavar="I/N",
-        help="Process shard I of N (0-based) of the inputs. Default: from SLURM_ARRAY_TASK_ID/COUNT (or MIN/MAX), "
-        "else everything.",
-        show_default=False,
-    ),
-]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo items that are already complete.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs (errors still go to stderr).")]
 
 
 def setup_logging(quiet: bool) -> None:
@@ -36,10 +23,10 @@ def setup_logging(quiet: bool) -> None:
 
 
 def progress(quiet: bool, desc: str, unit: str = "item"):
-    """A tqdm wrapper on stderr, or the identity when quiet."""
+    """A tqdm wrapper on stderr, or the identity when quiet; a stage may name each loop (``wrap(items, desc)``)."""
 
-    def wrap(items: Iterable) -> Iterable:
-        return items if quiet else tqdm(items, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    def wrap(items: Iterable, name: str | None = None) -> Iterable:
+        return items if quiet else tqdm(items, desc=name or desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     return wrap
 

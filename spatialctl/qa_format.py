@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spatialctl import io
 from spatialctl.errors import SpatialctlError
 
 QA_SCHEMA_VERSION = 1
@@ -176,7 +177,6 @@ def write_qa(path: str | Path, records: list[QARecord], form: str = "sharegpt") 
     if form not in FORMS:
         raise SpatialctlError(f"{path}: unknown QA form {form!r} (choose from {', '.join(FORMS)})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     rows = [FORMS[form](r) for r in records]
     if path.suffix == ".parquet":
         import pyarrow as pa
@@ -187,12 +187,10 @@ def write_qa(path: str | Path, records: list[QARecord], form: str = "sharegpt") 
             for key in ("conversations", "messages", *_JSON_COLUMNS):
                 if key in row:
                     row[key] = json.dumps(row[key], sort_keys=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=_arrow_schema(rows)), tmp)
+        with io.aside(path) as tmp:
+            pq.write_table(pa.Table.from_pylist(rows, schema=_arrow_schema(rows)), tmp)
     else:
-        with open(tmp, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+        io.write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
 
 
 def _arrow_schema(rows: list[dict]):

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from spatialctl import io
 from spatialctl.errors import SpatialctlError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -78,9 +79,8 @@ def write_video(path: str, frames: np.ndarray, fps: float, *, lossless: bool = F
     if not lossless and (h % 2 or w % 2):
         raise SpatialctlError(f"{path}: H.264 yuv420p needs even width and height, got {w}x{h}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.partial{Path(path).suffix}"
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(tmp, mode="w") as container:
+    with io.aside(path) as tmp, av.open(tmp, mode="w") as container:
         if lossless:
             stream = container.add_stream("libx264rgb", rate=rate)
             stream.pix_fmt = "rgb24"
@@ -96,4 +96,3 @@ def write_video(path: str, frames: np.ndarray, fps: float, *, lossless: bool = F
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    Path(tmp).replace(path)

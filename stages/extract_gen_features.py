@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ import torch
 from tqdm import tqdm
 
 from spatialctl import jobs, store
+from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt, shard_opt
+from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.models import wan_features
 from spatialctl.video import VIDEO_SUFFIXES, read_video
@@ -34,25 +37,61 @@ FP16_MAX = 65504.0
 
 @dataclass
 class GenFeatConfig:
-    model: str = wan_features.DEFAULT_MODEL  # hub id or local folder in diffusers layout
-    timestep: float = 300.0  # k: the flow-matching timestep nearest k in the shifted 1000-step table is used
-    shift: float = 5.0
-    layer: int = 20  # 0-based index into transformer.blocks: blocks 0..layer run, its output is the feature
-    grid: str = "14x14"  # "WxH" cells (area-pooled), "qwen" (Qwen2/2.5-VL merged patch grid) or "native" (H/16 x W/16)
-    resolution: str = "832x480"  # "WxH" the frames are resized to before the VAE, or "native" (floored to /16)
-    clip: int = 1  # frames per VAE clip: 1 (VEGA-3D, each frame alone) or 1+4k (consecutive frames together)
-    seed: int = 0
-    dtype: str = "auto"  # DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32
-    prompt_embedding: str | None = None  # safetensors with 'prompt_embeds'; default: cached empty-prompt context
-    fps: float | None = None  # videos only: sample frames at this rate
-    max_frames: int | None = None  # videos only
-    out: str | None = field(default=None, metadata={"runtime": True})  # videos only: folder for .genfeat.zarr
-    prompt_cache: str | None = field(default=None, metadata={"runtime": True})  # file caching the context
-    device: str = field(default="auto", metadata={"runtime": True})
-    batch_size: int = field(default=8, metadata={"runtime": True})  # frames per DiT pass
-    shard: str | None = field(default=None, metadata={"runtime": True})
-    overwrite: bool = field(default=False, metadata={"runtime": True})
-    quiet: bool = field(default=False, metadata={"runtime": True})
+    model: str = opt(wan_features.DEFAULT_MODEL, "Wan2.1 T2V checkpoint in diffusers layout: hub id or folder.")
+    timestep: float = opt(300.0, "Noise level k: the schedule timestep nearest k of 1000.")
+    shift: float = opt(5.0, "Flow-matching timestep shift.")
+    layer: int = opt(20, "0-based DiT block whose output is kept; later blocks never run.")
+    grid: str = opt("14x14", "Output grid: WxH cells (area-pooled), 'qwen' (Qwen2.5-VL merged patch grid of the "
+                    "frame) or 'native' (H/16 x W/16).")
+    resolution: str = opt("832x480", "WxH the frames are resized to for the VAE (multiples of 16), or 'native'.")
+    clip: int = opt(1, "Frames per VAE clip: 1 encodes each frame alone (VEGA-3D); 1+4k encodes consecutive frames "
+                    "together.")
+    seed: int = opt(0, "Noise seed; the same seed gives the same features.")
+    dtype: str = opt("auto", "DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.",
+                     choices=("auto", "bf16", "fp16", "fp32"))
+    prompt_embedding: str | None = opt(None, "safetensors file with 'prompt_embeds' to use as text context. Default: "
+                                       "the empty-prompt context, computed once and cached.", show_default=False)
+    prompt_cache: str | None = opt(None, "Where to cache the empty-prompt context. Default: "
+                                   "~/.cache/spatialctl/wan_empty_prompt/<model>.safetensors.", runtime=True,
+                                   show_default=False)
+    out: str | None = opt(None, "Videos only: folder for <stem>.genfeat.zarr. Default: beside the video.",
+                          runtime=True, show_default=False)
+    fps: float | None = opt(None, "Videos only: sample frames at this rate. Default: every frame.", show_default=False)
+    max_frames: int | None = opt(None, "Videos only: keep at most this many frames. Default: all.",
+                                 show_default=False)
+    device: str = device_opt()
+    batch_size: int = opt(8, "Frames per DiT pass.", runtime=True)
+    shard: str | None = shard_opt()
+    overwrite: bool = overwrite_opt()
+    quiet: bool = quiet_opt()
+
+    @cached_property
+    def grid_cells(self) -> tuple[int, int] | str:
+        """The parsed --grid: (rows, columns), "qwen" or "native"."""
+        return _parse_grid(self.grid)
+
+    @cached_property
+    def resolution_hw(self) -> tuple[int, int] | None:
+        """The parsed --resolution: (height, width), or None for native."""
+        try:
+            return wan_features.parse_resolution(self.resolution)
+        except SpatialctlError as e:
+            raise UsageError(f"--resolution: {e}") from None
+
+    def validate(self) -> None:
+        """Usage errors before any work: bad values exit 2 whatever the inputs."""
+        check_fields(self)
+        self.grid_cells, self.resolution_hw  # noqa: B018 - parse --grid and --resolution
+        if self.clip < 1 or (self.clip - 1) % 4:
+            raise UsageError(f"--clip {self.clip}: must be 1 + 4k (1, 5, 9, ...), Wan's VAE packs 4 frames per latent")
+        if not 0 <= self.timestep <= 1000:
+            raise UsageError(f"--timestep {self.timestep}: must be within 0..1000")
+        if self.shift <= 0:
+            raise UsageError(f"--shift {self.shift}: must be positive")
+        if self.layer < 0:
+            raise UsageError(f"--layer {self.layer}: must be >= 0")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size}: must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------------- paths
@@ -71,18 +110,6 @@ def output_for(input: str, out: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- options
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -108,27 +135,6 @@ def _parse_grid(text: str) -> tuple[int, int] | str:
     return h, w
 
 
-def check_config(config: GenFeatConfig) -> None:
-    """Usage errors before any work: bad values exit 2 whatever the inputs."""
-    _parse_grid(config.grid)
-    try:
-        wan_features.parse_resolution(config.resolution)
-    except SpatialctlError as e:
-        raise UsageError(f"--resolution: {e}") from None
-    if config.clip < 1 or (config.clip - 1) % 4:
-        raise UsageError(f"--clip {config.clip}: must be 1 + 4k (1, 5, 9, ...), Wan's VAE packs 4 frames per latent")
-    if not 0 <= config.timestep <= 1000:
-        raise UsageError(f"--timestep {config.timestep}: must be within 0..1000")
-    if config.shift <= 0:
-        raise UsageError(f"--shift {config.shift}: must be positive")
-    if config.layer < 0:
-        raise UsageError(f"--layer {config.layer}: must be >= 0")
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size {config.batch_size}: must be >= 1")
-    if config.dtype != "auto" and config.dtype not in _DTYPES:
-        raise UsageError(f"--dtype {config.dtype!r}: choose auto, bf16, fp16 or fp32")
-
-
 # ---------------------------------------------------------------------------------------------------- models
 
 
@@ -148,7 +154,7 @@ class _LazyExtractor:
 
                 diffusers.utils.logging.disable_progress_bar()
                 transformers.utils.logging.disable_progress_bar()
-            device = _resolve_device(c.device)
+            device = resolve_device(c.device)
             dtype = _resolve_dtype(c.dtype, device)
             if c.prompt_embedding is not None:
                 context = wan_features.load_prompt_embedding(c.prompt_embedding)
@@ -197,8 +203,8 @@ def extract(path: str, config: GenFeatConfig, extractor: wan_features.WanFeature
     """Features (N, gh, gw, C) float16 of one input and the attributes describing them."""
     frames = frames or _open_frames(path, config)
     h, w = frames.hw
-    size_hw = wan_features.parse_resolution(config.resolution) or wan_features.native_size(h, w)
-    grid = _parse_grid(config.grid)
+    size_hw = config.resolution_hw or wan_features.native_size(h, w)
+    grid = config.grid_cells
     native_hw = (size_hw[0] // wan_features.PATCH_STRIDE, size_hw[1] // wan_features.PATCH_STRIDE)
     grid_hw = native_hw if grid == "native" else wan_features.qwen_merged_grid(h, w) if grid == "qwen" else grid
     clips_per_batch = max(1, config.batch_size // config.clip)
@@ -268,7 +274,7 @@ def _work(item: jobs.Item, config: GenFeatConfig, lazy: _LazyExtractor) -> None:
 def run(config: GenFeatConfig, inputs: str | Sequence[str],
         progress: Callable[[Iterable], Iterable] | None = None) -> jobs.Summary:
     """Add VEGA-3D features to each input (scene store or video) of this shard; skip those already done."""
-    check_config(config)
+    config.validate()
     paths = jobs.select_shard(jobs.resolve_inputs(inputs), jobs.resolve_shard(config.shard))
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
     lazy = _LazyExtractor(config)

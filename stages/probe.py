@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl import boost, jobs, store
+from spatialctl import boost, io, jobs, store
+from spatialctl.config import check_fields, device_opt, opt, quiet_opt
+from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.geometry_metrics import depth_metrics
 
@@ -27,16 +29,22 @@ MIN_VALID = 0.5  # share of a patch's pixels with valid depth for the patch to c
 
 @dataclass
 class ProbeConfig:
-    encoder: str = boost.DEFAULT_ENCODER
-    boost: str | None = None
-    train_fraction: float = 0.5
-    ridge: float = 1e-3
-    image_size: int = 224
-    max_frames: int = 32
+    encoder: str = opt(boost.DEFAULT_ENCODER, "Vision encoder: hub id or folder (or a merged boosted folder).")
+    boost: str | None = opt(None, "A boost-encoder output folder: report AbsRel before and after boosting.",
+                            show_default=False)
+    train_fraction: float = opt(0.5, "Share of frames the probe is fitted on (by scene when there are several "
+                                "scenes, else the first frames).")
+    ridge: float = opt(1e-3, "Ridge penalty of the least-squares fit (relative to the feature scale).")
+    image_size: int = opt(224, "Side of a square of the same area the frames are resized to.")
+    max_frames: int = opt(32, "At most this many frames per scene (evenly spread).")
+    out: str | None = opt(None, "Write the report JSON here as well. Default: stdout only.", runtime=True,
+                          show_default=False)
     batch_size: int = field(default=8, metadata={"runtime": True})
-    device: str | None = field(default=None, metadata={"runtime": True})
+    device: str = device_opt()
+    quiet: bool = quiet_opt()
 
     def validate(self) -> None:
+        check_fields(self)
         if not 0 < self.train_fraction < 1:
             raise UsageError(f"--train-fraction {self.train_fraction}: must be between 0 and 1")
         if self.ridge < 0 or self.image_size < 1 or self.max_frames < 2:
@@ -139,7 +147,6 @@ def probe_model(model, family, prep, data: dict, config: ProbeConfig, device) ->
 
 def run(config: ProbeConfig, scenes: list[str]) -> dict:
     """Load scenes and encoder(s); returns the report (base, and boosted with its AbsRel change)."""
-    import torch
 
     config.validate()
     urls = find_scenes(scenes)
@@ -152,7 +159,7 @@ def run(config: ProbeConfig, scenes: list[str]) -> dict:
         data_raw[url] = (s.read("frames", idx), s.read("depth", idx))
     parts = split(urls, {u: len(v[0]) for u, v in data_raw.items()}, config.train_fraction)
     data = {u: (*data_raw[u], *parts[u]) for u in urls}
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(config.device)
     base, family, model_dir = boost.load_encoder(config.encoder)
     prep = boost.ImagePrep.for_model(base, family, model_dir, config.image_size)
     report = {"encoder": config.encoder, "family": family.name, "scenes": urls, "image_size": config.image_size,
@@ -167,4 +174,6 @@ def run(config: ProbeConfig, scenes: list[str]) -> dict:
     for key in ("base", "boosted"):
         if key in report and not math.isfinite(report[key]["abs_rel"]):
             raise SpatialctlError(f"probe: {key} AbsRel is not finite")
+    if config.out:
+        io.write_json(config.out, report)
     return report

@@ -16,8 +16,12 @@ EXPECTED = ["synth", "reconstruct", "track", "make-qa", "extract-gen-features", 
 
 
 def _commands():
+    import click
+
     group = typer.main.get_command(app)
-    return group, group.commands
+    ctx = click.Context(group)
+    # stage commands are built on demand (spatialctl/cli.py), so list them through the group, not .commands
+    return group, {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
 
 
 def test_help_lists_every_built_subcommand(cli):
@@ -31,7 +35,8 @@ def test_help_lists_every_built_subcommand(cli):
 
 def _walk(command, path=()):
     yield path, command
-    for name, sub in getattr(command, "commands", {}).items():
+    subs = _commands()[1] if not path else getattr(command, "commands", {})
+    for name, sub in subs.items():
         yield from _walk(sub, (*path, name))
 
 

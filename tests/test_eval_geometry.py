@@ -47,7 +47,7 @@ def test_synth_against_itself_under_a_known_sim3(tmp_path, synth_truth):
     est_url = str(tmp_path / "est.zarr")
     store.write_scene(est_url, perturbed(arrays, s, rot, t), {**attrs, "scale": "relative", "scale_source": "none"},
                       PROV)
-    out = run(GeometryEvalConfig(), est_url, gt_url, str(tmp_path / "report"))
+    out = run(GeometryEvalConfig(gt=gt_url, out=str(tmp_path / "report")), est_url)
     r = out.report
     assert r["n_frames"] == 8 and r["gt_kind"] == "store"
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
@@ -71,7 +71,7 @@ def test_a_wrong_trajectory_scores_worse(tmp_path, synth_truth):
     bad["cam2world"] = poses
     est_url = str(tmp_path / "bad.zarr")
     store.write_scene(est_url, bad, attrs, PROV)
-    r = run(GeometryEvalConfig(align="se3", plots=False), est_url, gt_url, str(tmp_path / "r")).report
+    r = run(GeometryEvalConfig(align="se3", plots=False, gt=gt_url, out=str(tmp_path / "r")), est_url).report
     assert 0.01 < r["trajectory"]["ate"]["rmse"] < 0.1
     # Exactly one of the seven consecutive pairs sees the 10 cm jump.
     assert r["trajectory"]["rpe"]["trans_mean"] == pytest.approx(0.1 / 7, rel=1e-4)
@@ -99,8 +99,9 @@ def test_tum_folder(tmp_path, synth_truth):
     est_url = write_truth(tmp_path, synth_truth)  # a perfect estimate
     write_tum(tmp_path / "tum", arrays)
     k = arrays["intrinsics"][0]
-    cfg = GeometryEvalConfig(gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]), plots=False)
-    r = run(cfg, est_url, str(tmp_path / "tum"), str(tmp_path / "r")).report
+    cfg = GeometryEvalConfig(gt=str(tmp_path / "tum"), out=str(tmp_path / "r"), plots=False,
+                             gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
+    r = run(cfg, est_url).report
     assert r["gt_kind"] == "tum" and r["n_frames"] == 8
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["depth"]["abs_rel"] < 1e-3 and r["depth"]["delta1"] == 1.0  # 0.2 mm quantisation only
@@ -119,8 +120,9 @@ def test_seven_scenes_folder(tmp_path, synth_truth):
         Image.fromarray(mm).save(folder / f"frame-{i:06d}.depth.png")
     k = arrays["intrinsics"][0]
     fps = 1.0 / float(arrays["timestamps"][1] - arrays["timestamps"][0])
-    cfg = GeometryEvalConfig(gt_fps=fps, gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]), plots=False)
-    r = run(cfg, est_url, str(folder), str(tmp_path / "r")).report
+    cfg = GeometryEvalConfig(gt=str(folder), out=str(tmp_path / "r"), gt_fps=fps, plots=False,
+                             gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
+    r = run(cfg, est_url).report
     assert r["gt_kind"] == "7scenes" and r["n_frames"] == 8
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["depth"]["abs_rel"] < 2e-3
@@ -137,4 +139,4 @@ def test_bad_ground_truth_is_a_one_line_error(tmp_path, synth_truth):
     est_url = write_truth(tmp_path, synth_truth)
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpatialctlError, match="not a scene store, TUM folder"):
-        run(GeometryEvalConfig(), est_url, str(tmp_path / "empty"), str(tmp_path / "r"))
+        run(GeometryEvalConfig(gt=str(tmp_path / "empty"), out=str(tmp_path / "r")), est_url)

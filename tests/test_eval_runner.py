@@ -11,8 +11,8 @@ from tiny_qwen import make_tiny_qwen
 from spatialctl import qwen
 from spatialctl.errors import SpatialctlError
 from spatialctl.qa_format import QARecord, write_qa
-from spatialctl.video import write_video
 from spatialctl.stages.eval.runner import RunnerConfig, read_done, run, sample_video
+from spatialctl.video import write_video
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,9 @@ def test_sample_video_spreads_frames(tmp_path):
 def test_runner_end_to_end_and_resume(qa_setup, tiny_model, cli):
     tmp_path, qa = qa_setup
     out = tmp_path / "preds.jsonl"
-    cfg = RunnerConfig(model=tiny_model, num_frames=4, max_new_tokens=4, scenes_dir=str(tmp_path), batch_size=2,
-                       device="cpu")
-    res = run(cfg, qa, str(out))
+    cfg = RunnerConfig(out=str(out), model=tiny_model, num_frames=4, max_new_tokens=4, scenes_dir=str(tmp_path),
+                       batch_size=2, device="cpu")
+    res = run(cfg, qa)
     assert res.n_done == 4 and res.n_skipped == 0
     first = lines(out)
     assert [r["id"] for r in first] == ["q1", "q2", "q3", "q4"]
@@ -75,24 +75,24 @@ def test_runner_end_to_end_and_resume(qa_setup, tiny_model, cli):
 
     # Greedy decoding is deterministic: the same inputs give the same answers, one at a time or batched.
     single = tmp_path / "single.jsonl"
-    run(RunnerConfig(model=tiny_model, num_frames=4, max_new_tokens=4, scenes_dir=str(tmp_path), device="cpu"),
-        qa, str(single))
+    run(RunnerConfig(out=str(single), model=tiny_model, num_frames=4, max_new_tokens=4, scenes_dir=str(tmp_path),
+                     device="cpu"), qa)
     assert [r["prediction"] for r in lines(single)] == [r["prediction"] for r in first]
 
     # An interrupted run: two answers written, the third torn mid-line. Resume redoes only what is missing.
     text = out.read_text().splitlines(keepends=True)
     out.write_text("".join(text[:2]) + text[2][:10])
     assert read_done(out) == {"q1", "q2"}
-    res = run(cfg, qa, str(out))
+    res = run(cfg, qa)
     assert res.n_done == 2 and res.n_skipped == 2
     assert lines(out) == first
 
     # Everything done: nothing is loaded or rerun.
-    assert run(cfg, qa, str(out)).n_done == 0
+    assert run(cfg, qa).n_done == 0
     # Another model setting on the same file is refused rather than mixed in.
     with pytest.raises(SpatialctlError, match="another config"):
-        run(RunnerConfig(model=tiny_model, num_frames=2, max_new_tokens=4, scenes_dir=str(tmp_path), device="cpu"),
-            qa, str(out))
+        run(RunnerConfig(out=str(out), model=tiny_model, num_frames=2, max_new_tokens=4, scenes_dir=str(tmp_path),
+                         device="cpu"), qa)
 
     # The predictions carry their truth, so `eval qa` scores them without --gt.
     r = cli("eval", "qa", str(out), "--bench", "ours", "--out", str(tmp_path / "rep"), "--n-boot", "50", "--no-plots")
@@ -133,7 +133,7 @@ def test_runner_with_adapter(qa_setup, tiny_model, with_gsm, cli):
     write_qa(scene_only, records())
     base_out, ad_out = tmp_path / "base.jsonl", tmp_path / "adapted.jsonl"
     common = dict(num_frames=4, max_new_tokens=6, scenes_dir=str(tmp_path), device="cpu")
-    run(RunnerConfig(model=tiny_model, **common), str(scene_only), str(base_out))
+    run(RunnerConfig(out=str(base_out), model=tiny_model, **common), str(scene_only))
     # --model left out: the adapter's recorded base model is used (through the CLI, as a user runs it).
     r = cli("eval", "run", "--adapter", adapter, "--qa", str(scene_only), "--out", str(ad_out), "--frames", "4",
             "--max-new-tokens", "6", "--scenes", str(tmp_path), "--device", "cpu", "--batch-size", "3", "--quiet")

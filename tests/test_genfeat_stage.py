@@ -11,9 +11,9 @@ import torch
 from spatialctl import jobs, store
 from spatialctl.models import wan_features as wf
 from spatialctl.models.wan_random import RandomWanSpec, save_random_wan
-from spatialctl.video import write_video
 from spatialctl.stages import extract_gen_features as stage
 from spatialctl.stages.extract_gen_features import GenFeatConfig
+from spatialctl.video import write_video
 
 
 @pytest.fixture(scope="module")

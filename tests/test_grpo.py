@@ -13,7 +13,12 @@ from spatialctl import gsm, qwen, scoring
 from spatialctl.qa_format import QARecord
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
 from spatialctl.stages.train_gsm.grpo import grpo_loss
-from spatialctl.stages.train_gsm.rewards import RewardFunction, format_reward, group_advantages, progressive_mra
+from spatialctl.stages.train_gsm.rewards import (
+    RewardFunction,
+    format_reward,
+    group_advantages,
+    progressive_mra,
+)
 
 TARGET = "B"
 

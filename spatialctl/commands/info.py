@@ -76,7 +76,3 @@ def _format_node(name: str, node: dict) -> list[str]:
     for k, v in node["arrays"].items():
         lines.append(f"  {k:<18} {v['dtype']:<8} {tuple(v['shape'])}")
     return lines
-
-
-def register(app: typer.Typer) -> None:
-    app.command("info")(info)

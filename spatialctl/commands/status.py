@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Annotated
 
 import typer
 
-from spatialctl import jobs
+from spatialctl import jobs, registry
 from spatialctl.errors import UsageError
 
 
-def _output_for(stage: str):
-    module_name = stage.replace("-", "_")
+def _stage(name: str) -> registry.Stage:
     try:
-        module = importlib.import_module(f"spatialctl.stages.{module_name}")
-    except ModuleNotFoundError:
-        raise UsageError(f"--stage {stage}: no such stage") from None
-    if not hasattr(module, "output_for"):
-        raise UsageError(f"--stage {stage}: this stage does not run over manifests")
-    return module.output_for
+        stage = registry.get(name)
+    except KeyError:
+        raise UsageError(f"--stage {name}: no such stage") from None
+    if not stage.items:
+        raise UsageError(f"--stage {name}: this stage does not run over manifests")
+    return stage
 
 
 def status(
@@ -30,11 +28,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print counts and failures as JSON.")] = False,
 ) -> None:
     """Report done / failed / pending items of a stage over a manifest, with each failure's one-line error."""
-    output_for = _output_for(stage)
+    entry = _stage(stage)
     counts = {"done": 0, "failed": 0, "pending": 0}
     failures = {}
     for path in jobs.resolve_inputs(manifest):
-        state, detail = jobs.item_state(output_for(path, out), None)
+        state, detail = jobs.item_state(entry.output_for(path, out), None)
         if state == "failed":
             failures[path] = detail
         counts["failed" if state == "failed" else "done" if state == "done" else "pending"] += 1
@@ -44,7 +42,3 @@ def status(
         typer.echo(f"{stage}: done {counts['done']}, failed {counts['failed']}, pending {counts['pending']}")
         for path, error in failures.items():
             typer.echo(f"  FAILED {path}: {error}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("status")(status)

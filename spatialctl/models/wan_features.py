@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spatialctl import io
 from spatialctl.errors import SpatialctlError
 from spatialctl.models import WAN_T2V_1_3B
 
@@ -121,13 +122,10 @@ def default_prompt_cache(model: str) -> Path:
 
 
 def save_prompt_embedding(path: Path, embedding: torch.Tensor, model: str) -> None:
-    from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file({"prompt_embeds": embedding.float().contiguous()}, str(tmp),
-              metadata={"model": model, "prompt": "", "max_sequence_length": str(TEXT_MAX_LEN)})
-    os.replace(tmp, path)  # atomic: a concurrent job never reads half a file
+    # atomic: a concurrent job never reads half a file
+    io.save_safetensors(path, {"prompt_embeds": embedding.float().contiguous()},
+                        metadata={"model": model, "prompt": "", "max_sequence_length": str(TEXT_MAX_LEN)})
 
 
 def load_prompt_embedding(path: str | Path) -> torch.Tensor:

@@ -17,10 +17,12 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from spatialctl import boost, jobs, qa_format
+from spatialctl import boost, io, jobs, qa_format
+from spatialctl.config import check_fields, device_opt, opt, quiet_opt
+from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 
 log = logging.getLogger("spatialctl.boost_encoder")
@@ -31,37 +33,48 @@ STATE_FILE = "train_state.json"
 LOG_FILE = "train_log.jsonl"
 
 
+def parse_layers(text: str) -> list[int] | None:
+    """"all" -> None (every attention layer); "0,1,-1" -> [0, 1, -1]."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--layers {text!r}: expected 'all' or comma-separated indices, e.g. 0,1,-1") from None
+
+
 @dataclass
 class BoostConfig:
-    out: str
-    encoder: str = boost.DEFAULT_ENCODER
-    llm: str = "Qwen/Qwen2.5-7B-Instruct"
-    stage: str = "all"
-    layers: list[int] | None = None  # None: every attention layer
-    per_channel: bool = False
-    image_size: int = 224
-    pool: int = 2
-    epochs: int = 1
-    max_steps: int | None = None  # per stage; overrides epochs
-    lr_projector: float = 1e-3
-    lr_llm: float = 2e-4
-    lr_boost: float = 1e-4
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    max_length: int = 1024
-    max_records: int | None = None
-    scenes_dir: str | None = None
-    seed: int = 0
-    dtype: str = "float32"
-    merge: bool = False
-    device: str | None = field(default=None, metadata={"runtime": True})
-    quiet: bool = field(default=False, metadata={"runtime": True})
+    out: str = opt(help="Output folder (projector, LoRA, boost.safetensors).", short="-o")
+    encoder: str = opt(boost.DEFAULT_ENCODER, "Vision encoder: hub id or folder (DINOv3-ViT, DINOv2, SigLIP2 vision).")
+    llm: str = opt("Qwen/Qwen2.5-7B-Instruct", "Text LLM (causal LM): hub id or folder.")
+    stage: str = opt("all", "1 (projector), 2 (projector + LoRA), 3 (Attn⁺ and gates) or all.", choices=STAGES)
+    layers: list[int] | None = opt(None, "Encoder layers to boost: all, or indices like 0,1,-1.", parse=parse_layers,
+                                   show_default="all")  # None: every attention layer
+    per_channel: bool = opt(False, "One gate per hidden channel instead of one per layer.")
+    image_size: int = opt(224, "Side of a square of the same area the frames are resized to (aspect kept, "
+                          "patch-aligned).")
+    pool: int = opt(2, "Average-pool the patch grid by this factor before projecting.")
+    epochs: int = opt(1, "Passes over the records per stage.")
+    max_steps: int | None = opt(None, "Steps per stage (one record a step); overrides --epochs. Default: --epochs "
+                                "passes.", show_default=False)
+    lr_projector: float = opt(1e-3, "Learning rate of stage 1.")
+    lr_llm: float = opt(2e-4, "Learning rate of stage 2 (projector + LoRA).")
+    lr_boost: float = opt(1e-4, "Learning rate of stage 3 (Attn⁺ and gates).")
+    lora_rank: int = opt(16, "LoRA rank of stage 2.")
+    lora_alpha: int = opt(32, "LoRA alpha of stage 2.")
+    max_length: int = opt(1024, "Longest text, in tokens, per record.")
+    max_records: int | None = opt(None, "Use only the first N records. Default: all.", show_default=False)
+    scenes_dir: str | None = opt(None, "Folder of scene stores named by the records' `scene`. Default: the records' "
+                                 "images, else the store beside their video.", flag="--scenes", show_default=False)
+    seed: int = opt(0, "Random seed (projector/LoRA init, record order).")
+    dtype: str = opt("float32", "float32, bfloat16 or float16.", choices=DTYPES)
+    merge: bool = opt(False, "Also write OUT/merged/, a full boosted model folder.")
+    device: str = device_opt()
+    quiet: bool = quiet_opt()
 
     def validate(self) -> None:
-        if self.stage not in STAGES:
-            raise UsageError(f"--stage {self.stage!r}: expected one of {', '.join(STAGES)}")
-        if self.dtype not in DTYPES:
-            raise UsageError(f"--dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        check_fields(self)
         for name in ("image_size", "pool", "epochs", "lora_rank", "lora_alpha", "max_length"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
@@ -127,7 +140,7 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
     if state and state.get("encoder") != config.encoder and config.stages[0] != 1:
         raise SpatialctlError(f"{config.out}: earlier stages used encoder {state.get('encoder')!r}, not "
                               f"{config.encoder!r}; use another --out")
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(config.device)
     dtype = getattr(torch, config.dtype)
     torch.manual_seed(config.seed)
 
@@ -179,7 +192,7 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
             encoder_ref = os.path.abspath(config.encoder) if os.path.isdir(config.encoder) else config.encoder
             spec = boost.BoostSpec(encoder=encoder_ref, family=family.name, layers=layers,
                                    per_channel=config.per_channel, model_type=str(encoder.config.model_type))
-            boost.write_json_atomic(os.path.join(config.out, boost.BOOST_CONFIG), {
+            io.write_json(os.path.join(config.out, boost.BOOST_CONFIG), {
                 "llm": config.llm, "projector": models.projector.meta(), "image_size": config.image_size,
                 "provenance": provenance})
             boost.save_delta(models.encoder, spec, config.out)
@@ -187,7 +200,7 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
             alphas = [float(m.alpha.mean()) for _, m in boost.boosted_modules(models.encoder)]
             stats["alpha_mean"] = float(sum(alphas) / len(alphas))
         state["stages"][str(stage)] = stats
-        boost.write_json_atomic(os.path.join(config.out, STATE_FILE), state)
+        io.write_json(os.path.join(config.out, STATE_FILE), state)
         log.info("stage %d: loss %.4f -> %.4f over %d steps", stage, stats["first_loss"], stats["last_loss"],
                  stats["steps"])
     if config.merge:

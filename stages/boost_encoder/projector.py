@@ -7,7 +7,7 @@ import os
 import torch
 from torch import nn
 
-from spatialctl.boost import save_safetensors_atomic
+from spatialctl import io
 from spatialctl.errors import SpatialctlError
 
 PROJECTOR_FILE = "projector.safetensors"
@@ -38,7 +38,7 @@ class Projector(nn.Module):
 def save_projector(projector: Projector, out_dir: str) -> str:
     path = os.path.join(out_dir, PROJECTOR_FILE)
     state = {k: v.detach().float().cpu().contiguous() for k, v in projector.state_dict().items()}
-    save_safetensors_atomic(path, state, {k: str(v) for k, v in projector.meta().items()})
+    io.save_safetensors(path, state, {k: str(v) for k, v in projector.meta().items()})
     return path
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spatialctl import boost
+from spatialctl import boost, io
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 
@@ -152,15 +152,9 @@ def add_lora(llm, rank: int, alpha: int):
 
 
 def save_lora(llm, out_dir: str) -> str:
-    import shutil
-    import uuid
-
     final = os.path.join(out_dir, LORA_DIR)
-    tmp = f"{final}.partial-{uuid.uuid4().hex[:8]}"
-    llm.save_pretrained(tmp)
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with io.aside(final) as tmp:
+        llm.save_pretrained(tmp)
     return final
 
 

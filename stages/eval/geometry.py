@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import camera, geometry_metrics, store
-from spatialctl.errors import SpatialctlError
+from spatialctl.camera import parse_intrinsics
+from spatialctl.config import check_fields, opt, quiet_opt
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.stages.eval import report
 
 log = logging.getLogger("spatialctl.eval")
@@ -37,25 +39,36 @@ SEVEN_SCENES_DEPTH_FACTOR = 1000.0
 
 @dataclass
 class GeometryEvalConfig:
-    align: str = "sim3"  # trajectory alignment: sim3 | se3 | none
-    rpe_delta: int = 1
-    depth_align: str = "median"  # none | median | sequence | scale_shift
-    max_depth: float | None = None
-    max_points: int = 100_000
-    pc_threshold: float | None = 0.05  # F-score distance, in ground-truth units
-    max_dt: float = 0.02
-    time_offset: float | None = None  # seconds added to estimate times; None: the clocks start together
-    gt_fps: float = 30.0  # 7-Scenes frame rate
-    depth_factor: float | None = None  # None: 5000 (TUM) / 1000 (7-Scenes)
-    gt_intrinsics: tuple[float, float, float, float] | None = None  # None: the dataset's nominal values
+    gt: str = opt(help="Ground truth: a scene store (e.g. synth's), a TUM RGB-D folder or a 7-Scenes sequence folder.",
+                  runtime=True)
+    out: str | None = opt(None, "Report folder. Default: ESTIMATE_geometry/ beside the store.", runtime=True)
+    align: str = opt("sim3", "Trajectory alignment before ATE: sim3, se3 or none.", choices=("sim3", "se3", "none"))
+    depth_align: str = opt("median", "Depth alignment: none, median (per frame), sequence (one scale), scale_shift "
+                           "(per frame).", choices=geometry_metrics.DEPTH_ALIGNS)
+    rpe_delta: int = opt(1, "Frame gap of the relative pose error.")
+    max_depth: float | None = opt(None, "Ignore ground-truth depth beyond this (metres).")
+    max_dt: float = opt(0.02, "Largest time gap (s) when matching frames to ground truth.")
+    # seconds added to estimate times; None: the clocks start together
+    time_offset: float | None = opt(None, "Seconds added to the estimate's timestamps to reach the truth's clock. "
+                                    "Default: clocks start together.")
+    gt_fps: float = opt(30.0, "Frame rate of a 7-Scenes sequence.")
+    depth_factor: float | None = opt(None, "Depth PNG units per metre. Default: 5000 (TUM), 1000 (7-Scenes).")
+    gt_intrinsics: tuple[float, float, float, float] | None = opt(
+        None, "fx,fy,cx,cy of the ground-truth depth images. Default: TUM 525,525,319.5,239.5; 7-Scenes "
+        "585,585,320,240.", parse=lambda text: parse_intrinsics(text, "--gt-intrinsics"))
+    max_points: int = opt(100_000, "Points sampled per cloud for accuracy/completeness.")
+    pc_threshold: float | None = opt(0.05, "Distance for point-cloud precision/recall/F-score.")
     seed: int = 0
-    plots: bool = True
+    plots: bool = opt(True, "Write the top-down trajectory plot.", flag="--plots/--no-plots")
+    quiet: bool = quiet_opt()
 
     def __post_init__(self):
-        if self.align not in ("sim3", "se3", "none"):
-            raise SpatialctlError(f"align must be sim3, se3 or none, not {self.align!r}")
-        if self.depth_align not in geometry_metrics.DEPTH_ALIGNS:
-            raise SpatialctlError(f"depth align must be one of {', '.join(geometry_metrics.DEPTH_ALIGNS)}")
+        self.validate()  # library callers get errors at construction, as before
+
+    def validate(self) -> None:
+        check_fields(self)
+        if self.rpe_delta < 1:
+            raise UsageError(f"--rpe-delta {self.rpe_delta}: must be >= 1")
 
 
 @dataclass
@@ -244,7 +257,11 @@ def _subsample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     return points[rng.choice(len(points), n, replace=False)]
 
 
-def run(config: GeometryEvalConfig, estimate: str, gt_path: str, out_dir: str) -> GeometryEvalOutputs:
+def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
+    """Measure the store ``estimate`` against ``config.gt``; the report goes to ``config.out`` (default:
+    ESTIMATE_geometry/ beside the store)."""
+    config.validate()
+    gt_path, out_dir = config.gt, config.out or report.default_out(estimate, "_geometry")
     est = store.open_scene(estimate)
     gt = read_truth(gt_path, config)
     notes = list(gt.notes)

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl.errors import SpatialctlError
-from spatialctl.scoring import get_parser, score_item
+from spatialctl import io
+from spatialctl.config import check_fields, opt, quiet_opt
+from spatialctl.errors import SpatialctlError, UsageError
+from spatialctl.scoring import PARSERS, score_item
 from spatialctl.stages.eval import benches, report
 
 log = logging.getLogger("spatialctl.eval")
@@ -43,24 +45,29 @@ _LEVEL_RE = re.compile(r"^(?P<base>.+)_(?:easy|medium|hard)$")
 
 @dataclass
 class QAEvalConfig:
-    bench: str = "ours"
-    parser: str | None = None  # None: the bench's own parser (DEFAULT_PARSER)
-    layout: str = "auto"  # layout of the ground-truth file (benches.LAYOUTS)
-    n_boot: int = 1000
-    ci: float = 0.95
-    seed: int = 0
-    plots: bool = True
+    bench: str = opt("ours", "Scoring and aggregation rules: vsibench, dsr, spacevista or ours.", choices=BENCHES)
+    gt: str | None = opt(None, "Ground truth: our qa.jsonl/.parquet, VSI-Bench or DSR-Bench or SpaceVista-Bench "
+                         "records. Default: the answers carried in the prediction lines (as `eval run` writes them).",
+                         runtime=True)
+    layout: str = opt("auto", "Layout of --gt: auto, ours, vsibench, dsr or spacevista.", choices=benches.LAYOUTS)
+    parser: str | None = opt(None, "Answer parser: vsibench (first token), lmms (first letter/number), answer_tag "
+                             "(<answer>...</answer>), spacevista. Default: the bench's own (vsibench: vsibench, "
+                             "dsr/ours: lmms, spacevista: spacevista).", choices=PARSERS)
+    out: str | None = opt(None, "Report folder (report.json, report.md, tasks.png, scores.jsonl). Default: "
+                          "PREDICTIONS_report/.", runtime=True)
+    n_boot: int = opt(1000, "Bootstrap resamples for the confidence intervals.")
+    ci: float = opt(0.95, "Confidence level of the intervals.")
+    seed: int = opt(0, "Bootstrap seed.")
+    plots: bool = opt(True, "Write PNG plots.", flag="--plots/--no-plots")
+    quiet: bool = quiet_opt()
 
     def __post_init__(self):
-        if self.bench not in BENCHES:
-            raise SpatialctlError(f"unknown bench {self.bench!r} (choose from {', '.join(BENCHES)})")
-        if self.parser is not None:
-            try:
-                get_parser(self.parser)
-            except ValueError as e:
-                raise SpatialctlError(str(e)) from None
-        if not 0 < self.ci < 1:
-            raise SpatialctlError(f"ci must be between 0 and 1, got {self.ci}")
+        self.validate()  # library callers get errors at construction, as before
+
+    def validate(self) -> None:
+        check_fields(self)
+        if self.n_boot < 1 or not 0 < self.ci < 1:
+            raise UsageError(f"--n-boot {self.n_boot} --ci {self.ci}: need at least 1 resample and 0 < ci < 1")
 
 
 @dataclass
@@ -182,8 +189,11 @@ def summarise(rows: list[dict], config: QAEvalConfig) -> dict:
     return out
 
 
-def run(config: QAEvalConfig, predictions: str, gt: str | None, out_dir: str) -> QAEvalOutputs:
-    """Score `predictions` (JSONL) against `gt` (or the truth carried in the predictions) into `out_dir`."""
+def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
+    """Score `predictions` (JSONL) against `config.gt` (or the truth carried in the predictions) into
+    `config.out` (default: PREDICTIONS_report/)."""
+    config.validate()
+    gt, out_dir = config.gt, config.out or report.default_out(predictions, "_report")
     preds = benches.read_predictions(predictions)
     if gt is not None:
         items = benches.load_items(gt, config.layout)
@@ -202,10 +212,6 @@ def run(config: QAEvalConfig, predictions: str, gt: str | None, out_dir: str) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scores_path = out / "scores.jsonl"
-    tmp = scores_path.with_name(scores_path.name + ".partial")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, default=str) + "\n")
-    tmp.replace(scores_path)
+    io.write_lines(scores_path, (json.dumps(r, default=str) for r in rows))
     files = [str(scores_path)] + report.write_qa_report(summary, out, plots=config.plots)
     return QAEvalOutputs(summary, files)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialctl import io
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    tmp.replace(path)
+
+def default_out(path: str, suffix: str) -> str:
+    """Where a report goes by default: ``preds.jsonl`` -> ``preds<suffix>``, ``x/scene.zarr`` -> ``x/scene<suffix>``."""
+    p = Path(path.rstrip("/"))
+    return str(p.with_name(p.name.removesuffix(".zarr").removesuffix(".jsonl") + suffix))
 
 
 def _pyplot():
@@ -76,8 +78,8 @@ def plot_task_bars(summary: dict, path: Path) -> None:
 def write_qa_report(summary: dict, out_dir: Path, plots: bool = True) -> list[str]:
     out_dir = Path(out_dir)
     files = [out_dir / "report.json", out_dir / "report.md"]
-    _write_atomic(files[0], json.dumps(summary, indent=2, default=str) + "\n")
-    _write_atomic(files[1], qa_markdown(summary))
+    io.write_text(files[0], json.dumps(summary, indent=2, default=str) + "\n")
+    io.write_text(files[1], qa_markdown(summary))
     if plots:
         files.append(out_dir / "tasks.png")
         plot_task_bars(summary, files[-1])
@@ -140,8 +142,8 @@ def write_geometry_report(summary: dict, out_dir: Path, est_aligned=None, gt_pos
                           plots: bool = True) -> list[str]:
     out_dir = Path(out_dir)
     files = [out_dir / "report.json", out_dir / "report.md"]
-    _write_atomic(files[0], json.dumps(summary, indent=2, default=str) + "\n")
-    _write_atomic(files[1], geometry_markdown(summary))
+    io.write_text(files[0], json.dumps(summary, indent=2, default=str) + "\n")
+    io.write_text(files[1], geometry_markdown(summary))
     if plots and est_aligned is not None and gt_positions is not None:
         files.append(out_dir / "trajectory.png")
         ate_rmse = summary.get("trajectory", {}).get("ate", {}).get("rmse")

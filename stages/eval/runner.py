@@ -13,13 +13,15 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from spatialctl import gsm, jobs, qa_format, qwen
-from spatialctl.errors import SpatialctlError
+from spatialctl import gsm, io, jobs, qa_format, qwen
+from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt
+from spatialctl.devices import resolve_device
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
 
 log = logging.getLogger("spatialctl.eval")
@@ -29,14 +31,25 @@ STAGE = "eval-run"
 
 @dataclass
 class RunnerConfig:
-    model: str = ""  # hub id or folder; "": the adapter's base model, else qwen.DEFAULT_BASE
-    adapter: str | None = None
-    num_frames: int = 8
-    max_new_tokens: int = 16
-    scenes_dir: str | None = None
-    batch_size: int = field(default=1, metadata={"runtime": True})
-    device: str | None = field(default=None, metadata={"runtime": True})  # None: cuda when available
-    overwrite: bool = field(default=False, metadata={"runtime": True})
+    out: str = opt(help="Predictions JSONL; appended per batch, so a rerun resumes.", runtime=True)
+    # hub id or folder; "": the adapter's base model, else qwen.DEFAULT_BASE
+    model: str = opt("", "Qwen2.5-VL hub id or folder. Default: the adapter's base model, else "
+                     "Qwen/Qwen2.5-VL-7B-Instruct.")
+    adapter: str | None = opt(None, "A train-gsm adapter folder (LoRA, optionally + GSM).")
+    num_frames: int = opt(8, "Frames per question (the record's frames thinned, or spread over the video).",
+                          flag="--frames")
+    scenes_dir: str | None = opt(None, "Folder of scene stores named by the records' `scene` (SCENES/NAME/scene.zarr "
+                                 "or SCENES/NAME.zarr). Default: records are read from their video.", flag="--scenes")
+    batch_size: int = opt(1, "Questions per generate call.", runtime=True)
+    max_new_tokens: int = opt(16, "Longest answer, in tokens (greedy decoding).")
+    device: str = device_opt()
+    overwrite: bool = overwrite_opt("Start OUT afresh instead of resuming.")
+    quiet: bool = quiet_opt()
+
+    def validate(self) -> None:
+        check_fields(self)
+        if self.num_frames < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise UsageError("--frames, --batch-size and --max-new-tokens must be >= 1")
 
 
 @dataclass
@@ -121,9 +134,7 @@ def read_done(path: Path) -> set[str]:
             if n != len(lines) - 1:
                 raise SpatialctlError(f"{path}: line {n + 1} is not a prediction; not resuming over it") from None
     if "".join(good) != "".join(lines):
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text("".join(good))
-        tmp.replace(path)
+        io.write_text(path, "".join(good))
     return done
 
 
@@ -139,20 +150,10 @@ def _check_sidecar(out: Path, config: RunnerConfig, qa_path: str) -> None:
             raise SpatialctlError(f"{out}: written with another config (model/adapter/frames/tokens); "
                                   "pass --overwrite or another --out")
         return
-    tmp = sidecar.with_name(sidecar.name + ".partial")
-    tmp.write_text(json.dumps(prov, indent=2, default=str))
-    tmp.replace(sidecar)
+    io.write_json(sidecar, prov, sort_keys=False, default=str)
 
 
 # ---------------------------------------------------------------------------------------------- model
-
-
-def _device(config: RunnerConfig) -> str:
-    if config.device:
-        return config.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load(config: RunnerConfig):
@@ -160,7 +161,7 @@ def load(config: RunnerConfig):
     import torch
 
     base = config.model or (gsm.adapter_base(config.adapter) if config.adapter else qwen.DEFAULT_BASE)
-    device = _device(config)
+    device = str(resolve_device(config.device))
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model_dir = resolve_model_dir(base)
     tokenizer = qwen.load_tokenizer(base)
@@ -206,15 +207,13 @@ def _line(record: qa_format.QARecord, prediction: str, config: RunnerConfig) -> 
             "scene": record.scene, "unit": record.unit, "model": config.model, "adapter": config.adapter}
 
 
-def run(config: RunnerConfig, qa_path: str, out: str,
-        progress: Callable[[Iterable], Iterable] | None = None) -> RunnerOutputs:
-    """Answer every record of `qa_path` not yet in `out`; returns counts."""
+def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Iterable] | None = None) -> RunnerOutputs:
+    """Answer every record of `qa_path` not yet in `config.out`; returns counts."""
     import torch
 
-    if config.num_frames < 1 or config.batch_size < 1 or config.max_new_tokens < 1:
-        raise SpatialctlError("frames, batch size and max new tokens must be >= 1")
+    config.validate()
     records = qa_format.read_qa(qa_path)
-    out_path = Path(out)
+    out_path = Path(config.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if config.overwrite and out_path.exists():
         out_path.unlink()

@@ -7,15 +7,18 @@ splits by scene and writes the records (see ``spatialctl.qa_format``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from spatialctl import io, jobs, store
+from spatialctl.config import check_fields, opt, quiet_opt, shard_opt, split_list
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.qa_format import QARecord
 
@@ -26,6 +29,7 @@ from .scale import ScaleGenerator
 from .scene import SceneData, load_scene
 from .static import StaticGenerator
 
+STAGE = "make-qa"
 log = logging.getLogger("spatialctl.make_qa")
 
 FAMILIES = {"dsr": DSRGenerator, "static": StaticGenerator, "multiturn": MultiTurnGenerator, "scale": ScaleGenerator}
@@ -39,27 +43,36 @@ __all__ = ["MakeQAConfig", "run", "generate_scene", "FAMILIES", "GENERATOR_VERSI
 
 @dataclass
 class MakeQAConfig:
-    out: str = "qa.jsonl"
-    families: tuple[str, ...] = ("dsr", "static", "multiturn", "scale")
-    per_scene: int = 40  # questions per scene and family, at most
-    seed: int = 0
-    format: str = "sharegpt"
-    split: float = 0.0  # fraction of scenes held out as the benchmark split
-    stats: bool = False
-    rephrase_model: str | None = None
-    max_turns: int = 12
-    frames_dir: str | None = None
-    max_images: int = 16
-    balance: bool = True  # flat answers per type, distractors drawn from real answers (balance.py)
-    audit: bool = True  # blind baselines per type, written beside the output (OUT.audit.json / .md)
-    quiet: bool = field(default=False, metadata={"runtime": True})
+    out: str = opt("qa.jsonl", "Output file; with --split, OUT's stem gets .train/.bench.", short="-o")
+    families: tuple[str, ...] = opt(("dsr", "static", "multiturn", "scale"), "Comma-separated families: dsr, static, "
+                                    "multiturn, scale.", parse=split_list, show_default="dsr,static,multiturn,scale",
+                                    choices=FAMILIES)
+    per_scene: int = opt(40, "At most this many questions per scene and family.")
+    seed: int = opt(0, "Random seed; the same seed and inputs give identical output.")
+    format: str = opt("sharegpt", "sharegpt (LLaVA conversations JSONL), qwen (Qwen2.5-VL messages JSONL) or parquet.",
+                      choices=FORMATS)
+    split: float = opt(0.0, "Fraction of scenes held out as the benchmark split (by scene; 0 = no split).")
+    stats: bool = opt(False, "Write OUT.stats.json (counts per type, letter balance, answer histograms) and print a "
+                      "summary.")
+    rephrase_model: str | None = opt(None, "Local folder or hub id of a transformers causal LM that rephrases "
+                                     "questions (kept only if numbers, letters and labels survive). Default: none.",
+                                     show_default=False)
+    max_turns: int = opt(12, "Turns per multi-turn sample (2-12).")
+    frames_dir: str | None = opt(None, "Export the frames each question uses as JPEGs here and reference them "
+                                 "instead of the video. Default: reference the video, and export one-frame (image) "
+                                 "questions' frames to OUT's stem + .frames/.", show_default=False)
+    max_images: int = opt(16, "With --frames-dir: at most this many frames per question.")
+    balance: bool = opt(True, "Cap each answer (and step label) per type so answers are as flat as the scenes allow, "
+                        "and draw wrong options from other questions' true answers.", flag="--balance/--no-balance")
+    audit: bool = opt(True, "Blind audit: text-only baselines per type, fitted on half the scenes and scored on the "
+                      "other half; printed and written to OUT.audit.json/.md.", flag="--audit/--no-audit")
+    shard: str | None = shard_opt()
+    quiet: bool = quiet_opt()
 
     def validate(self) -> None:
-        bad = [f for f in self.families if f not in FAMILIES]
-        if bad or not self.families:
-            raise UsageError(f"--families: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(FAMILIES)}")
-        if self.format not in FORMATS:
-            raise UsageError(f"--format {self.format!r}: choose from {', '.join(FORMATS)}")
+        check_fields(self)
+        if not self.families:
+            raise UsageError(f"--families: unknown (none); choose from {', '.join(FAMILIES)}")
         if not 0.0 <= self.split < 1.0:
             raise UsageError(f"--split {self.split}: give the benchmark fraction, 0 <= F < 1")
         if self.per_scene < 1:
@@ -137,28 +150,68 @@ def _scene_ids(inputs: list[str]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}-{hashlib.sha1(p.encode()).hexdigest()[:6]}" for n, p in zip(names, inputs, strict=False)]
 
 
-def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = None) -> dict:
-    """Generate, split and write QA for the scene stores ``inputs``; returns what was written and counts."""
+def shard_out(out: str, shard: tuple[int, int]) -> str:
+    """Shard I of N writes ``qa.shardIofN.jsonl`` so the shards of an array job never overwrite each other."""
+    i, n = shard
+    if n == 1:
+        return out
+    stem, dot, ext = out.rpartition(".")
+    return f"{stem}.shard{i}of{n}.{ext}" if dot else f"{out}.shard{i}of{n}"
+
+
+def error_record(out: str, scene_id: str) -> str:
+    """Where a scene that failed is recorded: ``<OUT stem>.errors/<scene id>.error.json``."""
+    return f"{out.rpartition('.')[0] or out}.errors/{scene_id}.error.json"
+
+
+def provenance_file(out: str) -> str:
+    return f"{out.rpartition('.')[0] or out}.provenance.json"
+
+
+def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None = None) -> dict:
+    """Generate, split and write QA for the scene stores ``inputs``; returns what was written and counts.
+
+    A whole-run stage (the split and letter balance need every scene): a scene that fails is logged, recorded in
+    ``<OUT stem>.errors/`` and left out, the others still make the output; ``<OUT stem>.provenance.json`` names
+    the config, the inputs used and the failures. ``result["failed"]`` maps each failed input to its error.
+    """
     from . import balance, formats, stats
 
     config.validate()
+    shard = jobs.resolve_shard(config.shard)
+    inputs = jobs.select_shard(jobs.resolve_inputs(inputs), shard)
+    config = dataclasses.replace(config, out=shard_out(config.out, shard))
     if not inputs:
         raise UsageError("make-qa: no scene stores given")
     ids = _scene_ids(inputs)
     if len(set(ids)) != len(ids):
         raise UsageError("make-qa: the same scene store is given twice")
     records: list[QARecord] = []
-    loaded = 0
+    used: list[str] = []
+    failed: dict[str, str] = {}
     for url, sid in (progress or (lambda x: x))(list(zip(inputs, ids, strict=False))):
-        scene = load_scene(url, sid)
-        loaded += 1
-        scene_records = generate_scene(scene, config)
-        # One-frame questions are image questions: their frame is always exported (beside the output by default).
-        chosen = scene_records if config.frames_dir else [r for r in scene_records if len(r.frames) == 1]
-        if chosen:
-            formats.export_frames(scene, chosen, config.frames_dir or formats.default_frames_dir(config),
-                                  config.max_images)
+        record = error_record(config.out, sid)
+        store.remove(record)
+        try:
+            scene = load_scene(url, sid)
+            scene_records = generate_scene(scene, config)
+            # One-frame questions are image questions: their frame is always exported (beside OUT by default).
+            chosen = scene_records if config.frames_dir else [r for r in scene_records if len(r.frames) == 1]
+            if chosen:
+                formats.export_frames(scene, chosen, config.frames_dir or formats.default_frames_dir(config),
+                                      config.max_images)
+        except Exception as e:  # one bad store must not stop the others
+            message = str(e) if isinstance(e, SpatialctlError) else f"{url}: {type(e).__name__}: {' '.join(str(e).split())}"
+            log.error(message)
+            failed[url] = message
+            io.write_json(record, {"input": url, "output": config.out, "error": message})
+            continue
+        used.append(url)
         records.extend(scene_records)
+    if not records:
+        first = next(iter(failed.values()), f"{inputs[0]}: no questions could be generated (no tracked objects or "
+                                            "geometry?)")
+        raise SpatialctlError(first)
     records = dedup(records)
     if config.balance:
         records = balance.balance(records, config.seed)
@@ -172,8 +225,11 @@ def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = Non
     for r in records:
         r.metadata["split"] = split[r.scene]
     written = formats.write_outputs(records, config)
-    result = {"scenes": loaded, "records": len(records), "files": written, "rephrase_rejected": rejected,
-              "per_split": {k: sum(1 for r in records if r.metadata["split"] == k) for k in ("train", "bench")}}
+    io.write_json(provenance_file(config.out), {**jobs.provenance(STAGE, config, used), "failed": failed},
+                  sort_keys=False)
+    result = {"scenes": len(used), "records": len(records), "files": written, "rephrase_rejected": rejected,
+              "per_split": {k: sum(1 for r in records if r.metadata["split"] == k) for k in ("train", "bench")},
+              "failed": failed}
     if config.audit:
         from . import audit
 
@@ -185,8 +241,6 @@ def run(config: MakeQAConfig, inputs: list[str], progress: Callable | None = Non
         path = stats.write_report(report, config.out)
         result["stats"] = report
         result["stats_file"] = path
-    if not records:
-        raise SpatialctlError(f"{inputs[0]}: no questions could be generated (no tracked objects or geometry?)")
     return result
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialctl.config import opt, quiet_opt
 from spatialctl.qa_format import LETTERS, QARecord
 from spatialctl.scoring import mean_relative_accuracy
 
@@ -320,3 +321,24 @@ def write_audit(report: dict, out: str) -> tuple[str, str]:
         tmp.write_text(text)
         tmp.replace(p)
     return paths
+
+
+@dataclass
+class BlindConfig:
+    """`spatialctl eval blind QA_FILE`: the audit of an existing QA file."""
+
+    out: str | None = opt(None, "Write OUT.audit.json and OUT.audit.md. Default: beside QA_FILE (QA.audit.json, "
+                          "QA.audit.md).", show_default=False)
+    seed: int = opt(0, "Seed of the scene-disjoint halves.")
+    quiet: bool = quiet_opt()
+
+    def validate(self) -> None:
+        pass
+
+
+def run(config: BlindConfig, qa_file: str, progress=None) -> dict:
+    """Audit ``qa_file``; write the report beside it (or beside ``config.out``); return it and the paths."""
+    from spatialctl.qa_format import read_qa
+
+    report = audit(read_qa(qa_file), seed=config.seed)
+    return {"report": report, "files": list(write_audit(report, config.out or qa_file))}

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from spatialctl import export, jobs, store
+from spatialctl.camera import intrinsics_matrix, parse_intrinsics
+from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt, shard_opt
+from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
+from spatialctl.export import parse_formats
 
 from .align import AlignConfig, global_align
 from .frames import input_stem, load_frames
@@ -37,28 +42,65 @@ DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.fl
 
 @dataclass
 class ReconstructConfig:
-    model: str = DEFAULT_MODEL
-    scene_graph: str = "complete"
-    fps: float | None = None
-    stride: int = 1
-    max_frames: int | None = None
-    size: int | None = None  # long side for the network; None: the checkpoint's (224 or 512)
-    dtype: str = "auto"  # network autocast: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16
-    niter: int = 300
-    lr: float = 0.01
-    shared_focal: bool = False
-    intrinsics: str | None = None  # "fx,fy,cx,cy" in pixels of the input frames: known, kept fixed
-    metric_scale: str = "none"  # none | depthpro
-    depthpro_model: str = "apple/DepthPro-hf"
-    store_features: bool = False
-    export: str = field(default="", metadata={"runtime": True})
-    export_min_conf: float = field(default=3.0, metadata={"runtime": True})
-    out: str | None = field(default=None, metadata={"runtime": True})
-    device: str = field(default="auto", metadata={"runtime": True})
-    batch_size: int = field(default=8, metadata={"runtime": True})
-    shard: str | None = field(default=None, metadata={"runtime": True})
-    overwrite: bool = field(default=False, metadata={"runtime": True})
-    quiet: bool = field(default=False, metadata={"runtime": True})
+    out: str | None = opt(None, "A .zarr store (one input) or a folder for <stem>.zarr per input. Default: beside "
+                          "each input.", runtime=True, show_default=False)
+    model: str = opt(DEFAULT_MODEL, "DUSt3R checkpoint: hub id, folder (config.json + model.safetensors) or .pth file.")
+    scene_graph: str = opt("complete", "Pairs: complete, swin-K, logwin-K, oneref-I; window graphs also as "
+                           "swin-K-noncyclic.")
+    fps: float | None = opt(None, "Sample frames at this rate. Default: every frame.", show_default=False)
+    stride: int = opt(1, "Then keep every k-th sampled frame.")
+    max_frames: int | None = opt(None, "Keep at most this many frames. Default: all.", show_default=False)
+    size: int | None = opt(None, "Network long side in pixels. Default: the checkpoint's (224 or 512).",
+                           show_default=False)
+    batch_size: int = opt(8, "Pairs per decoder batch (and frames per encoder batch).", runtime=True)
+    device: str = device_opt()
+    dtype: str = opt("auto", "Network precision: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.",
+                     choices=DTYPES)
+    niter: int = opt(300, "Global alignment iterations (Adam, cosine schedule).")
+    lr: float = opt(0.01, "Global alignment learning rate.")
+    shared_focal: bool = opt(False, "One focal length for all frames (a single camera without zoom). Default: off.")
+    intrinsics: tuple[float, float, float, float] | None = opt(
+        None, "Known intrinsics fx,fy,cx,cy in pixels of the input frames; kept fixed. Default: estimated.",
+        parse=lambda text: parse_intrinsics(text, "--intrinsics"), show_default=False)
+    metric_scale: str = opt("none", "none (relative scale) or depthpro (rescale to metres with Depth Pro).",
+                            choices=("none", "depthpro"))
+    depthpro_model: str = opt("apple/DepthPro-hf", "Depth Pro checkpoint for --metric-scale depthpro: hub id or "
+                              "folder.")
+    store_features: bool = opt(False, "Also store the encoder's per-frame features (float16) for train-gsm. "
+                               "Default: off.")
+    export: tuple[str, ...] = opt((), "Comma list of ply, colmap, nerfstudio written to <store stem>_export/. "
+                                  "Default: none.", parse=lambda text: tuple(parse_formats(text)), runtime=True,
+                                  show_default=False)
+    export_min_conf: float = opt(3.0, "Exported points need at least this confidence.", runtime=True)
+    shard: str | None = shard_opt()
+    overwrite: bool = overwrite_opt()
+    quiet: bool = quiet_opt()
+
+    @cached_property
+    def graph(self) -> tuple[str, int | None, bool]:
+        """The parsed --scene-graph: (kind, k, cyclic)."""
+        return parse_scene_graph(self.scene_graph)
+
+    def validate(self) -> None:
+        """Check every option and parse text values (intrinsics, export formats) into their typed form."""
+        check_fields(self)
+        if isinstance(self.intrinsics, str):  # a library caller may give the command line's text
+            self.intrinsics = parse_intrinsics(self.intrinsics, "--intrinsics")
+        if isinstance(self.export, str):
+            self.export = tuple(parse_formats(self.export))
+        self.graph  # noqa: B018 - parses --scene-graph (UsageError when bad)
+        if self.intrinsics is not None and not (self.intrinsics[0] > 0 and self.intrinsics[1] > 0):
+            raise UsageError(f"--intrinsics {self.intrinsics}: focal lengths must be positive")
+        if self.stride < 1:
+            raise UsageError(f"--stride {self.stride}: must be >= 1")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise UsageError(f"--max-frames {self.max_frames}: need at least 2 frames")
+        if self.fps is not None and not self.fps > 0:
+            raise UsageError(f"--fps {self.fps}: must be positive")
+        if self.niter < 0 or not self.lr > 0:
+            raise UsageError(f"--niter {self.niter} --lr {self.lr}: need niter >= 0 and lr > 0")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size}: must be >= 1")
 
 
 def output_for(input: str, out: str | None) -> str:
@@ -66,46 +108,6 @@ def output_for(input: str, out: str | None) -> str:
         return out.rstrip("/")
     folder = out if out is not None else str(Path(input.rstrip("/")).parent)
     return store.join(folder, f"{input_stem(input)}.zarr")
-
-
-def check_config(config: ReconstructConfig) -> None:
-    parse_scene_graph(config.scene_graph)
-    export.parse_formats(config.export)
-    if config.dtype not in DTYPES:
-        raise UsageError(f"--dtype {config.dtype!r}: expected one of {', '.join(DTYPES)}")
-    if config.metric_scale not in ("none", "depthpro"):
-        raise UsageError(f"--metric-scale {config.metric_scale!r}: expected none or depthpro")
-    if config.stride < 1:
-        raise UsageError(f"--stride {config.stride}: must be >= 1")
-    if config.max_frames is not None and config.max_frames < 2:
-        raise UsageError(f"--max-frames {config.max_frames}: need at least 2 frames")
-    if config.fps is not None and not config.fps > 0:
-        raise UsageError(f"--fps {config.fps}: must be positive")
-    if config.niter < 0 or not config.lr > 0:
-        raise UsageError(f"--niter {config.niter} --lr {config.lr}: need niter >= 0 and lr > 0")
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size {config.batch_size}: must be >= 1")
-    if config.intrinsics is not None:
-        parse_intrinsics(config.intrinsics)
-
-
-def parse_intrinsics(text: str) -> np.ndarray:
-    try:
-        fx, fy, cx, cy = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--intrinsics {text!r}: expected fx,fy,cx,cy in pixels") from None
-    if not (fx > 0 and fy > 0):
-        raise UsageError(f"--intrinsics {text!r}: focal lengths must be positive")
-    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: not a torch device") from None
 
 
 class _Models:
@@ -153,7 +155,7 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     images = pre.images
     net_frames = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     n, (h, w) = len(images), images.shape[-2:]
-    pairs = make_pairs(n, config.scene_graph)
+    pairs = make_pairs(n, config.graph)
     device = models.device
     autocast = DTYPES[config.dtype]
     encoded = encode_frames(model, images, batch_size=config.batch_size, autocast_dtype=autocast)
@@ -163,7 +165,7 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
                         encoded=encoded, out_device=out_device, progress=not config.quiet)
     known = None
     if config.intrinsics is not None:
-        known = pre.intrinsics_to_network(parse_intrinsics(config.intrinsics))
+        known = pre.intrinsics_to_network(intrinsics_matrix(*config.intrinsics))
     align_cfg = AlignConfig(niter=config.niter, lr=config.lr, shared_focal=config.shared_focal, device=str(device))
     result = global_align(preds.pairs, preds.pts_i, preds.conf_i, preds.pts_j, preds.conf_j, n, align_cfg,
                           known_intrinsics=known, progress=progress)
@@ -219,7 +221,7 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
     """Reconstruct each input of this shard; stores already complete with this config are skipped.
 
     ``progress`` wraps the optimisation's iterations (a tqdm bar from the CLI)."""
-    check_config(config)
+    config.validate()
     paths = jobs.select_shard(jobs.resolve_inputs(inputs), jobs.resolve_shard(config.shard))
     if config.out is not None and config.out.rstrip("/").endswith(".zarr") and len(paths) > 1:
         raise UsageError(f"--out {config.out}: one store for {len(paths)} inputs; give a folder instead")
@@ -228,7 +230,7 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
     summary = jobs.run_items(STAGE, config, items,
                              lambda it: write_item(it.input, it.output, config, models, progress),
                              overwrite=config.overwrite)
-    formats = export.parse_formats(config.export)
+    formats = list(config.export)
     if formats:
         # Exports are derived files: written for new stores and for stores a rerun skipped.
         for item in items:

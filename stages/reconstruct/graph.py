@@ -51,9 +51,10 @@ def parse_scene_graph(name: str) -> tuple[str, int | None, bool]:
     raise UsageError(f"unknown scene graph {name!r}; expected {GRAPH_HELP}")
 
 
-def make_pairs(n_frames: int, scene_graph: str = "complete") -> np.ndarray:
+def make_pairs(n_frames: int, scene_graph: str | tuple = "complete") -> np.ndarray:
     """Ordered pairs (P, 2) int64 for ``n_frames`` frames, both directions, sorted lexicographically."""
-    kind, k, cyclic = parse_scene_graph(scene_graph)
+    # a parsed graph (ReconstructConfig.graph) or its text
+    kind, k, cyclic = parse_scene_graph(scene_graph) if isinstance(scene_graph, str) else scene_graph
     n = int(n_frames)
     if n < 2:
         raise UsageError(f"a scene graph needs at least 2 frames, got {n}")

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from spatialctl import jobs, store
+from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, shard_opt
 from spatialctl.errors import UsageError
 from spatialctl.video import write_video
 
@@ -32,51 +33,60 @@ STAGE = "synth"
 DEFAULT_OBJECTS = {"tiny-tabletop": 5, "tabletop": 6, "indoor": 6, "outdoor": 8}
 
 
+def parse_size(text: str) -> dict[str, int]:
+    """"WxH" -> the width and height fields."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {text!r}: expected WxH, e.g. 512x384") from None
+    return {"width": w, "height": h}
+
+
 @dataclass
 class SynthConfig:
-    seed: int = 0
-    preset: str = "tabletop"
-    frames: int = 32
-    width: int = 512
-    height: int = 384
-    objects: int | None = None  # None: the preset's default count
-    moving: int = 2
-    camera: str = "orbit"
-    fps: float = 10.0
-    lossless: bool = False
-    count: int | None = field(default=None, metadata={"runtime": True})  # None: one scene directly in OUT
-    shard: str | None = field(default=None, metadata={"runtime": True})
-    overwrite: bool = field(default=False, metadata={"runtime": True})
-    quiet: bool = field(default=False, metadata={"runtime": True})
+    seed: int = opt(0, "Random seed; the same seed and options give bit-identical output.")
+    preset: str = opt("tabletop", "Scale: tiny-tabletop (mm), tabletop (cm), indoor (m, a room), outdoor (10-100s of "
+                      "m).", choices=PRESETS)
+    frames: int = opt(32, "Number of frames.")
+    width: int = opt(512, "Frame size WxH in pixels (even for H.264 unless --lossless).", flag="--size",
+                     parse=parse_size, show_default="512x384")
+    height: int = 384  # set with width by --size
+    objects: int | None = opt(None, "Number of objects K. Default: the preset's (5 tiny-tabletop, 6 tabletop/indoor, "
+                              "8 outdoor).", show_default=False)
+    moving: int = opt(2, "How many of the K objects move (straight, curved, accelerating, stopping).")
+    camera: str = opt("orbit", "Camera path: orbit, walk, pan or static.", choices=CAMERAS)
+    fps: float = opt(10.0, "Frame rate; timestamps are frame / fps.")
+    lossless: bool = opt(False, "Encode the video losslessly (H.264 RGB, qp 0): it decodes to the exact frames.")
+    count: int | None = opt(None, "Write seeds S..S+C-1, each into OUT/seed-NNNNNN/. Default: one scene directly in "
+                            "OUT.", runtime=True, show_default=False)
+    shard: str | None = shard_opt()
+    overwrite: bool = overwrite_opt()
+    quiet: bool = quiet_opt()
 
     @property
     def n_objects(self) -> int:
         return DEFAULT_OBJECTS[self.preset] if self.objects is None else self.objects
 
-
-def check_config(config: SynthConfig) -> None:
-    if config.preset not in PRESETS:
-        raise UsageError(f"--preset {config.preset!r}: expected one of {', '.join(PRESETS)}")
-    if config.camera not in CAMERAS:
-        raise UsageError(f"--camera {config.camera!r}: expected one of {', '.join(CAMERAS)}")
-    if config.frames < 1:
-        raise UsageError(f"--frames {config.frames}: need at least 1 frame")
-    if config.width < 8 or config.height < 8:
-        raise UsageError(f"--size {config.width}x{config.height}: need at least 8x8 pixels")
-    if not config.lossless and (config.width % 2 or config.height % 2):
-        raise UsageError(f"--size {config.width}x{config.height}: H.264 needs even sizes (or pass --lossless)")
-    if config.n_objects < 0 or not 0 <= config.moving <= config.n_objects:
-        raise UsageError(f"--objects {config.n_objects} --moving {config.moving}: need 0 <= moving <= objects")
-    if not config.fps > 0:
-        raise UsageError(f"--fps {config.fps}: must be positive")
-    if config.seed < 0:
-        raise UsageError(f"--seed {config.seed}: must be >= 0")
-    if config.count is not None and config.count < 1:
-        raise UsageError(f"--count {config.count}: must be >= 1")
+    def validate(self) -> None:
+        check_fields(self)
+        if self.frames < 1:
+            raise UsageError(f"--frames {self.frames}: need at least 1 frame")
+        if self.width < 8 or self.height < 8:
+            raise UsageError(f"--size {self.width}x{self.height}: need at least 8x8 pixels")
+        if not self.lossless and (self.width % 2 or self.height % 2):
+            raise UsageError(f"--size {self.width}x{self.height}: H.264 needs even sizes (or pass --lossless)")
+        if self.n_objects < 0 or not 0 <= self.moving <= self.n_objects:
+            raise UsageError(f"--objects {self.n_objects} --moving {self.moving}: need 0 <= moving <= objects")
+        if not self.fps > 0:
+            raise UsageError(f"--fps {self.fps}: must be positive")
+        if self.seed < 0:
+            raise UsageError(f"--seed {self.seed}: must be >= 0")
+        if self.count is not None and self.count < 1:
+            raise UsageError(f"--count {self.count}: must be >= 1")
 
 
 def make_scene(config: SynthConfig) -> Scene:
-    check_config(config)
+    config.validate()
     return build_scene(config.seed, config.preset, config.frames, config.width, config.height, config.n_objects,
                        config.moving, config.camera, config.fps)
 
@@ -112,7 +122,7 @@ def write_item(config: SynthConfig, folder: str, progress: Callable[[Iterable], 
 
 def run(config: SynthConfig, out: str, progress: Callable[[Iterable], Iterable] | None = None) -> jobs.Summary:
     """Write the scene(s) of this shard under ``out``; seeds already complete with this config are skipped."""
-    check_config(config)
+    config.validate()
     seeds = [config.seed] if config.count is None else list(range(config.seed, config.seed + config.count))
     seeds = jobs.select_shard(seeds, jobs.resolve_shard(config.shard))
     summary = jobs.Summary()

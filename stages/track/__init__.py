@@ -15,15 +15,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from spatialctl import jobs, store
+from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt, shard_opt
+from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 
 from .associate import AssociationConfig, merge_tracklets
 from .detect import DETECTORS, Detector, parse_labels
 from .lift import LiftConfig, lift_tracks
-from .propagate import Segmenter, Tracklet, track_video
+from .propagate import DEFAULT_SAM2, Segmenter, Tracklet, track_video
 
 STAGE = "track"
 log = logging.getLogger("spatialctl.track")
@@ -31,44 +32,44 @@ log = logging.getLogger("spatialctl.track")
 
 @dataclass
 class TrackConfig:
-    labels: list[str] = field(default_factory=list)  # empty: the default vocabulary
-    detector: str = "grounding-dino"
-    detector_model: str | None = None  # hub id or folder; None: the detector's default
-    sam2_model: str | None = None  # hub id or folder; None: facebook/sam2.1-hiera-tiny
-    keyframe_every: int = 8
-    box_threshold: float = 0.35
-    text_threshold: float = 0.25
+    labels: list[str] = opt(help="Comma-separated object names, e.g. \"person,car,cup\". Default: a built-in "
+                            "vocabulary of common indoor/outdoor objects.", default_factory=list,
+                            parse=lambda text: parse_labels(text, None), show_default=False)
+    labels_file: str | None = opt(None, "File of object names, one per line (or comma-separated). Default: none.",
+                                  runtime=True, show_default=False)  # read into `labels` by validate()
+    detector: str = opt("grounding-dino", "Open-vocabulary detector: grounding-dino or owlv2.", choices=DETECTORS)
+    detector_model: str | None = opt(None, "Detector hub id or local folder. Default: IDEA-Research/grounding-dino-tiny "
+                                     "(owlv2: google/owlv2-base-patch16-ensemble).", show_default=False)
+    sam2_model: str = opt(DEFAULT_SAM2, "SAM 2 video model: hub id or local folder (e.g. "
+                                 "facebook/sam2.1-hiera-large).")
+    keyframe_every: int = opt(8, "Detect objects every K frames; new ones start tracks.")
+    box_threshold: float = opt(0.35, "Minimum detection score of a box.")
+    text_threshold: float = opt(0.25, "Grounding DINO: minimum score of the label's text tokens.")
     nms_iou: float = 0.5
     match_iou: float = 0.5  # a keyframe detection is a known object above this mask IoU
     max_detections: int = 20  # per keyframe
     lift: LiftConfig = field(default_factory=LiftConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
-    device: str = field(default="auto", metadata={"runtime": True})
-    shard: str | None = field(default=None, metadata={"runtime": True})
-    overwrite: bool = field(default=False, metadata={"runtime": True})
-    quiet: bool = field(default=False, metadata={"runtime": True})
+    device: str = device_opt()
+    shard: str | None = shard_opt()
+    overwrite: bool = overwrite_opt()
+    quiet: bool = quiet_opt()
+
+    def validate(self) -> None:
+        check_fields(self)
+        if self.labels_file is not None:
+            if self.labels:
+                raise UsageError("give --labels or --labels-file, not both")
+            self.labels, self.labels_file = parse_labels(None, self.labels_file), None
+        if self.keyframe_every < 1:
+            raise UsageError(f"--keyframe-every {self.keyframe_every}: need at least 1")
+        for name in ("box_threshold", "text_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a value in [0, 1]")
 
 
 def output_for(input: str, out: str | None = None) -> str:
     return store.join(input.rstrip("/"), "tracks")
-
-
-def check_config(config: TrackConfig) -> None:
-    if config.detector not in DETECTORS:
-        raise UsageError(f"--detector {config.detector!r}: expected one of {', '.join(DETECTORS)}")
-    if config.keyframe_every < 1:
-        raise UsageError(f"--keyframe-every {config.keyframe_every}: need at least 1")
-    for name in ("box_threshold", "text_threshold"):
-        if not 0.0 <= getattr(config, name) <= 1.0:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: expected a value in [0, 1]")
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available")
-    return name
 
 
 class PackedMasks:
@@ -97,7 +98,7 @@ class _Models:
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()
-            device = resolve_device(c.device)
+            device = str(resolve_device(c.device))
             self.detector = Detector(c.detector, c.detector_model, c.labels or parse_labels(None, None), device,
                                      c.box_threshold, c.text_threshold, c.nms_iou, c.max_detections)
             self.segmenter = Segmenter(c.sam2_model, device)
@@ -172,7 +173,7 @@ def run(config: TrackConfig, inputs: str | Sequence[str],
         progress: Callable[[Iterable], Iterable] | None = None,
         frame_progress: Callable[[Iterable], Iterable] | None = None) -> jobs.Summary:
     """Add a ``tracks`` group to each scene store of this shard; skip those already done with this config."""
-    check_config(config)
+    config.validate()
     paths = jobs.select_shard(jobs.resolve_inputs(inputs), jobs.resolve_shard(config.shard))
     items = [jobs.Item(p, output_for(p)) for p in paths]
     models = _Models(config)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, split_list
+from spatialctl.errors import UsageError
+from spatialctl.gsm import GEOMETRY_SOURCES
 from spatialctl.qwen import DEFAULT_BASE
 
 GRPO_PROMPT = ("First think about the question inside <think> </think>, then give the final answer inside "
@@ -11,72 +14,103 @@ GRPO_PROMPT = ("First think about the question inside <think> </think>, then giv
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def _runtime(default):
-    # Fields that do not change the trained weights: a resumed run may change them freely.
-    return field(default=default, metadata={"runtime": True})
-
-
 @dataclass
 class TrainGSMConfig:
-    qa: str
-    out: str
-    scenes: str | None = None
-    base: str = DEFAULT_BASE
-    geometry: tuple[str, ...] = ("dust3r", "pointmap")
-    gsm: bool = True  # False: the plain VLM (for ablations and the benchmark's "GSM off")
-    queries: int = 32
-    geo_grid: int = 8
+    qa: str = opt(help="QA records from make-qa (.jsonl or .parquet).")
+    out: str = opt(help="Output folder for the adapter, checkpoints and logs.")
+    scenes: str | None = opt(None, "Folder holding the scene stores the records name (<scene>/scene.zarr or "
+                             "<scene>.zarr). Default: scene paths as written.")
+    base: str = opt(DEFAULT_BASE, "Base model: hub id (already downloaded) or local folder.")
+    geometry: tuple[str, ...] = opt(("dust3r", "pointmap"), "Geometry sources, comma-separated: dust3r (stored "
+                                    "encoder features), pointmap, genfeat (VEGA-3D, gated fusion).",
+                                    parse=split_list, show_default="dust3r,pointmap", choices=GEOMETRY_SOURCES)
+    queries: int = opt(32, "GSM queries = geometry tokens given to the LLM.")
+    # False: the plain VLM (for ablations and the benchmark's "GSM off")
+    gsm: bool = opt(True, "Train the plain VLM without geometry (ablation).", flag="--no-gsm", invert=True)
+    geo_grid: int = opt(8, "Geometry cells per side per frame.")
     pointmap_patch: int = 4
-    full_finetune: bool = False
-    lora_rank: int = 64
-    lora_alpha: float = 0.0  # 0: twice the rank
-    lora_dropout: float = 0.05
+    lora_rank: int = opt(64, "LoRA rank on the language model.")
+    lora_alpha: float = opt(0.0, "LoRA alpha; 0 means twice the rank.")
+    lora_dropout: float = opt(0.05, "LoRA dropout.")
+    full_finetune: bool = opt(False, "Train all language-model weights instead of LoRA (vision tower stays frozen).")
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    lr: float = 1e-4
-    gsm_lr: float = 0.0  # 0: same as lr
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    epochs: float = 1.0
-    max_steps: int = 0  # 0: from epochs
-    batch_size: int = 1  # per process
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    num_frames: int = 16
-    max_pixels: int = 0  # per frame; 0: the model's video processor setting
-    seed: int = 0
-    gradient_checkpointing: bool = True
+    lr: float = opt(1e-4, "Peak learning rate (cosine schedule with warm-up).")
+    gsm_lr: float = opt(0.0, "GSM learning rate; 0 means --lr.")
+    weight_decay: float = opt(0.0, "AdamW weight decay (not on norms/biases).")
+    warmup_ratio: float = opt(0.03, "Fraction of steps spent warming up.")
+    epochs: float = opt(1.0, "Passes over the QA records (when --max-steps is 0).")
+    max_steps: int = opt(0, "Optimizer steps; 0 means from --epochs.")
+    batch_size: int = opt(1, "Samples per process per micro-step.")
+    grad_accum: int = opt(1, "Micro-steps per optimizer step.")
+    max_grad_norm: float = opt(1.0, "Gradient clipping; 0 disables.")
+    num_frames: int = opt(16, "Frames per sample (the record's, thinned).")
+    max_pixels: int = opt(0, "Pixels per frame after resizing; 0 means the model's video processor setting.")
+    gradient_checkpointing: bool = opt(True, "Keep activations (faster, more memory).",
+                                       flag="--no-gradient-checkpointing", invert=True)
+    # Fields marked runtime do not change the trained weights: a resumed run may change them freely.
+    bf16: str = opt("auto", "bf16 mixed precision: auto (on GPU), yes, no.", runtime=True, choices=("auto", "yes", "no"))
+    save_every: int = opt(500, "Checkpoint every N optimizer steps.", runtime=True)
+    keep_checkpoints: int = opt(2, "Checkpoints kept on disk.", runtime=True)
+    resume: bool = opt(False, "Continue from the latest checkpoint in --out.", runtime=True)
+    overwrite: bool = overwrite_opt("Discard a previous run in --out.")
+    seed: int = opt(0, "Seed for initial weights and data order.")
+    num_workers: int = opt(0, "Data-loading worker processes.", runtime=True)
+    log_every: int = opt(10, "Write train_log.jsonl every N steps.", runtime=True)
     scales: tuple[str, ...] = ()  # train on records of these scales only (empty: all); each scale expert uses it
     # --experts scale: one LoRA expert per scale, then a peft X-LoRA router (and the GSM) trained on all records
-    experts: str = "none"  # none | scale
-    router_depth: int = 1  # X-LoRA classifier layers (1: a linear map of the last hidden state)
+    experts: str = opt("none", "none, or scale: one LoRA expert per scale (records' scale), then a peft X-LoRA router "
+                       "over them; writes router_usage.json.", choices=("none", "scale"))
+    router_depth: int = opt(1, "X-LoRA router layers (1: linear).")
     router_size: int = 256  # hidden width of a deeper router
     router_temperature: float = 1.0
-    router_lr: float = 0.0  # learning rate of the router phase (router and GSM); 0: lr
+    router_lr: float = opt(0.0, "Router-phase learning rate; 0 means --lr.")
     # --objective grpo: group-relative policy optimisation on the QA records (LoRA only)
-    objective: str = "sft"  # sft | grpo
-    group_size: int = 4  # sampled answers per question
-    max_new_tokens: int = 128
-    temperature: float = 1.0
+    objective: str = opt("sft", "sft (answer cross-entropy) or grpo (sampled answers rewarded by eval's checker; LoRA "
+                         "only).", choices=("sft", "grpo"))
+    group_size: int = opt(4, "GRPO: sampled answers per question.")
+    max_new_tokens: int = opt(128, "GRPO: longest sampled answer.")
+    temperature: float = opt(1.0, "GRPO: sampling temperature.")
     top_p: float = 1.0
-    kl_beta: float = 0.04  # weight of the per-token KL to the reference (the base with the adapters off)
-    clip_eps: float = 0.2
-    format_weight: float = 0.5  # reward for <think>...</think><answer>...</answer>, added to the answer's
-    reward_parser: str = "answer_tag"  # how the answer is read from a completion (spatialctl.scoring parsers)
+    kl_beta: float = opt(0.04, "GRPO: weight of the KL to the base (LoRA off).")
+    clip_eps: float = opt(0.2, "GRPO: ratio clip range.")
+    format_weight: float = opt(0.5, "GRPO: reward for <think>..</think><answer>..</answer>.")
+    reward_parser: str = opt("answer_tag", "GRPO: how answers are read (answer_tag, lmms, vsibench, spacevista).")
     # Progressive numeric reward: the lowest MRA threshold rises linearly from 0.5 to this by the last step,
     # per scale ("scale=theta") or for every scale (a bare number).
-    progressive: tuple[str, ...] = ("0.8",)
+    progressive: tuple[str, ...] = opt(("0.8",), "GRPO: final lowest MRA threshold, for all scales or per scale "
+                                       "(indoor=0.9,outdoor=0.75); rises from 0.5.", parse=split_list,
+                                       show_default="0.8")
     grpo_prompt: str = GRPO_PROMPT
-    bf16: str = _runtime("auto")  # auto (on GPU), yes, no
-    save_every: int = _runtime(500)
-    keep_checkpoints: int = _runtime(2)
-    resume: bool = _runtime(False)
-    overwrite: bool = _runtime(False)
-    num_workers: int = _runtime(0)
-    log_every: int = _runtime(10)
-    quiet: bool = _runtime(False)
+    quiet: bool = quiet_opt()
 
     def __post_init__(self):
-        self.geometry = tuple(self.geometry)
+        self.geometry = split_list(self.geometry)
         self.lora_targets = tuple(self.lora_targets)
         self.scales = tuple(self.scales)
         self.progressive = tuple(str(p) for p in self.progressive)
+
+    def validate(self) -> None:
+        from spatialctl.stages.train_gsm.rewards import RewardFunction
+
+        check_fields(self)
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other")
+        for name in ("batch_size", "grad_accum", "num_frames", "queries", "geo_grid", "pointmap_patch", "save_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.gsm and not self.geometry:
+            raise UsageError("--geometry: give at least one source (or --no-gsm)")
+        if not self.full_finetune and self.lora_rank < 1:
+            raise UsageError("--lora-rank must be at least 1 (or use --full-finetune)")
+        if self.max_steps < 0 or self.epochs <= 0 and self.max_steps == 0:
+            raise UsageError("give --max-steps > 0 or --epochs > 0")
+        if self.experts == "scale" and self.full_finetune:
+            raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
+        if self.objective == "grpo":
+            if self.full_finetune:
+                raise UsageError("--objective grpo is LoRA-only (the reference policy is the base with LoRA off)")
+            if self.experts != "none":
+                raise UsageError("--objective grpo trains one LoRA; train scale experts with --objective sft")
+            if self.group_size < 2 or self.max_new_tokens < 1:
+                raise UsageError("--group-size must be at least 2 and --max-new-tokens at least 1")
+            RewardFunction(self.reward_parser, self.format_weight, self.progressive)  # option errors before any work

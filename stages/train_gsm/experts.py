@@ -34,7 +34,8 @@ import os
 import numpy as np
 import torch
 
-from spatialctl import gsm, qa_format, qwen
+from spatialctl import gsm, io, qa_format, qwen
+from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
@@ -79,7 +80,7 @@ def run_experts(cfg: TrainGSMConfig, on_step, train):
     result.experts = results
     if _is_main_process():
         usage = router_usage(cfg)
-        gsm._write_json(os.path.join(cfg.out, ROUTER_USAGE), usage)
+        io.write_json(os.path.join(cfg.out, ROUTER_USAGE), usage)
         if not cfg.quiet:
             log.info("router usage: %s", json.dumps(usage["overall"]))
     return result
@@ -123,7 +124,7 @@ def router_usage(cfg: TrainGSMConfig, batch_size: int = 8) -> dict:
     """The saved run's router on the run's QA records: share per expert and entropy, overall and per scale."""
     from spatialctl.stages.train_gsm.data import load_records
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device("auto"))
     tokenizer = qwen.load_tokenizer(cfg.base)
     model = gsm.load_adapter(qwen.load_model(cfg.base, device=device), cfg.out, tokenizer=tokenizer).to(device)
     experts = list(model.xlora.spatialctl_expert_dirs)

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from spatialctl import gsm, jobs, qwen
-from spatialctl.errors import SpatialctlError, UsageError
+from spatialctl import gsm, io, jobs, qwen
+from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
 from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
 from spatialctl.stages.train_gsm.grpo import GRPOObjective
 from spatialctl.stages.train_gsm.model import build_model, param_groups
-from spatialctl.stages.train_gsm.rewards import RewardFunction
 
 log = logging.getLogger("train-gsm")
 CKPT_DIR = "checkpoints"
@@ -47,35 +46,9 @@ class TrainResult:
     experts: dict[str, TrainResult] = field(default_factory=dict)  # --experts scale: each expert's run
 
 
-def _check(cfg: TrainGSMConfig) -> None:
-    for name in ("batch_size", "grad_accum", "num_frames", "queries", "geo_grid", "pointmap_patch", "save_every"):
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if not cfg.full_finetune and cfg.lora_rank < 1:
-        raise UsageError("--lora-rank must be at least 1 (or use --full-finetune)")
-    if cfg.bf16 not in ("auto", "yes", "no"):
-        raise UsageError("--bf16 must be auto, yes or no")
-    if cfg.max_steps < 0 or cfg.epochs <= 0 and cfg.max_steps == 0:
-        raise UsageError("give --max-steps > 0 or --epochs > 0")
-    if cfg.experts not in ("none", "scale"):
-        raise UsageError("--experts must be none or scale")
-    if cfg.objective not in ("sft", "grpo"):
-        raise UsageError("--objective must be sft or grpo")
-    if cfg.experts == "scale" and cfg.full_finetune:
-        raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
-    if cfg.objective == "grpo":
-        if cfg.full_finetune:
-            raise UsageError("--objective grpo is LoRA-only (the reference policy is the base with LoRA off)")
-        if cfg.experts != "none":
-            raise UsageError("--objective grpo trains one LoRA; train scale experts with --objective sft")
-        if cfg.group_size < 2 or cfg.max_new_tokens < 1:
-            raise UsageError("--group-size must be at least 2 and --max-new-tokens at least 1")
-        RewardFunction(cfg.reward_parser, cfg.format_weight, cfg.progressive)  # option errors before any work
-
-
 def run(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train and write the adapter folder ``cfg.out``; ``on_step(step, loss)`` runs after every optimizer step."""
-    _check(cfg)
+    cfg.validate()
     if cfg.experts == "scale":
         from spatialctl.stages.train_gsm.experts import run_experts
 
@@ -90,7 +63,7 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
-    _check(cfg)
+    cfg.validate()
     use_bf16 = cfg.bf16 == "yes" or (cfg.bf16 == "auto" and torch.cuda.is_available())
     # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` accelerate then runs MULTI_CPU (gloo)
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
@@ -197,7 +170,7 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
         gsm.save_adapter(cfg.out, unwrapped, gsm_cfg, base=cfg.base,
                          prompt_suffix=cfg.grpo_prompt if cfg.objective == "grpo" else "")
         provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *scene_urls.values()])
-        gsm._write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
+        io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
             "config": jobs.config_dict(cfg), "world_size": world, "total_steps": total_steps,
             "distributed_type": str(accelerator.distributed_type).split(".")[-1],
             "samples_per_step": samples_per_step, "mixed_precision": "bf16" if use_bf16 else "no",
@@ -264,8 +237,7 @@ def _save_checkpoint(root: str, step: int, accelerator, model, optimizer, schedu
             json.dump({"step": step, "world_size": accelerator.num_processes, "config_hash": jobs.config_hash(cfg)}, f)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        io.commit(tmp, final)
         done = sorted(n for n in os.listdir(root) if n.startswith("step-") and not n.endswith(".partial"))
         for old in done[: max(0, len(done) - max(1, cfg.keep_checkpoints))]:
             shutil.rmtree(os.path.join(root, old), ignore_errors=True)
