@@ -272,9 +272,18 @@ class ScaleGenerator:
         if not groups:
             return None
         group = rng.choice(groups)
-        objs = rng.sample(group, min(len(group), rng.randrange(2, 5)))
+        kinds: dict[str, list[int]] = {}
+        for o in group:
+            kinds.setdefault(_phrase_kind(try_ref(self.scene, o, size=False)[0]), []).append(o)
+        same = [m for k, m in sorted(kinds.items()) if len(m) >= 2 and k != "box"]
+        if not same:
+            return None
+        pool = rng.choice(same)
+        objs = rng.sample(pool, min(len(pool), rng.randrange(2, 5)))
         refs = self._refs(objs, size=False)
-        if refs is None or any("pixel box" in r[0] for r in refs):
+        # One way of naming for every option (all by colour, or all by position, ...): which objects can be named
+        # how is not independent of their size, so a mix of kinds would hint at the answer.
+        if refs is None or len({_phrase_kind(r[0]) for r in refs}) > 1 or "pixel box" in refs[0][0]:
             return None
         values = np.array([value_of(o) for o in objs])
         order = np.argsort(-values if largest else values, kind="stable")
@@ -463,6 +472,13 @@ class ScaleGenerator:
         q = f"Which of these objects is seen both in the frame at {self._t(f1)} and in the frame at {self._t(f2)}?"
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
                      metadata=self._meta(objs, frames_compared=[f1, f2]))
+
+
+def _phrase_kind(phrase: str) -> str:
+    for kind, marker in (("box", "pixel box"), ("position", "most of the"), ("landmark", " nearest to ")):
+        if marker in phrase:
+            return kind
+    return "label" if len(phrase.split()) == 2 else "colour"
 
 
 def _article(word: str) -> str:

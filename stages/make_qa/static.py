@@ -360,13 +360,13 @@ class StaticGenerator:
                                "option_pool": "static/route_plan"})
 
     def _appearance_order(self, rng):
-        """Order of first appearance of four (else three) still objects first seen in different frames, named
-        without citing a frame (a category when its label is unique, as VSI-Bench asks)."""
+        """Order of first appearance of four (else three) objects first seen in different frames, named without
+        citing a frame (a category when its label is unique, as VSI-Bench asks)."""
         def make():
             s = self.scene
             by_frame: dict[int, list[tuple[int, str]]] = {}
             first = s.visible.argmax(1)
-            for o in self.static:  # still objects: the camera's path decides the order, not who walks in
+            for o in range(s.n_objects):
                 r = try_ref(s, o) if s.visible[o].any() else None
                 if r is not None and r[1] is None:
                     by_frame.setdefault(int(first[o]), []).append((o, r[0]))
