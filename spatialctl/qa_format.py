@@ -100,7 +100,8 @@ class QARecord:
 
 def record_id(scene: str, family: str, qtype: str, question: str, options: list[str] | None = None) -> str:
     """A stable id: the same question about the same scene gets the same id in every run."""
-    text = json.dumps([scene, family, qtype, question, options or []])
+    # Fields joined by the unit separator (no field holds it): as unique as JSON, several times cheaper.
+    text = "\x1f".join([scene, family, qtype, question, *(options or [])]) + ("\x1e" if options else "")
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

@@ -189,8 +189,11 @@ def colour_share(raw, o):
         from matplotlib.colors import rgb_to_hsv
 
         h, w = raw.hw
-        bits = np.unpackbits(raw.masks[o], axis=-1)[..., : h * w].reshape(-1, h, w).astype(bool)
-        px = raw.frames[bits].astype(float) / 255
+        seen = [f for f in range(len(raw.ts)) if raw.vis[o, f]]
+        k = min(4, len(seen))  # the spec: up to 4 frames, evenly spread over those where it is seen
+        frames = sorted({seen[int(round(i * (len(seen) - 1) / (k - 1)))] if k > 1 else seen[0] for i in range(k)})
+        bits = np.unpackbits(raw.masks[o, frames], axis=-1)[..., : h * w].reshape(-1, h, w).astype(bool)
+        px = raw.frames[frames][bits].astype(float) / 255
         if not len(px):
             raw._colour[o] = {}
             return {}

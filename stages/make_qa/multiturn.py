@@ -27,15 +27,6 @@ SIDE_DEG = 10.0  # caption: "ahead" within this angle of the optical axis
 SIDE_MARGIN = 2.0
 
 
-def length_answer(value_m: float, unit: str) -> float:
-    factor, decimals = UNITS[unit]
-    return round(value_m * factor, decimals)
-
-
-def fmt(value: float, unit: str) -> str:
-    return f"{value:.{UNITS[unit][1]}f}"
-
-
 def side_of(cam_xyz) -> str | None:
     ang = math.degrees(math.atan2(cam_xyz[0], cam_xyz[2]))
     if abs(abs(ang) - SIDE_DEG) < SIDE_MARGIN:
@@ -52,6 +43,11 @@ class MultiTurnGenerator:
         self.max_turns = max(2, min(MAX_TURNS, max_turns))
         self.noise = 0.01 * max(scene.extent(), 1e-6)
         self.unit = scene_scale(scene)[1] if scene.metric else None
+        factor, decimals = UNITS[self.unit] if self.unit else (1.0, 0)
+        self._factor, self._decimals, self._spec = factor, decimals, f".{decimals}f"
+
+    def _len(self, value_m: float) -> float:
+        return round(value_m * self._factor, self._decimals)
 
     def _frame(self, f: int):
         """What every sample about frame f needs, computed once: the objects that can be asked about (seen, boxed,
@@ -73,6 +69,13 @@ class MultiTurnGenerator:
                          {o: try_ref(s, o, f, image=True) for o in objs})
         return frames[f]
 
+    def _plain(self, f: int, usable: list[int]) -> list[int]:
+        key = ("multiturn_plain", f)
+        if key not in self.scene._cache:
+            boxless = namer(self.scene).boxless[:, f]
+            self.scene._cache[key] = [o for o in usable if boxless[o]]
+        return self.scene._cache[key]
+
     def _pixels(self, f: int):
         """(xs, ys, depths) of frame f's valid pixels, found once per frame."""
         key = ("multiturn_pixels", f)
@@ -91,7 +94,7 @@ class MultiTurnGenerator:
         if len(usable) < 2:
             return None
         # Objects a person can name without a pixel box come first; boxes only when fewer than two such objects.
-        plain = [o for o in usable if namer(s).boxless[o, f]]
+        plain = self._plain(f, usable)
         pool = plain if len(plain) >= 2 else usable
         objs = rng.sample(pool, min(3, len(pool)))
         turns: list[tuple[dict, dict]] = []  # (turn, metadata)
@@ -123,7 +126,7 @@ class MultiTurnGenerator:
         pick = range(4)
         if self.scene.metric:
             for i in pick[:2]:
-                val = length_answer(depths[i], self.unit)
+                val = self._len(depths[i])
                 if val <= 0:
                     continue
                 q = (f"What is the depth (distance along the camera's viewing axis) at pixel ({xs[i]}, {ys[i]}) of "
@@ -144,15 +147,16 @@ class MultiTurnGenerator:
         unit = self.unit
         step = 10.0 ** -UNITS[unit][1]
         for o in objs:
-            size = [length_answer(v, unit) for v in self.box[o][f][3:6]]
+            size = [self._len(v) for v in self.box[o][f][3:6]]
             if min(size) < MIN_DIGITS * step:
                 continue  # "size (0.00, 0.01, 0.00) m" says nothing
-            c = [length_answer(v, unit) for v in cam[o]]
+            c = [self._len(v) for v in cam[o]]
             q = (f"What is the 3D bounding box of {refs[o][0]} in this camera's coordinates (x right, y down, z "
                  f"forward), in {UNIT_NAMES[unit]}? Give its centre and its size along its own length, width and "
                  "height.")
-            ans = (f"centre ({', '.join(fmt(v, unit) for v in c)}) {unit}, "
-                   f"size ({', '.join(fmt(v, unit) for v in size)}) {unit}")
+            spec = self._spec
+            ans = (f"centre ({format(c[0], spec)}, {format(c[1], spec)}, {format(c[2], spec)}) {unit}, "
+                   f"size ({format(size[0], spec)}, {format(size[1], spec)}, {format(size[2], spec)}) {unit}")
             turns.append((self._turn(q, ans, "text", unit), {"type": "object_box", "object": o}))
             boxed.append(o)
         return boxed
@@ -176,7 +180,7 @@ class MultiTurnGenerator:
             d = math.dist(self.box[a][f][:3], self.box[b][f][:3])
             if d < 3 * self.noise:
                 continue
-            val = length_answer(d, self.unit)
+            val = self._len(d)
             q = (f"Using the boxes above, what is the distance between the centres of {refs[a][0]} and "
                  f"{refs[b][0]}, in {UNIT_NAMES[self.unit]}?")
             turns.append((self._turn(q, val, "number", self.unit), {"type": "object_distance", "objects": [a, b]}))
@@ -190,8 +194,7 @@ class MultiTurnGenerator:
                 continue
             label = self.scene.labels[o]
             if self.scene.metric:
-                val = length_answer(dist[o], self.unit)
-                parts.append(f"a {label} {fmt(val, self.unit)} {self.unit} away {side}")
+                parts.append(f"a {label} {format(self._len(dist[o]), self._spec)} {self.unit} away {side}")
             else:
                 parts.append(f"a {label} {side}")
             described.append(o)

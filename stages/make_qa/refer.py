@@ -2,8 +2,8 @@
 of the three chairs in the frame at 1.20 s"; a pixel box only when nothing else singles the object out.
 
 An expression is used only when it picks out exactly one object among those with its label:
-- colour: the object's colour name covers at least half of its pixels (all masks, all frames) and at most a fifth of
-  every same-label object's pixels. Pixel colour names come from HSV (:func:`colour_codes`).
+- colour: the object's colour name covers at least half of its pixels and at most a fifth of every same-label
+  object's pixels (pixels of up to 4 frames spread evenly over the frames where each is seen). Pixel colour names come from HSV (:func:`colour_codes`).
 - size: its longest side is at least 1.5x (largest) or at most 1/1.5 (smallest) of every other same-label object's.
   Questions about sizes pass ``size=False``: "the larger box" would give their answer away. People are not
   named by colour.
@@ -28,6 +28,7 @@ HUE_BOUNDS = ((15.0, 0), (45.0, 1), (70.0, 2), (165.0, 3), (260.0, 4), (300.0, 5
 DARK_V = 0.25  # value below this: black
 GREY_S = 0.2  # saturation below this: white (value >= 0.75) or gray
 COLOUR_MAJORITY = 0.5
+COLOUR_FRAMES = 4
 COLOUR_OTHERS_MAX = 0.2
 SIZE_RATIO = 1.5  # also the landmark distance ratio
 UNCOLOURED = ("person",)
@@ -149,12 +150,17 @@ class Namer:
     def _colour_shares(self, objs: list[int]) -> dict[int, np.ndarray]:
         s = self.scene
         out = {o: np.zeros(len(COLOURS)) for o in objs}
-        if s.frames_reader is None or s.object_masks_reader is None:
+        if s.frames_reader is None or s.mask_reader is None:
             return out
         frames = s.frames_reader()  # (N, H, W, 3)
-        for o in objs:  # only the objects' own pixels are classified: a small share of all pixels
-            counts = np.bincount(colour_codes(frames[s.object_masks_reader(o)]),
-                                 minlength=len(COLOURS)).astype(np.float64)
+        for o in objs:  # only the object's own pixels, in up to COLOUR_FRAMES frames spread over where it is seen
+            seen = np.flatnonzero(s.visible[o])
+            if not len(seen):
+                continue
+            pick = seen[np.unique(np.round(np.linspace(0, len(seen) - 1, min(COLOUR_FRAMES, len(seen))))
+                                  .astype(int))]
+            px = np.concatenate([frames[f][s.mask_reader(o, int(f))] for f in pick])
+            counts = np.bincount(colour_codes(px), minlength=len(COLOURS)).astype(np.float64)
             out[o] = counts / max(counts.sum(), 1.0)
         return out
 
