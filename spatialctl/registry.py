@@ -90,7 +90,8 @@ STAGES: tuple[Stage, ...] = (
           "ATE (Sim(3)/SE(3)), RPE, depth AbsRel / δ<1.25 and point-cloud accuracy / completeness against truth.",
           Inputs("estimate", "The estimated scene store (scene.zarr).", many=False)),
     Stage("eval blind", _S + "make_qa.audit", "BlindConfig",
-          "Blind audit: text-only baselines per family and type, fitted on half the scenes, scored on the other.",
+          "Blind audit of QA records: text-only baselines per family and type, fitted on half the scenes and scored "
+          "on the other half.",
           Inputs("qa_file", "QA records (qa.jsonl or .parquet, as make-qa writes).", many=False)),
     Stage("eval probe", _S + "probe", "ProbeConfig",
           "Linear depth probe on frozen patch features of synth frames: AbsRel of the base (and boosted) encoder.",

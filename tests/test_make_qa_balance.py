@@ -86,11 +86,13 @@ def test_distractors_are_other_questions_true_answers_of_the_same_pool():
     shares = {"a": 0.24, "b": 0.22, "c": 0.18, "d": 0.12, "e": 0.1, "f": 0.07, "g": 0.04, "h": 0.03}
     pool_answers = [t for t, p in shares.items() for _ in range(int(p * 2000))]
     recs = [rec(i, a, options=[a, "never", "seen", "here"], pool="p2") for i, a in enumerate(pool_answers)]
-    recs += [rec(5000 + i, "z", options=["z", "y", "w", "v"], pool="tiny") for i in range(5)]
+    # a type whose only pool is too small keeps the generator's options; one such record in a pooled type is dropped
+    recs += [rec(5000 + i, "z", options=["z", "y", "w", "v"], pool="tiny", qtype="small") for i in range(5)]
+    recs += [rec(6000, "z", options=["z", "y", "w", "v"], pool="tiny2")]
     rng.shuffle(recs)
-    truth = {r.id: r.answer_option for r in recs}
+    truth = {r.id: r.answer_option for r in recs if r.id != "r6000"}
     out = balance.redraw_distractors(recs, seed=3)
-    assert len(out) == len(recs)
+    assert len(out) == len(recs) - 1 and "r6000" not in {r.id for r in out}
     for r in out:
         if r.metadata["option_pool"] == "tiny":  # one distinct answer: the generator's options stay
             assert r.options == ["z", "y", "w", "v"] and r.metadata["options_from"] == "generator"

@@ -94,11 +94,18 @@ def test_deterministic_dedup_balanced_and_split_by_scene(tmp_path, stores):
     for r in everything:  # distractors never equal the answer
         if r.answer_type == "mc":
             assert len(set(r.options)) == len(r.options)
-    # letters balanced per option count over the whole output (both splits together): within one of each other
+    # letters balanced per type and option count over the whole output (both splits together): within one of each
+    # other (options in a fixed order, e.g. yes/no, keep theirs)
     report = a["stats"]
-    for n, counts in report["letter_balance"].items():
-        full = [counts.get(x, 0) for x in "ABCD"[: int(n)]]
-        assert max(full) - min(full) <= 1, (n, counts)
+    per_type: dict = {}
+    for r in everything:
+        if r.answer_type == "mc" and r.metadata.get("options_ordered") is not True:
+            per_type.setdefault((r.family, r.type, len(r.options)), []).append(r.answer)
+    assert per_type
+    for key, letters in per_type.items():
+        full = [letters.count(x) for x in "ABCD"[: key[2]]]
+        assert max(full) - min(full) <= 1, (key, full)
+    assert sum(sum(c.values()) for c in report["letter_balance"].values()) == sum(map(len, per_type.values()))
     assert set(report["per_type"]) == {f"{r.family}/{r.type}" for r in everything}
     assert json.load(open(a["stats_file"]))["total"] == len(everything)
     c = _run(tmp_path / "c", stores, seed=4, per_scene=20)
@@ -186,17 +193,17 @@ def test_cli_make_qa(tmp_path, stores):
 
 def test_frames_export_references_images(tmp_path, stores):
     res = _run(tmp_path, stores[:1], families=("dsr", "multiturn"), per_scene=4, frames_dir=str(tmp_path / "fr"),
-               max_images=6)
+               max_images=5)
     records = read_qa(res["files"]["all"])
     assert records
     for r in records:
-        assert r.images and len(r.images) <= 6 and all(p.endswith(".jpg") for p in r.images)
+        assert r.images and len(r.images) <= 5 and all(p.endswith(".jpg") for p in r.images)
         assert to_sharegpt(r)["conversations"][0]["value"].startswith("<image>\n" * len(r.images))
         if r.family == "multiturn":
             assert r.images[0].endswith(f"{r.metadata['frame']:06d}.jpg")
     assert np.all([len(r.frames) == len(r.timestamps) for r in records])
-    with pytest.raises(UsageError, match="--max-images 5"):  # fewer images than a question's key frames
-        _run(tmp_path / "few", stores[:1], frames_dir=str(tmp_path / "fr5"), max_images=5)
+    with pytest.raises(UsageError, match="--max-images 4"):  # fewer images than a question's key frames
+        _run(tmp_path / "few", stores[:1], frames_dir=str(tmp_path / "fr4"), max_images=4)
 
 
 def test_roundtrip_write_read(tmp_path):

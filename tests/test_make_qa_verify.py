@@ -632,6 +632,24 @@ def test_every_answer_agrees_with_the_independent_check(qa):
     assert {r.scale for r in records if r.family == "scale"} == {"tiny_tabletop", "tabletop", "indoor", "outdoor"}
     dsr = [r.metadata for r in records if r.family == "dsr"]
     assert {(m["mode"], m["viewpoint"]) for m in dsr} == {(a, b) for a in ("relative", "absolute") for b in ("camera", "agent")}
+    # Facing is not motion: some agent viewpoint or oriented target faces more than 45 degrees away from where it
+    # moves (or turns on the spot), so an answer taken from the motion direction would fail the check above.
+    apart = []
+    for r in records:
+        m = r.metadata
+        if r.family != "dsr" or (m["viewpoint"] != "agent" and r.type != "orientation"):
+            continue
+        raw = scenes[r.scene]
+        o = m["agent"] if m["viewpoint"] == "agent" else m["targets"][0]
+        fr = m["key_frames"]
+        if np.linalg.norm(raw.vel[o, fr, :2], axis=-1).max() < 1e-9:  # standing: does it turn?
+            spin = abs((math.degrees(facing_yaw(raw, o, fr[-1]) - facing_yaw(raw, o, fr[0])) + 180) % 360 - 180)
+            apart.append(spin > 10)
+        else:
+            turn = [abs((math.degrees(facing_yaw(raw, o, f) - yaw_of(raw.vel[o, f])) + 180) % 360 - 180) for f in fr
+                    if np.linalg.norm(raw.vel[o, f, :2]) > 1e-9]
+            apart.append(max(turn) > 45)
+    assert any(apart)
     assert {k for k in checked} - OPTIONAL == {(f, t) for f, ts in EXPECTED.items() for t in ts}
     for family in ("static", "scale", "multiturn"):  # pixel boxes only as a last resort
         rows = [r for r in records if r.family == family]

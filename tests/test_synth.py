@@ -191,7 +191,7 @@ def test_velocity_matches_finite_differences(kind):
     arc = m.omega if kind == "curved" else 0.0
     assert np.allclose((m.yaw(t + dt) - m.yaw(t - dt)) / (2 * dt), m.turn_rate + arc, atol=1e-5)
     if kind == TURNING:
-        assert not m.is_moving() and not going.any() and abs(m.turn_rate) * 3.0 >= np.radians(60) - 1e-9
+        assert not m.is_moving() and not going.any() and abs(m.turn_rate) * 3.0 >= np.radians(90) - 1e-9
     elif kind == "back-and-forth":  # out and back: the way travelled along its direction grows, then shrinks
         d = (m.position(t) - m.position(0.0)) @ m.direction
         assert d.max() > 0.5 and d[-1] < d.max() - 0.1

@@ -1,4 +1,4 @@
-"""What `spatialctl eval qa|run|geometry|blind|probe` print (the commands themselves are generated from the configs)."""
+"""What `spatialctl eval qa|run|geometry|probe|blind` print (the commands themselves are generated from the configs)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ def report_probe(config, report: dict) -> None:
     typer.echo(json.dumps(report, indent=2))
 
 
-report_geometry = report_qa
-
-
 def report_blind(config, result: dict) -> None:
-    """eval blind: the audit table on stdout, the files written on stderr."""
+    """eval blind: the audit table on stdout, the files on stderr."""
     from spatialctl.stages.make_qa.audit import render
 
-    typer.echo(render(result["report"]))
+    typer.echo(render(result["audit"]))
     if not config.quiet:
         typer.echo(f"audit: {result['files'][0]}, {result['files'][1]}", err=True)
+
+
+report_geometry = report_qa

@@ -1,4 +1,5 @@
-"""What `spatialctl make-qa` prints: the stats summary (with --stats) on stderr, the result as JSON on stdout."""
+"""What `spatialctl make-qa` prints: the stats summary (with --stats) and the blind audit on stderr, the result as
+JSON on stdout."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def report(config, result: dict) -> None:
         from spatialctl.stages.make_qa.stats import render
 
         typer.echo(render(result["stats"]), err=True)
-    if config.audit and not config.quiet:
+    if "audit" in result and not config.quiet:
         from spatialctl.stages.make_qa.audit import render as render_audit
 
         typer.echo(render_audit(result["audit"]), err=True)

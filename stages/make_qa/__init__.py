@@ -65,7 +65,8 @@ class MakeQAConfig:
     balance: bool = opt(True, "Cap each answer (and step label) per type so answers are as flat as the scenes allow, "
                         "and draw wrong options from other questions' true answers.", flag="--balance/--no-balance")
     audit: bool = opt(True, "Blind audit: text-only baselines per type, fitted on half the scenes and scored on the "
-                      "other half; printed and written to OUT.audit.json/.md.", flag="--audit/--no-audit")
+                      "other half; printed and written to OUT.audit.json/.md.", flag="--audit/--no-audit",
+                      runtime=True)
     shard: str | None = shard_opt()
     quiet: bool = quiet_opt()
 

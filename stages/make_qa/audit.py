@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl.config import opt, quiet_opt
-from spatialctl.qa_format import LETTERS, QARecord
+from spatialctl.config import check_fields, opt, quiet_opt
+from spatialctl.qa_format import LETTERS, QARecord, read_qa
 from spatialctl.scoring import mean_relative_accuracy
 
 MC_BASELINES = ("letter", "answer_text", "option_prior", "bow", "longest", "shortest", "medoid")
@@ -151,8 +151,10 @@ def _row(key: str, group: list[Item], half: dict[str, int]) -> dict:
         chance, ok = None, best <= NUMBER_LIMIT
     else:  # free text: the most frequent answer's hit rate is its share, judged by the share limit below
         chance, ok = None, True
-    row.update(scored=scored, chance=None if chance is None else round(chance, 4), baselines=baselines,
-               best=best, best_name=best_name, ok=bool(ok and top_share <= row["top_share_limit"]))
+    # the standard error of one baseline at chance: the noise to read a small type's best score against
+    se = None if chance is None else round(float(np.sqrt(chance * (1 - chance) / scored)), 4)
+    row.update(scored=scored, chance=None if chance is None else round(chance, 4), se_at_chance=se,
+               baselines=baselines, best=best, best_name=best_name, ok=bool(ok and top_share <= row["top_share_limit"]))
     return row
 
 
@@ -292,10 +294,10 @@ def render(report: dict) -> str:
     """A Markdown table: one row per type; best blind score against chance (mc) or the MRA limit (numbers)."""
     lines = [f"Blind audit: {report['items']} items ({report['records']} records) from {report['scenes']} scenes; "
              f"{report['method']}.", "",
-             "| type | kind | n | distinct | entropy | top share (limit) | chance | best blind | baseline | ok |",
+             "| type | kind | n | distinct | entropy | top share (limit) | chance (±SE) | best blind | baseline | ok |",
              "|---|---|---:|---:|---:|---|---:|---:|---|---|"]
     for r in report["rows"]:
-        chance = "" if r.get("chance") is None else f"{r['chance']:.3f}"
+        chance = "" if r.get("chance") is None else f"{r['chance']:.3f} (±{r['se_at_chance']:.3f})"
         best = "" if r.get("best") is None else f"{r['best']:.3f}"
         ok = {True: "yes", False: "NO", None: "n/a"}[r.get("ok")]
         lines.append(f"| {r['type']} | {r['kind']} | {r['n']} | {r['distinct_answers']} | {r['entropy_bits']:.2f} | "
@@ -325,20 +327,19 @@ def write_audit(report: dict, out: str) -> tuple[str, str]:
 
 @dataclass
 class BlindConfig:
-    """`spatialctl eval blind QA_FILE`: the audit of an existing QA file."""
+    """`spatialctl eval blind QA_FILE`."""
 
     out: str | None = opt(None, "Write OUT.audit.json and OUT.audit.md. Default: beside QA_FILE (QA.audit.json, "
-                          "QA.audit.md).", show_default=False)
+                          "QA.audit.md).", runtime=True)
     seed: int = opt(0, "Seed of the scene-disjoint halves.")
     quiet: bool = quiet_opt()
 
     def validate(self) -> None:
-        pass
+        check_fields(self)
 
 
-def run(config: BlindConfig, qa_file: str, progress=None) -> dict:
-    """Audit ``qa_file``; write the report beside it (or beside ``config.out``); return it and the paths."""
-    from spatialctl.qa_format import read_qa
-
+def run(config: BlindConfig, qa_file: str) -> dict:
+    """Audit the records of ``qa_file``; write the report beside it (or at ``config.out``)."""
+    config.validate()
     report = audit(read_qa(qa_file), seed=config.seed)
-    return {"report": report, "files": list(write_audit(report, config.out or qa_file))}
+    return {"audit": report, "files": list(write_audit(report, config.out or qa_file))}

@@ -96,7 +96,7 @@ def share_limit(counts: dict, strict: bool = True, spread: float = SPREAD) -> fl
     total = sum(counts.values())
     n_eff = max(sum(1 for c in counts.values() if c >= 0.01 * total), 1)
     limit = max(spread / n_eff, MANY_SHARE)
-    return min(limit, 0.97 * max(1.5 / len(counts), 0.15)) if strict else limit
+    return min(limit, 0.97 * max(1.5 / max(len(counts), 1), 0.15)) if strict else limit
 
 
 def _order(records: list[QARecord], seed: int) -> list[QARecord]:
@@ -135,17 +135,24 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
             measure = group[0].answer_type == "number" and group[0].unit is not None
             if name and len({answer_key(r) for r in group}) < (MIN_GROUP_BINS if measure else MIN_GROUP_KEYS):
                 continue  # e.g. a label whose sizes barely vary: its questions are answered by the label alone
-            keep.extend(_cap_group(t, _order(group, seed), target))
+            group = _order(group, seed)
+            for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
+                if not group:
+                    break
+                n = len(group)
+                group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None)))
+                if len(group) == n:
+                    break
+            keep.extend(group)
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
 
 
-def _cap_group(t: str, group: list[QARecord], target: dict | None) -> list[QARecord]:
-    """One group of one type: each answer key at most the water-filling cap, then step labels and pools."""
+def _cap_answers(group: list[QARecord], target: dict | None) -> list[QARecord]:
     keys = [answer_key(r) for r in group]
     counts = Counter(keys)
-    if target and t in target:
-        limit = _target_caps(counts, target[t])
+    if target:
+        limit = _target_caps(counts, target)
     else:
         pooled = all(r.metadata.get("option_pool") is not None for r in group)
         m = water_fill(counts, share_limit(counts, spread=SPREAD if pooled else CLOSED_SPREAD))
@@ -156,7 +163,7 @@ def _cap_group(t: str, group: list[QARecord], target: dict | None) -> list[QARec
         if used[k] < limit.get(k, 0):
             used[k] += 1
             kept.append(r)
-    return _cap_pools(_cap_steps(kept))
+    return kept
 
 
 def _cap_pools(group: list[QARecord]) -> list[QARecord]:
@@ -217,35 +224,50 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
     sampling with inclusion probabilities pi(d) = n p(d) (Madow), conditioned on containing the true answer: the
     pool's answers in a random order, laid end to end with lengths pi(d); a point x uniform in the true answer's
     stretch; the n options are the answers under x, x + 1, ..., x + n - 1 (mod n). Then p(a) P(S | a) = P(S) / n
-    for every a in S. A pool with fewer than n distinct answers (a small run) keeps the generator's options, and
-    its records say so in ``metadata["options_from"]``. Ids are recomputed (options are part of them)."""
+    for every a in S. A pool with fewer than n distinct answers draws from its coarser
+    ``metadata["option_pool_fallback"]`` if it has one with enough, else (a small run) keeps the generator's
+    options (dropped where other records of its type have pooled options); ``metadata["options_from"]`` says
+    which. Ids are recomputed (options are part of them)."""
     pools: dict[str, list[QARecord]] = defaultdict(list)
     for r in records:
         p = r.metadata.get("option_pool")
         if p is not None and r.answer_type == "mc":
             pools[p].append(r)
+    # A pool with too few distinct answers lends from its coarser fallback pool (metadata["option_pool_fallback"]):
+    # the records of every pool that names it.
+    fallback: dict[str, list[QARecord]] = defaultdict(list)
+    for r in records:
+        p = r.metadata.get("option_pool_fallback")
+        if p is not None and r.answer_type == "mc" and r.metadata.get("option_pool") is not None:
+            fallback[p].append(r)
+    answers = {k: Counter(x.answer_option for x in v) for k, v in fallback.items()}
     for name, group in sorted(pools.items()):
         rng = random.Random(f"{seed}:{name}")
         group = _order(group, seed)
-        counts = Counter(r.answer_option for r in group)
-        texts = sorted(counts)
+        own = Counter(r.answer_option for r in group)
         for r in group:
             n = len(r.options)
-            # ``metadata["option_exclude"]``: texts that would also be true here (existence: labels the scene has).
-            excluded = set(r.metadata.get("option_exclude") or ()) - {r.answer_option}
-            allowed = [t for t in texts if t not in excluded]
-            if len(allowed) < n:
+            source, counts = group, own
+            if len(own) < n and r.metadata.get("option_pool_fallback") in fallback:
+                source = fallback[r.metadata["option_pool_fallback"]]
+                counts = answers[r.metadata["option_pool_fallback"]]
+            if len(counts) < n:
                 r.metadata["options_from"] = "generator"
                 continue
-            chosen = _systematic(allowed, [min(1.0, n * counts[t] / len(group)) for t in allowed], r.answer_option,
-                                 n, rng)
-            r.metadata["options_from"] = "pool"
+            texts = sorted(counts)
+            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(source)) for t in texts], r.answer_option, n,
+                                 rng)
+            r.metadata["options_from"] = "pool" if source is group else "fallback pool"
             truth = r.answer_option
             r.options = chosen
             r.answer = LETTERS[chosen.index(truth)]
             r.id = record_id(r.scene, r.family, r.type,
                              "\n".join([h["question"] for h in r.history or []] + [r.question]), r.options)
-    return records
+    # Where a type has pooled options at all (a run with enough answers), a record left with the generator's own
+    # wrong options would stand out from the rest (made-up sequences): it is dropped.
+    pooled_types = {(r.family, r.type) for r in records if r.metadata.get("options_from") in ("pool", "fallback pool")}
+    return [r for r in records
+            if not (r.metadata.get("options_from") == "generator" and (r.family, r.type) in pooled_types)]
 
 
 def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random) -> list[str]:

@@ -29,7 +29,6 @@ length uniform, then start uniform). Wrong options are other questions' true ans
 from __future__ import annotations
 
 import random
-import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -47,7 +46,7 @@ DIR_MARGIN = 0.05
 ANGLE_MARGIN = 10.0  # degrees from a sector boundary
 NOISE_FRACTION = 0.01  # position noise as a fraction of the scene extent
 KEY_TIMES = {"distance": (3, 4, 5), "direction": (3, 4, 5), "direction_prediction": (3, 4, 5),
-             "orientation": (2, 3, 4), "speed": (4, 5, 6), "speed_comparison": (3, 4, 5)}
+             "orientation": (2, 3, 4), "speed": (4, 5), "speed_comparison": (3, 4, 5)}
 
 DISTANCE_PHRASE = ("getting farther apart", "getting closer", "staying about the same distance apart")
 SPEED_PHRASE = ("speeding up", "slowing down", "keeping about the same speed")
@@ -199,28 +198,36 @@ class ViewTables:
         self._has_facing = np.isfinite(facing).all(-1)  # (O, N)
 
     def _rotate(self, vec, fs, mode):
-        """World vectors (3, O, K, m) at key frames fs (K, m) -> viewpoint components (3 or fewer, V, O, K, m)."""
-        r = self.rows
-        if mode == "relative":
-            rr = r[..., fs]  # (3, 3, V, K, m)
-            return np.stack([sum(rr[i, j][:, None] * vec[j][None] for j in range(3)) for i in range(3)])
-        rr = r[..., fs[:, 0]]  # (3, 3, V, K)
+        """World vectors (3, O, K, m) at key frames fs (K, m) -> components (3, V, O, K, m) in the axes each viewer
+        had at the first key frame (absolute mode)."""
+        rr = self.rows[..., fs[:, 0]]  # (3, 3, V, K)
         return np.stack([sum(rr[i, j][:, None, :, None] * vec[j][None] for j in range(3)) for i in range(3)])
 
     def _viewer_ok(self, fs, mode):
         return self.ok[:, fs].all(-1) if mode == "relative" else self.ok[:, fs[:, 0]]  # (V, K)
 
+    def _relative(self, name, vec, offset):
+        """Every frame at once, relative mode: (vec - viewer position if offset) in each viewer's own axes then,
+        (3, V, O, N); key-frame sets then only gather from it."""
+        if name not in self._cache:
+            r = self.rows
+            d = [vec[j][None] - self.pos[j][:, None] if offset else vec[j][None] for j in range(3)]  # (V|1, O, N)
+            self._cache[name] = np.stack([sum(r[i, j][:, None] * d[j] for j in range(3)) for i in range(3)])
+        return self._cache[name]
+
     def positions(self, mode, m):
         ck = ("pos", mode, m)
         if ck not in self._cache:
             fs = key_frame_sets(self.scene.n_frames, m)[0]
-            cen = self._cen[:, :, fs]  # (3, O, K, m)
-            loc = self._rotate(cen, fs, mode)
-            # minus the viewer's position, in the same axes
-            p = self.pos[:, :, fs] if mode == "relative" else self.pos[:, :, fs[:, 0]][..., None]  # (3, V, K, m|1)
-            r = self.rows[..., fs] if mode == "relative" else self.rows[..., fs[:, 0]][..., None]
-            ploc = np.stack([sum(r[i, j] * p[j] for j in range(3)) for i in range(3)])  # (3, V, K, m|1)
-            loc = loc - ploc[:, :, None]
+            if mode == "relative":
+                loc = self._relative("rel_pos", self._cen, True)[..., fs]
+            else:
+                loc = self._rotate(self._cen[:, :, fs], fs, mode)
+                # minus the viewer's position, in the same axes
+                p = self.pos[:, :, fs[:, 0]][..., None]  # (3, V, K, 1)
+                r = self.rows[..., fs[:, 0]][..., None]
+                ploc = np.stack([sum(r[i, j] * p[j] for j in range(3)) for i in range(3)])  # (3, V, K, 1)
+                loc = loc - ploc[:, :, None]
             ok = self._viewer_ok(fs, mode)[:, None] & self._seen[:, fs].all(-1)[None]
             self._cache[ck] = (loc, ok)
         return self._cache[ck]
@@ -229,7 +236,10 @@ class ViewTables:
         ck = ("facing", mode, m)
         if ck not in self._cache:
             fs = key_frame_sets(self.scene.n_frames, m)[0]
-            h = self._rotate(self._facing[:, :, fs], fs, mode)[:2]
+            if mode == "relative":
+                h = self._relative("rel_facing", self._facing, False)[:2][..., fs]
+            else:
+                h = self._rotate(self._facing[:, :, fs], fs, mode)[:2]
             ok = self._viewer_ok(fs, mode)[:, None] & (self._seen & self._has_facing)[:, fs].all(-1)[None]
             self._cache[ck] = (h, ok)
         return self._cache[ck]
@@ -260,6 +270,7 @@ class DSRGenerator:
     def __init__(self, scene: SceneData):
         self.scene = scene
         self.noise = NOISE_FRACTION * max(scene.extent(), 1e-6)
+        self.magnitude = int(np.floor(np.log10(max(scene.extent(), 1e-6))))
         front = scene.front if scene.front is not None else np.full(scene.n_objects, np.nan)
         self.with_facing = [o for o in range(scene.n_objects) if np.isfinite(front[o])]
         self.agents: list[int] = []  # one agent per scene is the viewpoint besides the camera, chosen on first use
@@ -271,6 +282,7 @@ class DSRGenerator:
 
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         s = self.scene
+        self._rng = rng
         if s.n_objects < (1 if qtype in ("orientation", "speed") else 2):
             return None
         if self.tables is None:
@@ -365,10 +377,12 @@ class DSRGenerator:
         return ok & self._named(m) & ~amb.any(-1), {"codes": codes}, 5
 
     def _speeds(self, mode, m):
-        """(speeds (V, O, K, m-1), ok (V, O, K), dt (K, m-1)) between consecutive key frames."""
+        """(speeds (V, O, K, m-1), ok (V, O, K), dt (K, m-1)) between consecutive key frames; only objects that
+        move (a still object's speed is the viewer's own motion, which its label would give away)."""
         loc, ok = self.tables.positions(mode, m)
         dt = np.diff(self.scene.timestamps[key_frame_sets(self.scene.n_frames, m)[0]], axis=1)
-        return _norm(np.diff(loc, axis=-1)) / dt, ok & self._named(m), dt
+        movers = np.asarray(self.scene.moving, bool)[None, :, None]
+        return _norm(np.diff(loc, axis=-1)) / dt, ok & self._named(m) & movers, dt
 
     def _table_speed(self, mode, m):
         sp, ok, dt = self._speeds(mode, m)
@@ -445,12 +459,17 @@ class DSRGenerator:
     def _draft(self, qtype, question, mode, kind, agent, frames, objs, refs, codes, phrases, shown=None, **extra):
         meta = self._meta(mode, kind, agent, frames, objs, codes, phrases, **extra)
         answer = phases_text(meta["phases"])
-        counts = pool_phases(len(meta["phases"]), sum(1 for p in phrases if p))
+        counts = tuple(k for k in pool_phases(len(meta["phases"]), sum(1 for p in phrases if p)) if k <= len(codes))
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
-        meta["option_pool"] = f"dsr/{qtype}/{'-'.join(map(str, counts))}"
-        rng = random.Random(zlib.crc32(repr((qtype, frames, objs)).encode()))
+        # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
+        # size: no option has more phases than the question allows, and what the question shows of its viewpoint
+        # or (through the object names) of the scene's scale tells nothing about the answer.
+        meta["option_pool"] = (f"dsr/{qtype}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} phases/"
+                               f"1e{self.magnitude} m")
+        meta["option_pool_fallback"] = f"dsr/{qtype}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         fallback = _fallback_options(phrases, counts)
+        rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
         opts = mc(answer, rng.sample(fallback, 4), rng)
         if opts is None:
             return None

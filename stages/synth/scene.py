@@ -401,7 +401,7 @@ def _sample_motion(rng: np.random.Generator, moving: bool, centre: np.ndarray, d
     yaw = rng.uniform(-math.pi, math.pi)
     free = category in FREE_FACING
     if not moving:
-        if free and rng.random() < 0.5:  # a person standing and turning
+        if free and rng.random() < 0.7:  # a person standing and turning
             return Motion(TURNING, p0=centre, yaw0=yaw, turn_rate=_turn_rate(rng, duration))
         return Motion("static", p0=centre, yaw0=yaw)
     kind = MOTIONS[int(rng.integers(len(MOTIONS)))]
@@ -414,9 +414,9 @@ def _sample_motion(rng: np.random.Generator, moving: bool, centre: np.ndarray, d
     facing, turn = 0.0, 0.0
     if free:
         u = rng.random()
-        if u < 0.35:
+        if u < 0.3:
             facing = float(rng.choice([math.pi / 2, -math.pi / 2, math.pi]))
-        elif u < 0.7:
+        elif u < 0.8:
             turn = _turn_rate(rng, duration)
     if kind == "straight":
         return Motion(kind, p0=start, direction=direction, speed=dist / duration, yaw0=yaw, facing_offset=facing,
@@ -449,8 +449,8 @@ def _sample_motion(rng: np.random.Generator, moving: bool, centre: np.ndarray, d
 
 
 def _turn_rate(rng: np.random.Generator, duration: float) -> float:
-    """A turn of 60-150 degrees over the clip, either way."""
-    return math.radians(rng.uniform(60, 150)) / duration * float(rng.choice([-1.0, 1.0]))
+    """A turn of 90-270 degrees over the clip, either way (enough to face another way within a few key times)."""
+    return math.radians(rng.uniform(90, 270)) / duration * float(rng.choice([-1.0, 1.0]))
 
 
 def _camera(rng: np.random.Generator, preset: Preset, kind: str, width: int, height: int, extent: float,
