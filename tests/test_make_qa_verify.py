@@ -408,7 +408,15 @@ def expect_static(raw, r):
         return round(raw.area, 1)
     if t == "rel_distance":
         assert len(r.options) == 4
-        best = min(m["objects"], key=lambda o: gap(raw.med(raw.aabb, m["anchor"]), raw.med(raw.aabb, o)))
+        anchor = raw.med(raw.aabb, m["anchor"])
+        assert not raw.moving[m["anchor"]]
+
+        def gaps(o):  # a mover: its gaps over the frames where it is seen
+            boxes = [raw.aabb[o, f] for f in range(len(raw.ts)) if raw.vis[o, f]] if raw.moving[o] else [raw.med(raw.aabb, o)]
+            return [gap(anchor, b) for b in boxes]
+
+        best = min(m["objects"], key=lambda o: max(gaps(o)))
+        assert all(min(gaps(o)) > 1.1 * max(gaps(best)) for o in m["objects"] if o != best)  # closest at every moment
         return ("object", best)
     if t.startswith("rel_direction"):
         a, b, c = m["objects"]

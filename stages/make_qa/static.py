@@ -242,33 +242,53 @@ class StaticGenerator:
                      metadata={"measure": "convex hull of all valid points projected on the floor plane"})
 
     def _rel_distance(self, rng):
-        """Which of four named static objects is closest (box to box) to a fifth: objects, not categories, so a
-        scene with few categories still gets VSI-Bench's four options."""
-        objs, refs, _ = self._named(near=False)  # "the chair nearest to the sofa" would answer it
-        plain = [i for i, r in enumerate(refs) if "pixel box" not in r[0]]
-        pool = plain if len(plain) >= 5 else list(range(len(objs)))
-        if len(pool) < 5:
+        """Which of four named objects is closest (box to box) to a fifth, a still one: objects, not categories, so
+        a scene with few categories still gets VSI-Bench's four options. Moving objects take part when the answer
+        holds at every moment: the answer's largest gap over the video is clearly below every other's smallest."""
+        def make():
+            s = self.scene
+            still, refs, _ = self._named(near=False)  # "the chair nearest to the sofa" would answer it
+            movers = [o for o in range(s.n_objects) if s.moving[o] and s.visible[o].any()]
+            mrefs = [try_ref(s, o, near=False) for o in movers]
+            objs = still + [o for o, r in zip(movers, mrefs, strict=True) if r is not None]
+            names = [r for r in refs] + [r for r in mrefs if r is not None]
+            plain = [i for i, r in enumerate(names) if "pixel box" not in r[0]]
+            pool = plain if any(i < len(still) for i in plain) and len(plain) >= 5 else range(len(objs))
+            return objs, names, len(still), list(pool)
+        objs, names, n_still, pool = self._cached("rel_distance", make)
+        anchors = [i for i in pool if i < n_still]
+        if len(pool) < 5 or not anchors:
             return None
-        pick = rng.sample(pool, 5)
-        anchor, choices = pick[0], pick[1:]
-        if len({refs[i][0] for i in pick}) < 5:
+        anchor = rng.choice(anchors)
+        choices = rng.sample([i for i in pool if i != anchor], 4)
+        if len({names[i][0] for i in [anchor, *choices]}) < 5:
             return None
-        gaps = sorted((self._object_gap(objs[anchor], objs[i]), i) for i in choices)
-        best, second = gaps[0][0], gaps[1][0]
+        ranges = {i: self._gap_range(objs[anchor], objs[i]) for i in choices}
+        gaps = sorted((ranges[i][1], i) for i in choices)  # by the largest gap over the video
+        best = gaps[0][0]
+        second = min(ranges[i][0] for i in choices if i != gaps[0][1])  # every other one, at its closest
         if second - best < max(REL_MARGIN * best, 3 * self.noise):
             return None
-        names = {i: refs[i][0] for i in choices}
-        opts = mc(names[gaps[0][1]], [names[i] for _, i in gaps[1:]], rng)
-        listed = ", ".join(sorted(names.values()))
+        text = {i: names[i][0] for i in choices}
+        opts = mc(text[gaps[0][1]], [text[i] for _, i in gaps[1:]], rng)
+        listed = ", ".join(sorted(text.values()))
         q = (f"Measuring from the closest point of each object, which of these objects ({listed}) is the closest to "
-             f"{refs[anchor][0]}?")
-        return Draft("rel_distance", q, opts[1], "mc", opts[0], ref_frames=_cited([refs[i] for i in pick]),
+             f"{names[anchor][0]}?")
+        return Draft("rel_distance", q, opts[1], "mc", opts[0], ref_frames=_cited([names[i] for i in [anchor, *choices]]),
                      metadata={"anchor": objs[anchor], "objects": [objs[i] for i in choices],
-                               "gaps_m": [round(g, 4) for g, _ in sorted((g, i) for g, i in gaps)]})
+                               "gaps_m": [round(g, 4) for g, _ in gaps]})
 
-    def _object_gap(self, a: int, b: int) -> float:
-        pa, pb = self.scene.static_aabb(a), self.scene.static_aabb(b)
-        return float(np.linalg.norm(np.maximum(0.0, np.maximum(pa[:3] - pb[3:], pb[:3] - pa[3:]))))
+    def _gap_range(self, a: int, b: int) -> tuple[float, float]:
+        """(smallest, largest) closest-point gap between still object a's box and b's over the video: one value
+        for a still b (its median box), else over the frames where b is seen."""
+        key = ("gap", a, b)
+        if key not in self._lazy:
+            s = self.scene
+            pa = s.static_aabb(a)
+            pb = s.aabb[b][s.visible[b] & np.isfinite(s.aabb[b]).all(-1)] if s.moving[b] else s.static_aabb(b)[None]
+            d = np.linalg.norm(np.maximum(0.0, np.maximum(pa[:3] - pb[:, 3:], pb[:, :3] - pa[3:])), axis=-1)
+            self._lazy[key] = (float(d.min()), float(d.max()))
+        return self._lazy[key]
 
     def _prefer_boxless(self, rows, ok):
         """Pixel boxes are the last resort: keep only tuples named without one when there are any."""
