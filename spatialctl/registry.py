@@ -55,8 +55,8 @@ STAGES: tuple[Stage, ...] = (
                  many=False),
           progress={"progress": ("synth", "item")}),
     Stage("reconstruct", _S + "reconstruct", "ReconstructConfig",
-          "Reconstruct each input with DUSt3R and our global alignment into a scene store (frames, depth, conf,\n"
-          "world pointmaps, intrinsics, cam2world).",
+          "Reconstruct each input with DUSt3R and our global alignment, or with π³ / Pi3X (--backend), into a scene\n"
+          "store (frames, depth, conf, world pointmaps, intrinsics, cam2world).",
           Inputs("inputs", "Videos, folders of images, or manifests of them."),
           progress={"progress": ("global alignment", "it")}, items=True),
     Stage("track", _S + "track", "TrackConfig",
@@ -97,6 +97,14 @@ STAGES: tuple[Stage, ...] = (
           "Linear depth probe on frozen patch features of synth frames: AbsRel of the base (and boosted) encoder.",
           Inputs("scenes", "Scene stores with depth: a store, a folder of them (synth --count), or a manifest.",
                  flag="--scenes")),
+    Stage("view", _S + "view", "ViewConfig",
+          "Log a scene to a Rerun recording: frames, depth, confidence, points, cameras, masks, boxes, trajectories.",
+          Inputs("scene", "Scene store (path or URL).", many=False),
+          progress={"progress": ("view", "frame")}),
+    Stage("report", _S + "report", "ReportConfig",
+          "Write a static HTML report: per scene frame/mask/depth strips, a top-down map and numbers; a QA browser.",
+          Inputs("scenes", "Scene stores (paths or URLs), or manifests of them."),
+          progress={"progress": ("report scenes", "scene"), "question_progress": ("report questions", "question")}),
 )
 GROUPS = {"eval": "Evaluate: benchmark scoring (qa), a Qwen2.5-VL runner (run), reconstruction metrics (geometry), "
                   "blind QA audit (blind)."}

@@ -335,17 +335,24 @@ def expect_dsr(raw, r):
     if m["viewpoint"] == "agent":
         assert np.isfinite(raw.front[m["agent"]])  # only objects with a facing are viewpoints
     objs = m["targets"]
+
+    def other(f):  # where B is: the second object, or the viewpoint itself (frozen at the first key frame if absolute)
+        if m.get("relative_to") == "viewpoint":
+            assert len(objs) == 1
+            return dsr_viewer(raw, m, f)[0]
+        return raw.cen[objs[1], f]
+
     if t == "distance":
-        a, b = objs
-        d = [np.linalg.norm(raw.cen[a, f] - raw.cen[b, f]) for f in fr]
+        a = objs[0]
+        d = [np.linalg.norm(raw.cen[a, f] - other(f)) for f in fr]
         words = {"up": "getting farther apart", "down": "getting closer", "flat": "staying about the same distance apart"}
         return phases([words[ratio_word(d[i], d[i + 1])] for i in range(len(d) - 1)])
     if t in ("direction", "direction_prediction"):
-        a, b = objs
+        a = objs[0]
         if t == "direction_prediction":
             assert max(r.frames) == fr[0]  # nothing after the last frame shown
             fr = fr[1:]
-        return phases([position_word(to_view(raw.cen[a, f] - raw.cen[b, f], dsr_viewer(raw, m, f)[1])) for f in fr])
+        return phases([position_word(to_view(raw.cen[a, f] - other(f), dsr_viewer(raw, m, f)[1])) for f in fr])
     if t == "orientation":
         (o,) = objs
         assert np.isfinite(raw.front[o])
@@ -658,6 +665,8 @@ def test_every_answer_agrees_with_the_independent_check(qa):
                     if np.linalg.norm(raw.vel[o, f, :2]) > 1e-9]
             apart.append(max(turn) > 45)
     assert any(apart)
+    # B is sometimes the viewpoint itself, sometimes another object
+    assert {m.get("relative_to", "object") for m in dsr if "steps" in m} == {"viewpoint", "object"}
     assert {k for k in checked} - OPTIONAL == {(f, t) for f, ts in EXPECTED.items() for t in ts}
     for family in ("static", "scale", "multiturn"):  # pixel boxes only as a last resort
         rows = [r for r in records if r.family == family]

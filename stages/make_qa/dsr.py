@@ -283,7 +283,7 @@ class DSRGenerator:
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         s = self.scene
         self._rng = rng
-        if s.n_objects < (1 if qtype in ("orientation", "speed") else 2):
+        if s.n_objects < (2 if qtype == "speed_comparison" else 1):
             return None
         if self.tables is None:
             self.agents = [rng.choice(self.with_facing)] if self.with_facing else []
@@ -328,10 +328,20 @@ class DSRGenerator:
         return self._tables[ck]
 
     def _pairs(self, mode, m):
-        """(offset (3, V, O, O, K, m) of object a from object b in viewpoint axes, valid pairs (V, O, O, K))."""
+        """(offset (3, V, O+1, O+1, K, m) of a from b in viewpoint axes, valid pairs (V, O+1, O+1, K)); index O
+        stands for the viewpoint itself (at the origin of its axes): "relative to the viewpoint" asks it of a
+        single object. Only b can be the viewpoint."""
         loc, ok = self.tables.positions(mode, m)
         ok = ok & self._named(m)
-        pair = ok[:, :, None] & ok[:, None, :] & ~np.eye(ok.shape[1], dtype=bool)[None, :, :, None]
+        v, o, k = ok.shape
+        fs = key_frame_sets(self.scene.n_frames, m)[0]
+        me = self.tables._viewer_ok(fs, mode).copy()  # (V, K)
+        for i, a in enumerate(self.agents):
+            me[i + 1] &= ref_ok(self.scene)[a, fs[:, 0]]
+        loc = np.concatenate([loc, np.zeros(loc.shape[:2] + (1,) + loc.shape[3:])], axis=2)
+        ok = np.concatenate([ok, me[:, None]], axis=1)
+        pair = ok[:, :, None] & ok[:, None, :] & ~np.eye(o + 1, dtype=bool)[None, :, :, None]
+        pair[:, o] = False
         return loc[:, :, :, None] - loc[:, :, None, :], pair
 
     def _table_distance(self, mode, m):
@@ -423,6 +433,9 @@ class DSRGenerator:
     def _meta(self, mode, kind, agent, frames, targets, codes, phrases, **extra):
         s = self.scene
         phases = runs(codes)
+        if targets[-1] == s.n_objects:  # relative to the viewpoint: the one target is the object
+            targets = targets[:-1]
+            extra["relative_to"] = "viewpoint"
         meta = {"mode": mode, "viewpoint": kind, "key_frames": list(frames),
                 "targets": list(targets), "target_ids": [s.object_ids[t] for t in targets],
                 "object_labels": [s.labels[t] for t in targets],
@@ -447,9 +460,11 @@ class DSRGenerator:
         return [i[j] for i in cands.index[:-1]], key_frame_sets(self.scene.n_frames, m)[0][k].tolist()
 
     def _texts(self, mode, kind, agent, frames, objs, shown=None):
-        """(viewpoint text, refs of objs) or None when something cannot be named (within ``shown`` frames)."""
+        """(viewpoint text, refs of objs) or None when something cannot be named (within ``shown`` frames); object
+        index O is the viewpoint."""
         vp = self._viewpoint_text(mode, kind, agent, frames)
-        refs = [try_ref(self.scene, o, frames[0]) for o in objs]
+        refs = [("the viewpoint", None) if o == self.scene.n_objects else try_ref(self.scene, o, frames[0])
+                for o in objs]
         if vp is None or None in refs or len({r[0] for r in refs}) < len(refs):
             return None
         if shown is not None and any(r[1] is not None and r[1] not in shown for r in refs):
