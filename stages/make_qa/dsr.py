@@ -480,9 +480,12 @@ class DSRGenerator:
         # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
         # size: no option has more phases than the question allows, and what the question shows of its viewpoint
         # or (through the object names) of the scene's scale tells nothing about the answer.
-        meta["option_pool"] = (f"dsr/{qtype}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} phases/"
-                               f"1e{self.magnitude} m")
-        meta["option_pool_fallback"] = f"dsr/{qtype}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
+        # Relative to the viewpoint or to another object: seen objects are mostly in front of the camera, so the two
+        # never share a pool.
+        ref = "/to viewpoint" if meta.get("relative_to") == "viewpoint" else ""
+        meta["option_pool"] = (f"dsr/{qtype}{ref}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} "
+                               f"phases/1e{self.magnitude} m")
+        meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         fallback = _fallback_options(phrases, counts)
         rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
         opts = mc(answer, rng.sample(fallback, 4), rng)
