@@ -81,14 +81,16 @@ STAGES: tuple[Stage, ...] = (
           progress={"progress": ("boost-encoder", "step")}),
     Stage("eval qa", _S + "eval.qa", "QAEvalConfig",
           "Score predictions against a benchmark and write a report with per-task bootstrap intervals.",
-          Inputs("predictions", "Predictions JSONL: {\"id\", \"prediction\", ...} per line.", many=False)),
+          Inputs("predictions", "Predictions JSONL: {\"id\", \"prediction\", ...} per line, benchmark records "
+                 "carrying their prediction, or an lmms-eval --log_samples file.", many=False)),
     Stage("eval run", _S + "eval.runner", "RunnerConfig",
           "Answer QA records with Qwen2.5-VL (greedy, batched, resumable) into a predictions JSONL.",
           Inputs("qa", "QA records to answer (qa.jsonl or .parquet, as make-qa writes).", flag="--qa", many=False),
           progress={"progress": ("answering", "batch")}),
     Stage("eval geometry", _S + "eval.geometry", "GeometryEvalConfig",
           "ATE (Sim(3)/SE(3)), RPE, depth AbsRel / δ<1.25 and point-cloud accuracy / completeness against truth.",
-          Inputs("estimate", "The estimated scene store (scene.zarr).", many=False)),
+          Inputs("estimate", "The estimate: a scene store (scene.zarr) or a trajectory file (TUM/KITTI .txt, "
+                 "EuRoC .csv).", many=False)),
     Stage("eval blind", _S + "make_qa.audit", "BlindConfig",
           "Blind audit of QA records: text-only baselines per family and type, fitted on half the scenes and scored "
           "on the other half.",

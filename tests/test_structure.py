@@ -38,6 +38,9 @@ SPECIAL = {
     "labels": ("Cup, car", ["cup", "car"]),
     "max_turns": ("5", 5),
     "stage": ("2", "2"),
+    "rpe_delta": ("2", 2.0),
+    "time_offset": ("start", None),
+    "sam3_threshold": ("0.3", 0.3),
 }
 REQUIRED = {  # (command, option) -> a value that validates
     "train-gsm": {"--qa": "qa.jsonl", "--out": "run"},

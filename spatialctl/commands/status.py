@@ -32,7 +32,7 @@ def status(
     counts = {"done": 0, "failed": 0, "pending": 0}
     failures = {}
     for path in jobs.resolve_inputs(manifest):
-        state, detail = jobs.item_state(entry.output_for(path, out), None)
+        state, detail = jobs.item_state(entry.output_for(path, out), None, path)  # changed/damaged: pending
         if state == "failed":
             failures[path] = detail
         counts["failed" if state == "failed" else "done" if state == "done" else "pending"] += 1

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from spatialctl import jobs, store
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, shard_opt
-from spatialctl.errors import UsageError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.video import write_video
 
 from .scene import CAMERAS, PRESETS, Scene, build_scene
@@ -109,15 +109,32 @@ def item_output(item_folder: str) -> str:
 
 
 def write_item(config: SynthConfig, folder: str, progress: Callable[[Iterable], Iterable] | None = None) -> None:
-    """Render one seed and write video.mp4, scene.zarr and its tracks group."""
+    """Render one seed and write scene.zarr, video.mp4 and the store's tracks group (the item's completeness mark).
+    The store comes first, so a video.mp4 always has the store that proves synth wrote it beside it."""
     scene, truth = generate(config, progress)
     provenance = jobs.provenance(STAGE, config, [])
     Path(folder).mkdir(parents=True, exist_ok=True)
-    write_video(str(Path(folder) / "video.mp4"), truth.scene_arrays["frames"], config.fps, lossless=config.lossless)
     scene_url = store.join(folder, "scene.zarr")
     store.write_scene(scene_url, truth.scene_arrays, scene_attrs(scene, config.seed), provenance)
+    write_video(str(Path(folder) / "video.mp4"), truth.scene_arrays["frames"], config.fps, lossless=config.lossless)
     store.write_group(scene_url, "tracks", truth.tracks_arrays, {"objects": truth.objects, "doc": TRACKS_DOC},
                       provenance)
+
+
+def check_item_folder(folder: str) -> None:
+    """Refuse (exit 2) to write over a ``video.mp4`` spatialctl did not write (one without our scene store beside
+    it); the store itself is checked like every output (``jobs.preflight_output``)."""
+    jobs.preflight_output(store.join(folder, "scene.zarr"), "scene")
+    video = Path(folder) / "video.mp4"
+    if not (video.exists() or video.is_symlink()):
+        return
+    try:
+        header = store.node_header(store.join(folder, "scene.zarr"))
+    except SpatialctlError:
+        header = None
+    if not header or header.get("kind") != "scene":
+        raise UsageError(f"{video}: exists and synth did not write it (no scene store beside it); refusing to "
+                         "replace it (choose another OUT)")
 
 
 def run(config: SynthConfig, out: str, progress: Callable[[Iterable], Iterable] | None = None) -> jobs.Summary:
@@ -125,6 +142,8 @@ def run(config: SynthConfig, out: str, progress: Callable[[Iterable], Iterable] 
     config.validate()
     seeds = [config.seed] if config.count is None else list(range(config.seed, config.seed + config.count))
     seeds = jobs.select_shard(seeds, jobs.resolve_shard(config.shard))
+    for seed in seeds:  # before any rendering: a folder's video.mp4 is ours only beside a store we wrote
+        check_item_folder(item_dir(out, seed, config.count))
     summary = jobs.Summary()
     single = config.count is None
     for seed in progress(seeds) if (progress and not single) else seeds:
