@@ -7,7 +7,7 @@ Scene i is seed 1000 + i, preset i % 4 (indoor, tabletop, tiny-tabletop, outdoor
 pan, static), 7 objects of which 3 move; scenes already in the cache with the same config are reused.
 
 Reports generation from scenes already in memory (the generators' own speed: every array a family reads, depth,
-masks and the valid pointmap points, is read before the clock starts; all per-scene tables are built inside it)
+masks, frames and the valid pointmap points, is read before the clock starts; all per-scene tables are built inside it)
 and end to end (store reads, generation, dedup, balancing, writing JSONL), then prints the blind audit of the end
 to end output (the table make-qa writes beside it), and with ``--before`` a per-type comparison against an older
 audit (counts, answer entropy, best blind baseline). One process, one core: OMP/MKL threads are pinned to 1, and
@@ -84,10 +84,11 @@ def main() -> None:
     config = MakeQAConfig(out=str(Path(args.cache) / "qa.jsonl"), per_scene=args.per_scene, seed=0, quiet=True)
     t = time.perf_counter()
     scenes = [load_scene(s) for s in stores]
-    for s in scenes:  # what generation reads lazily (depth, masks, points), read here so the timing is generation
+    for s in scenes:  # what generation reads lazily (depth, masks, points, frames), read here so the timing is generation
         s.depth_reader(0)
         s.mask_reader(0, 0)
         s.points_reader()
+        s.frames_reader()
     load_s = time.perf_counter() - t
     # CPU seconds of this one process: "per core", and robust to other jobs sharing the machine.
     t, w = time.process_time(), time.perf_counter()

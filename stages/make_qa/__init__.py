@@ -36,6 +36,7 @@ FAMILIES = {"dsr": DSRGenerator, "static": StaticGenerator, "multiturn": MultiTu
 FORMATS = ("sharegpt", "qwen", "parquet")
 MAX_KEY_TIMES = max(max(v) for v in KEY_TIMES.values())  # frames an exported question must keep
 GIVE_UP_AFTER = 25  # consecutive failed attempts after which a task type is dropped for a scene
+GIVE_UP_FIRST = 8  # ... and for a type that has not given one question yet (most often impossible in the scene)
 
 __all__ = ["MakeQAConfig", "run", "generate_scene", "FAMILIES", "GENERATOR_VERSION"]
 
@@ -58,7 +59,8 @@ class MakeQAConfig:
                                      show_default=False)
     max_turns: int = opt(12, "Turns per multi-turn sample (2-12).")
     frames_dir: str | None = opt(None, "Export the frames each question uses as JPEGs here and reference them "
-                                 "instead of the video. Default: reference the video.", show_default=False)
+                                 "instead of the video. Default: reference the video, and export one-frame (image) "
+                                 "questions' frames to OUT's stem + .frames/.", show_default=False)
     max_images: int = opt(16, "With --frames-dir: at most this many frames per question.")
     balance: bool = opt(True, "Cap each answer (and step label) per type so answers are as flat as the scenes allow, "
                         "and draw wrong options from other questions' true answers.", flag="--balance/--no-balance")
@@ -101,6 +103,7 @@ def generate_scene(scene: SceneData, config: MakeQAConfig) -> list[QARecord]:
 def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QARecord]:
     """Round-robin over the family's types so every type is represented, until n questions or no type is left."""
     alive = {t: 0 for t in gen.types}  # consecutive failures
+    asked: set[str] = set()  # types that gave a question: they get GIVE_UP_AFTER tries, the others GIVE_UP_FIRST
     seen: set[tuple] = set()
     out: list[QARecord] = []
     while len(out) < n and alive:
@@ -109,10 +112,11 @@ def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QA
             key = None if draft is None else (t, draft.question, tuple(h["question"] for h in draft.history or []))
             if draft is None or key in seen:
                 alive[t] += 1
-                if alive[t] >= GIVE_UP_AFTER:
+                if alive[t] >= (GIVE_UP_AFTER if t in asked else GIVE_UP_FIRST):
                     del alive[t]
                 continue
             alive[t] = 0
+            asked.add(t)
             seen.add(key)
             out.append(finish(scene, gen.family, draft))
             if len(out) >= n:
@@ -194,8 +198,11 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
         try:
             scene = load_scene(url, sid)
             scene_records = generate_scene(scene, config)
-            if config.frames_dir:
-                formats.export_frames(scene, scene_records, config.frames_dir, config.max_images)
+            # One-frame questions are image questions: their frame is always exported (beside OUT by default).
+            chosen = scene_records if config.frames_dir else [r for r in scene_records if len(r.frames) == 1]
+            if chosen:
+                formats.export_frames(scene, chosen, config.frames_dir or formats.default_frames_dir(config),
+                                      config.max_images)
         except Exception as e:  # one bad store must not stop the others
             message = str(e) if isinstance(e, SpatialctlError) else f"{url}: {type(e).__name__}: {' '.join(str(e).split())}"
             if len(inputs) > 1:  # with one input, the error that ends the run is this message: say it once

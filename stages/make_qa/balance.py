@@ -36,6 +36,9 @@ from spatialctl.qa_format import LETTERS, QARecord, record_id
 SPREAD = 1.3  # an answer may be at most this many times as frequent as under equal likelihood ...
 CLOSED_SPREAD = 1.05  # ... and nearly flat where options are not pooled (a fixed option set shows the prior)
 MANY_SHARE = 0.12  # ... or this share, whichever is larger (types with many distinct answers)
+# A balance group with fewer distinct answers (measures: 1.25x bins, so a range under ~2x) is not asked at all.
+MIN_GROUP_KEYS = 2
+MIN_GROUP_BINS = 3
 LOG_BIN = math.log(1.25)  # measures are balanced over bins 1.25x wide (MRA's own scale of "close")
 
 
@@ -45,9 +48,16 @@ class ClassDraw:
     per-class lists), so a draw costs two binary searches."""
 
     def __init__(self, classes: Sequence, weights: Sequence[float], target: dict | None = None):
-        keys, inverse = np.unique(np.asarray(classes), return_inverse=True, axis=0)
+        arr = np.asarray(classes)
+        if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
+            flat = np.ascontiguousarray(arr)
+            _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel(),
+                                          return_index=True, return_inverse=True)
+            keys = arr[first]
+        else:
+            keys, inverse = np.unique(arr, return_inverse=True)
         inverse = inverse.reshape(-1)
-        self.keys = [tuple(k) if np.ndim(k) else k.item() for k in keys]
+        self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
         cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else np.ones(len(self.keys))
         if not (cw > 0).any():
             cw = np.ones(len(self.keys))
@@ -115,16 +125,25 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
     keep: list[QARecord] = []
     for r in records:
         (keep if r.history else by_type[f"{r.family}/{r.type}"]).append(r)
-    for t, group in sorted(by_type.items()):
-        group = _order(group, seed)
-        for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
-            if not group:
-                break
-            n = len(group)
-            group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None)))
-            if len(group) == n:
-                break
-        keep.extend(group)
+    for t, whole in sorted(by_type.items()):
+        # A type may balance within groups (``metadata["balance_group"]``, e.g. per object label: a measure flat
+        # within each label, so that a label's typical size is no prior).
+        groups: dict = defaultdict(list)
+        for r in whole:
+            groups[str(r.metadata.get("balance_group", ""))].append(r)
+        for name, group in sorted(groups.items()):
+            measure = group[0].answer_type == "number" and group[0].unit is not None
+            if name and len({answer_key(r) for r in group}) < (MIN_GROUP_BINS if measure else MIN_GROUP_KEYS):
+                continue  # e.g. a label whose sizes barely vary: its questions are answered by the label alone
+            group = _order(group, seed)
+            for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
+                if not group:
+                    break
+                n = len(group)
+                group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None)))
+                if len(group) == n:
+                    break
+            keep.extend(group)
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
 

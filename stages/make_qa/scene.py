@@ -41,11 +41,13 @@ class SceneData:
     video: str | None = None
     front: np.ndarray | None = None  # (O,) where each object's front is, from its box x axis (rad); NaN: no facing
     path: str | None = None
+    enclosed: bool = False  # an enclosed indoor space (a room): room size and "room" wording apply
     depth_reader: Callable[[int], np.ndarray] | None = None  # frame -> (H, W) z-depth
     points_reader: Callable[[], np.ndarray] | None = None  # -> (P, 3) valid world points of all frames
     mask_reader: Callable[[int, int], np.ndarray] | None = None  # (object, frame) -> (H, W) bool
     object_masks_reader: Callable[[int], np.ndarray] | None = None  # object -> (N, H, W) bool, all frames
     frame_reader: Callable[[int], np.ndarray] | None = None  # frame -> (H, W, 3) uint8 RGB
+    frames_reader: Callable[[], np.ndarray] | None = None  # -> (N, H, W, 3) uint8 RGB, all frames
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -242,7 +244,8 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
             whole[name] = store.check_finite(owner.url, name, value, "tracks" if owner is tracks else "scene")
         return whole[name]
 
-    sizes = {"depth": s.group["depth"].nbytes, "masks": tracks.group["masks"].nbytes}
+    sizes = {"depth": s.group["depth"].nbytes, "masks": tracks.group["masks"].nbytes,
+             "frames": s.group["frames"].nbytes}
 
     def small(name: str, group) -> bool:
         return sizes[name] <= WHOLE_ARRAY_BYTES
@@ -270,7 +273,12 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         return store.unpack_mask(tracks.read("masks", (o,)), hw)
 
     def frame_reader(f: int) -> np.ndarray:
+        if small("frames", s.group):
+            return array(s.group, "frames", s)[f]
         return s.read("frames", frames=[f])[0]
+
+    def frames_reader() -> np.ndarray:
+        return array(s.group, "frames", s) if small("frames", s.group) else s.read("frames")
 
     return SceneData(
         scene_id=scene_id or _scene_name(url),
@@ -292,12 +300,23 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         video=source_video(url, s.provenance),
         front=np.array([float(o.get("front_yaw", np.nan)) for o in objects], dtype=np.float64),
         path=url,
+        enclosed=_enclosed(attrs),
         depth_reader=depth_reader,
         points_reader=points_reader,
         mask_reader=mask_reader,
         object_masks_reader=object_masks_reader,
         frame_reader=frame_reader,
+        frames_reader=frames_reader,
     )
+
+
+def _enclosed(attrs) -> bool:
+    """Whether the store says it shows one enclosed room: ``attrs["enclosed"]``, or a synth room. Geometry alone
+    cannot tell a room from a courtyard, so an undeclared scene is not a room (no room size is asked)."""
+    if "enclosed" in attrs:
+        return bool(attrs["enclosed"])
+    synth = attrs.get("synth")
+    return isinstance(synth, dict) and "room" in synth
 
 
 def _scene_name(url: str) -> str:
