@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from spatialctl import __version__, store
 from spatialctl.errors import SpatialctlError, UsageError
@@ -171,13 +172,26 @@ class Item:
 
 @dataclass
 class Summary:
+    """What every stage's ``run(config, inputs, progress)`` returns: the inputs done, skipped (already done with
+    this config) and failed (input -> one-line error), the outputs written, and ``details``, the stage's own
+    result (a report dict, ``TrainResult``, ...) that its command's ``report`` prints."""
+
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    details: Any = None
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+    def add(self, other: Summary) -> None:
+        """Fold another run's counts into this one (a stage made of several item runs)."""
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.outputs += other.outputs
 
 
 def item_state(output: str, config) -> tuple[str, str | None]:
@@ -239,6 +253,7 @@ def run_items(
             _fail(summary, item, record, f"{item.input}: {type(e).__name__}: {' '.join(str(e).split())}")
         else:
             summary.done.append(item.input)
+            summary.outputs.append(item.output)
     return summary
 
 

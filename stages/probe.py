@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,13 +146,15 @@ def probe_model(model, family, prep, data: dict, config: ProbeConfig, device) ->
             "n_train_patches": int(len(y_train)), "train_abs_rel": depth_metrics(train_pred, y_train, "none")["abs_rel"]}
 
 
-def run(config: ProbeConfig, scenes: list[str]) -> dict:
-    """Load scenes and encoder(s); returns the report (base, and boosted with its AbsRel change)."""
+def run(config: ProbeConfig, scenes: list[str], progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
+    """Load scenes and encoder(s); ``Summary.details`` is the report (base, and boosted with its AbsRel change).
+    ``progress`` wraps the scenes read."""
 
     config.validate()
     urls = find_scenes(scenes)
     data_raw = {}
-    for url in urls:
+    for url in progress(urls) if progress else urls:
         s = store.open_scene(url)
         if s.n_frames < (2 if len(urls) == 1 else 1):
             raise SpatialctlError(f"{url}: the probe needs at least 2 frames")
@@ -176,4 +179,4 @@ def run(config: ProbeConfig, scenes: list[str]) -> dict:
             raise SpatialctlError(f"probe: {key} AbsRel is not finite")
     if config.out:
         io.write_json(config.out, report)
-    return report
+    return jobs.Summary(done=urls, outputs=[config.out] if config.out else [], details=report)

@@ -105,7 +105,7 @@ def _cfg(data, out, **kw):
 
 
 def test_grpo_rewards_rise_and_the_adapter_answers(data, tmp_path):
-    result = run(_cfg(data, tmp_path / "run", lr=2e-3))
+    result = run(_cfg(data, tmp_path / "run", lr=2e-3)).details
     assert result.rewards[0] < 0.7, result.rewards  # sampled before any update: the base is right sometimes
     assert np.mean(result.rewards[-2:]) == 1.0, result.rewards
     base, scenes, _, records = data
@@ -122,7 +122,7 @@ def test_grpo_rewards_rise_and_the_adapter_answers(data, tmp_path):
 
 def test_grpo_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     kw = dict(max_steps=3, save_every=1, lr=1e-3)
-    full = run(_cfg(data, tmp_path / "full", **kw))
+    full = run(_cfg(data, tmp_path / "full", **kw)).details
 
     class Killed(Exception):
         pass
@@ -133,7 +133,7 @@ def test_grpo_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
 
     with pytest.raises(Killed):
         run(_cfg(data, tmp_path / "resumed", **kw), on_step=kill)
-    again = run(_cfg(data, tmp_path / "resumed", resume=True, **kw))
+    again = run(_cfg(data, tmp_path / "resumed", resume=True, **kw)).details
     assert again.start_step == 2 and again.rewards == full.rewards[2:] and again.losses == full.losses[2:]
     a, b = load_file(tmp_path / "full" / "adapter_model.safetensors"), load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

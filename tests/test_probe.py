@@ -45,7 +45,7 @@ def test_probe_runs_on_scene_stores(tmp_path, make_scene):
     manifest = tmp_path / "scenes.txt"
     manifest.write_text("\n".join(urls) + "\n")
     config = probe.ProbeConfig(encoder=enc, image_size=32, max_frames=3)
-    report = probe.run(config, [str(manifest)])
+    report = probe.run(config, [str(manifest)]).details
     assert report["family"] == "dinov2" and report["frames"] == {"train": 3, "test": 3}
     base = report["base"]
     assert base["n_train_patches"] > 0 and base["n_test_patches"] > 0

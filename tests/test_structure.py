@@ -39,7 +39,8 @@ SPECIAL = {
     "max_turns": ("5", 5),
     "stage": ("2", "2"),
 }
-REQUIRED = {  # (command, option) -> a value that validates
+REQUIRED = {  # (command, option or positional argument) -> a value that validates
+    "synth": {"out": "outdir"},
     "train-gsm": {"--qa": "qa.jsonl", "--out": "run"},
     "boost-encoder": {"--out": "boost", "--qa": "qa.jsonl"},
     "eval run": {"--qa": "qa.jsonl", "--out": "preds.jsonl"},
@@ -106,7 +107,8 @@ def test_every_option_reaches_its_config_field(stage, tmp_path, monkeypatch):
         command = command.commands[stage.name.split()[1]]
     params = [p for p in command.params if p.name not in ("help",)]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    base_words = [stage.name.split()] + [[k, v] for k, v in REQUIRED.get(stage.name, {}).items()]
+    base_words = [stage.name.split()] + [[k, v] if k.startswith("-") else [v]
+                                         for k, v in REQUIRED.get(stage.name, {}).items()]
     base_argv = [w for ws in base_words for w in ws]
     inputs = [] if stage.inputs is None or stage.inputs.flag else ["in1.zarr"]
     assert params, stage.name
@@ -197,7 +199,7 @@ def test_make_qa_bad_store_does_not_abort_the_others(tmp_path, cli):
     stores = []
     for seed in (21, 22):
         cfg = SynthConfig(seed=seed, preset="indoor", frames=12, width=48, height=32, moving=2, objects=6, quiet=True)
-        assert synth_run(cfg, str(tmp_path / f"s{seed}")).exit_code == 0
+        assert synth_run(dataclasses.replace(cfg, out=str(tmp_path / f"s{seed}"))).exit_code == 0
         stores.append(str(tmp_path / f"s{seed}" / "scene.zarr"))
     bad = tmp_path / "broken" / "scene.zarr"
     bad.mkdir(parents=True)

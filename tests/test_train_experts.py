@@ -57,7 +57,7 @@ def _cfg(data, out, **kw) -> TrainGSMConfig:
 
 def test_scale_experts_train_route_save_and_load(data, tmp_path):
     out = tmp_path / "run"
-    result = run(_cfg(data, out))
+    result = run(_cfg(data, out)).details
     # phase 1: one expert per scale, each fitted to its own scale's records
     assert set(result.experts) == {"tabletop", "outdoor"}
     for scale, r in result.experts.items():
