@@ -9,7 +9,7 @@ from gsm_fixtures import make_records, make_scenes, write_records
 from safetensors.torch import load_file
 from tiny_qwen import make_tiny_qwen
 
-from spatialctl import gsm, qwen, scoring
+from spatialctl import gsm, qwen, scoring, store
 from spatialctl.qa_format import QARecord
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
 from spatialctl.stages.train_gsm.grpo import grpo_loss
@@ -115,7 +115,7 @@ def test_grpo_rewards_rise_and_the_adapter_answers(data, tmp_path):
     # The adapter carries the instruction it was trained with (none here), so `eval run --adapter` asks the same way.
     suffix = gsm.adapter_prompt_suffix(str(tmp_path / "run"))
     assert suffix == ""
-    examples = [gsm.prepare_example(r, gsm.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=2,
+    examples = [gsm.prepare_example(r, store.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=2,
                                     with_answer=False, prompt_suffix=suffix) for r in records]
     assert [a[:1] for a in model.answer(examples, tok, max_new_tokens=1)] == [TARGET] * len(records)
 

@@ -13,7 +13,7 @@ from gsm_fixtures import make_records, make_scenes, write_records
 from safetensors.torch import load_file
 from tiny_qwen import make_tiny_qwen
 
-from spatialctl import gsm, qwen
+from spatialctl import gsm, qwen, store
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
 from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
 from spatialctl.stages.train_gsm.model import build_model
@@ -80,7 +80,7 @@ def test_overfit_16_items_then_answer_them(data, tmp_path):
     model = gsm.load_adapter(qwen.load_model(base), str(out), tokenizer=tok)
     vc = qwen.VideoProcessorConfig.from_model_dir(base)
     records = make_records(16)
-    examples = [gsm.prepare_example(r, gsm.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=4,
+    examples = [gsm.prepare_example(r, store.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=4,
                                     with_answer=False) for r in records]
     answers = model.answer(examples, tok, max_new_tokens=4)
     assert answers == [r.answer for r in records]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl import gsm, io, jobs, qa_format, qwen
+from spatialctl import gsm, io, jobs, qa_format, qwen, store
 from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
@@ -177,7 +177,7 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
     scene_url = None
     if config.scenes_dir is not None or os.path.isabs(record.scene):
         try:
-            scene_url = gsm.resolve_scene(record.scene, config.scenes_dir)
+            scene_url = store.resolve_scene(record.scene, config.scenes_dir)
         except SpatialctlError:
             scene_url = None
     if scene_url is not None:
