@@ -3,7 +3,10 @@
 A scene store is a Zarr v3 group (``scene.zarr``). Its root holds one video's frames and geometry; stages
 add groups (``tracks``, ``genfeat``). Every node that a stage writes carries ``attrs["spatialctl"]``:
 
-    {"kind": "scene" | "tracks" | "genfeat", "schema_version": 1, "complete": bool}
+    {"kind": "scene" | "tracks" | "genfeat", "schema_version": 2, "complete": bool, "files": {...}}
+
+``files`` (version 2) is the manifest written with the completeness mark: every file of the node's arrays with
+its size and CRC32, so a reader can prove the node whole (Zarr would read a lost chunk as zeros).
 
 and ``attrs["provenance"]`` (stage, package version, config, config hash, input fingerprints, time).
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,6 @@ def test_readme_schema_section_is_generated_from_the_schema():
 def test_describe_lists_everything(make_scene):
     url = make_scene(n=2, h=4, w=4)
     desc = store.describe(url)
-    assert desc["header"] == {"kind": "scene", "schema_version": 1, "complete": True}
+    assert desc["header"] == {"kind": "scene", "schema_version": 2, "complete": True, "files": 14}
     assert desc["arrays"]["pointmaps"] == {"shape": [2, 4, 4, 3], "dtype": "float32"}
     json.dumps(desc)

@@ -20,7 +20,7 @@ import numpy as np
 from spatialctl import io, jobs, store
 from spatialctl.config import check_fields, opt, quiet_opt, shard_opt, split_list
 from spatialctl.errors import SpatialctlError, UsageError
-from spatialctl.qa_format import QARecord
+from spatialctl.qa_format import QARecord, check_replaceable
 
 from .common import GENERATOR_VERSION, finish, rebalance_letters
 from .dsr import DSRGenerator
@@ -175,6 +175,8 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
     ids = _scene_ids(inputs)
     if len(set(ids)) != len(ids):
         raise UsageError("make-qa: the same scene store is given twice")
+    for path in formats.output_paths(config).values():  # before any scene is read
+        check_replaceable(path)
     records: list[QARecord] = []
     used: list[str] = []
     failed: dict[str, str] = {}
@@ -188,7 +190,8 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
                 formats.export_frames(scene, scene_records, config.frames_dir, config.max_images)
         except Exception as e:  # one bad store must not stop the others
             message = str(e) if isinstance(e, SpatialctlError) else f"{url}: {type(e).__name__}: {' '.join(str(e).split())}"
-            log.error(message)
+            if len(inputs) > 1:  # with one input, the error that ends the run is this message: say it once
+                log.error(message)
             failed[url] = message
             io.write_json(record, {"input": url, "output": config.out, "error": message})
             continue
