@@ -216,3 +216,42 @@ def test_make_qa_bad_store_does_not_abort_the_others(tmp_path, cli):
     prov = json.loads((tmp_path / "qa.provenance.json").read_text())
     assert prov["stage"] == "make-qa" and sorted(prov["inputs"]) == sorted(stores)
     assert list(prov["failed"]) == [str(bad)]
+
+
+def test_stale_output_is_redone_not_skipped(tmp_path):
+    """Input changed, config unchanged: the item is redone (its output then matches a fresh run on the new input),
+    never skipped as done. Through a real item stage (extract-gen-features on a video, tiny random Wan)."""
+    import numpy as np
+
+    from spatialctl import jobs
+    from spatialctl.models.wan_random import RandomWanSpec, save_random_wan
+    from spatialctl.stages import extract_gen_features as stage
+    from spatialctl.video import write_video
+
+    wan = str(save_random_wan(tmp_path / "wan", RandomWanSpec(num_layers=2)))
+    config = stage.GenFeatConfig(model=wan, layer=1, grid="2x2", resolution="48x32", seed=5, quiet=True,
+                                 prompt_cache=str(tmp_path / "ctx.safetensors"), out=str(tmp_path / "feats"))
+    config.validate()
+    video = str(tmp_path / "clip.mp4")
+    rng = np.random.default_rng(0)
+    write_video(video, rng.integers(0, 255, (3, 32, 48, 3), dtype=np.uint8), fps=10, lossless=True)
+    url = stage.output_for(video, config.out)
+    assert stage.run(config, video).done == [video]
+    first = _features(url)
+    assert stage.run(config, video).skipped == [video]  # unchanged: a cache hit
+
+    write_video(video, rng.integers(0, 255, (3, 32, 48, 3), dtype=np.uint8), fps=10, lossless=True)  # new frames
+    again = stage.run(config, video)
+    assert again.done == [video] and not again.skipped and not again.failed
+    assert jobs.item_state(url, config, video)[0] == "done"
+    redone = _features(url)
+    assert not np.array_equal(redone, first)
+    fresh = stage.output_for(video, str(tmp_path / "fresh"))
+    stage.run(dataclasses.replace(config, out=str(tmp_path / "fresh")), video)
+    np.testing.assert_array_equal(redone, _features(fresh))
+
+
+def _features(url: str):
+    import zarr
+
+    return zarr.open_group(url, mode="r")["features"][:]
