@@ -100,6 +100,7 @@ def baseline_worker(spec: dict) -> dict:
     import dataclasses as dc
 
     import harness
+
     from spatialctl.stages.make_qa import MakeQAConfig, generate_scene
     from spatialctl.stages.make_qa.scene import load_scene
 
