@@ -52,7 +52,7 @@ def run(cfg: TrainGSMConfig, inputs: None = None, on_step: Callable[[int, float]
     The config names the QA and scenes (``inputs`` is None); the loop draws its own bar, on the main process only.
     ``Summary.details`` is the ``TrainResult``."""
     cfg.validate()
-    if cfg.experts == "scale":
+    if cfg.experts.mode == "scale":
         from spatialctl.stages.train_gsm.experts import run_experts
 
         result = run_experts(cfg, on_step, _train)
@@ -93,7 +93,7 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
     grpo = cfg.objective == "grpo"
     dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.num_frames, with_answer=not grpo,
-                        prompt_suffix=cfg.grpo_prompt if grpo else "")
+                        prompt_suffix=cfg.grpo.prompt if grpo else "")
 
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / samples_per_step))
@@ -173,7 +173,7 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         gsm.save_adapter(cfg.out, unwrapped, gsm_cfg, base=cfg.base,
-                         prompt_suffix=cfg.grpo_prompt if cfg.objective == "grpo" else "")
+                         prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "")
         provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *scene_urls.values()])
         io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
             "config": jobs.config_dict(cfg), "world_size": world, "total_steps": total_steps,
