@@ -37,40 +37,6 @@ VSI_MC_TYPES = (
 VSI_NUMBER_TYPES = ("object_abs_distance", "object_counting", "object_size_estimation", "room_size_estimation")
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a .parquet, .jsonl or .json file, as dicts."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpatialctlError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as e:
-            raise SpatialctlError(f"{path}: not a readable parquet file ({type(e).__name__})") from e
-    text = path.read_text()
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpatialctlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(rows, dict):  # {"data": [...]} and similar wrappers
-            lists = [v for v in rows.values() if isinstance(v, list)]
-            rows = lists[0] if len(lists) == 1 else None
-        if not isinstance(rows, list):
-            raise SpatialctlError(f"{path}: expected a JSON list of records")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise SpatialctlError(f"{path}: line {n} is not JSON") from None
-    return rows
-
-
 def detect_layout(row: dict) -> str:
     keys = set(row)
     if "question_type" in keys and "ground_truth" in keys and "answer_type" not in keys:
@@ -194,7 +160,7 @@ def load_items(path: str | Path, layout: str = "auto") -> list[dict]:
         raise SpatialctlError(f"{path}: unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
     if layout == "ours":
         return _from_ours(path)
-    rows = read_rows(path)
+    rows = qa_format.read_rows(path)
     if not rows:
         raise SpatialctlError(f"{path}: no records")
     if layout == "auto":
@@ -219,7 +185,7 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
     """Predictions JSONL (``{"id", "prediction", ...}`` per line) keyed by id; the last line for an id wins."""
     path = Path(path)
     out: dict[str, dict] = {}
-    for n, row in enumerate(read_rows(path), 1):
+    for n, row in enumerate(qa_format.read_rows(path), 1):
         if not isinstance(row, dict) or "id" not in row or "prediction" not in row:
             raise SpatialctlError(f"{path}: line {n} needs 'id' and 'prediction'")
         out[str(row["id"])] = row
