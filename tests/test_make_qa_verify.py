@@ -8,6 +8,7 @@ written here again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -47,14 +48,14 @@ def qa(tmp_path_factory):
         out = root / f"{preset}-{seed}"
         cfg = SynthConfig(seed=seed, preset=preset, frames=16, width=64, height=48, moving=3, camera=camera,
                           objects=8, quiet=True)
-        assert synth_run(cfg, str(out)).exit_code == 0
+        assert synth_run(dataclasses.replace(cfg, out=str(out))).exit_code == 0
         stores.append(str(out / "scene.zarr"))
     # Balanced (the default) and not: six scenes are too few for balancing to keep every type (a label needs
     # sizes over a 2x range before its size is asked), and both outputs must check out.
     records = []
     for balance in (True, False):
         out = root / f"qa-{balance}" / "qa.jsonl"
-        result = run(MakeQAConfig(out=str(out), per_scene=30, seed=5, balance=balance, quiet=True), stores)
+        result = run(MakeQAConfig(out=str(out), per_scene=30, seed=5, balance=balance, quiet=True), stores).details
         records += read_qa(result["files"]["all"])
     scenes = {s.split("/")[-2]: Raw(s) for s in stores}
     assert {r.scene for r in records} == set(scenes)

@@ -8,7 +8,8 @@ import json
 import typer
 
 
-def report(config, result: dict) -> None:
+def report(config, summary) -> None:
+    result = summary.details
     if config.stats and not config.quiet:
         from spatialctl.stages.make_qa.stats import render
 
@@ -18,4 +19,4 @@ def report(config, result: dict) -> None:
 
         typer.echo(render_audit(result["audit"]), err=True)
     typer.echo(json.dumps({k: v for k, v in result.items() if k not in ("stats", "audit")}))
-    raise typer.Exit(1 if result["failed"] else 0)
+    raise typer.Exit(summary.exit_code)

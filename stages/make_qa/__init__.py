@@ -169,12 +169,13 @@ def provenance_file(out: str) -> str:
     return f"{out.rpartition('.')[0] or out}.provenance.json"
 
 
-def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None = None) -> dict:
-    """Generate, split and write QA for the scene stores ``inputs``; returns what was written and counts.
+def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None = None) -> jobs.Summary:
+    """Generate, split and write QA for the scene stores ``inputs``; ``Summary.details`` holds what was written and
+    counts.
 
     A whole-run stage (the split and letter balance need every scene): a scene that fails is logged, recorded in
     ``<OUT stem>.errors/`` and left out, the others still make the output; ``<OUT stem>.provenance.json`` names
-    the config, the inputs used and the failures. ``result["failed"]`` maps each failed input to its error.
+    the config, the inputs used and the failures. ``Summary.failed`` maps each failed input to its error.
     """
     from . import balance, formats, stats
 
@@ -245,7 +246,7 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
         path = stats.write_report(report, config.out)
         result["stats"] = report
         result["stats_file"] = path
-    return result
+    return jobs.Summary(done=used, failed=failed, outputs=list(written.values()), details=result)
 
 
 def outputs_for(config: MakeQAConfig) -> list[str]:
