@@ -36,8 +36,8 @@ import random
 
 import numpy as np
 
-from .common import UNIT_NAMES, UNITS, Draft, last_resort, mc, natural_unit, round_unit, scene_scale, try_ref
 from .balance import ClassDraw
+from .common import UNIT_NAMES, UNITS, Draft, last_resort, mc, natural_unit, round_unit, scene_scale, try_ref
 from .refer import namer
 from .scene import SceneData
 
