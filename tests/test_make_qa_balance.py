@@ -62,6 +62,22 @@ def test_counts_follow_a_target_distribution():
     assert got == {1.0: 40, 2.0: 40, 3.0: 40, 4.0: 80}
 
 
+def test_small_counts_are_kept_so_that_no_constant_guess_passes_the_mra_limit():
+    from spatialctl.scoring import mean_relative_accuracy
+
+    counts = [1] * 300 + [2] * 300 + [3] * 300 + [4] * 300
+    flat = [float(c) for c in counts]
+    kept = [float(r.answer) for r in balance.cap([rec(i, c, answer_type="number") for i, c in enumerate(flat)])]
+
+    def best_guess(answers):  # the scorer itself, every guess on a fine grid (not the LP's own matrix)
+        return max(np.mean([mean_relative_accuracy(g, a) for a in answers]) for g in np.arange(0.5, 8.0, 0.05))
+
+    assert best_guess(flat) > 0.4  # flat 1-4 still lets "3" score
+    assert len(set(kept)) == 4 and best_guess(kept) <= 0.35
+    # where flat already suffices (measures over 30 log-bins, a factor of 800), nothing is reweighted
+    assert balance.mra_target(Counter({b: 10 for b in range(-10, 20)}), False) is None
+
+
 def test_measures_are_balanced_over_log_bins():
     rng = random.Random(1)
     values = [1.0 + 0.01 * rng.random() for _ in range(500)] + [10 ** rng.uniform(-1, 2) for _ in range(500)]

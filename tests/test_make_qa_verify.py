@@ -669,6 +669,8 @@ def test_every_answer_agrees_with_the_independent_check(qa):
     # B is sometimes the viewpoint itself, sometimes another object
     assert {m.get("relative_to", "object") for m in dsr if "steps" in m} == {"viewpoint", "object"}
     assert {k for k in checked} - OPTIONAL == {(f, t) for f, ts in EXPECTED.items() for t in ts}
+    dsr_rows = [r for r in records if r.family == "dsr"]  # DSR names by referring expressions, never by a box
+    assert dsr_rows and not any("pixel box" in r.question + " ".join(r.options or []) for r in dsr_rows)
     for family in ("static", "scale", "multiturn"):  # pixel boxes only as a last resort
         rows = [r for r in records if r.family == family]
         boxed = sum("pixel box" in " ".join(t["question"] for t in r.turns()) + " ".join(r.options or []) for r in rows)

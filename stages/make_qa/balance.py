@@ -7,7 +7,7 @@ Three steps, each usable by every family:
    where most candidates "keep constant" then gives "constant" no more often than any other answer it can give.
 2. :func:`cap` — over the whole run, per type, each answer (its option text, its count, or its log-bin for a
    measure) is capped by water-filling: the largest cap M such that no answer exceeds ``share`` of what is kept,
-   ``share = max(SPREAD / distinct, MANY_SHARE)`` (see :func:`share_limit`); a count type is drawn to its target distribution the same way.
+   ``share = max(SPREAD / distinct, MANY_SHARE)`` (see :func:`share_limit`); a count type is drawn to its target distribution the same way (numbers: flat, or where flat leaves a constant guess above the MRA limit, the one minimising it, :func:`mra_target`).
    Each step label of a multi-step answer (``metadata["steps"]``) is then capped the same way, by dropping the
    records that use the over-represented label most.
 3. :func:`redraw_distractors` — records that name an ``metadata["option_pool"]`` get their wrong options replaced
@@ -140,7 +140,7 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
                 if not group:
                     break
                 n = len(group)
-                group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None)))
+                group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None, not name)))
                 if len(group) == n:
                     break
             keep.extend(group)
@@ -148,9 +148,11 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
     return sorted(keep, key=lambda r: order[id(r)])
 
 
-def _cap_answers(group: list[QARecord], target: dict | None) -> list[QARecord]:
+def _cap_answers(group: list[QARecord], target: dict | None, whole_type: bool = True) -> list[QARecord]:
     keys = [answer_key(r) for r in group]
     counts = Counter(keys)
+    if not target and whole_type and group[0].answer_type == "number":  # per-label groups stay flat
+        target = mra_target(counts, group[0].unit is None)
     if target:
         limit = _target_caps(counts, target)
     else:
@@ -187,6 +189,36 @@ def _cap_pools(group: list[QARecord]) -> list[QARecord]:
                 used[k] += 1
                 out.append(r)
     return out
+
+
+MRA_LIMIT = 0.35  # the done-when limit on the best blind MRA (audit.NUMBER_LIMIT)
+
+
+def mra_target(counts, is_count: bool) -> dict | None:
+    """None (flat) where a flat distribution already keeps every constant guess's mean MRA (VSI-Bench's scorer) at
+    most ``MRA_LIMIT``; else the weights over the keys present that minimise the best constant guess's MRA. Few
+    distinct values need it: counts of 1-4 of a kind, or room areas within a factor of 5, leave a constant guess
+    at ~0.4 when flat. Measures are taken at their log-bin's centre."""
+    from scipy.optimize import linprog
+
+    from spatialctl.scoring import MRA_THRESHOLDS
+
+    keys = sorted(k for k in counts if math.isfinite(k))
+    if len(keys) < 2:
+        return None
+    gt = np.array(keys, dtype=np.float64) if is_count else np.exp((np.array(keys, dtype=np.float64) + 0.5) * LOG_BIN)
+    guesses = np.geomspace(0.5 * gt.min(), 2.0 * gt.max(), 512)
+    rel = np.abs(guesses[:, None] - gt[None]) / gt[None]  # (G, K)
+    mra = (rel[..., None] < 1.0 - MRA_THRESHOLDS).mean(-1)  # (G, K)
+    if mra.mean(1).max() <= MRA_LIMIT:
+        return None
+    # minimise t subject to mra @ p <= t for every guess, sum(p) = 1, p >= 0
+    k = len(keys)
+    res = linprog(np.r_[np.zeros(k), 1.0], A_ub=np.c_[mra, -np.ones(len(guesses))], b_ub=np.zeros(len(guesses)),
+                  A_eq=np.r_[np.ones(k), 0.0][None], b_eq=[1.0], bounds=[(0.0, 1.0)] * k + [(None, None)])
+    if not res.success:
+        return None
+    return {key: float(w) if w > 1e-6 else 0.0 for key, w in zip(keys, res.x[:k], strict=True)}
 
 
 def _target_caps(counts: Counter, weights: dict) -> dict:

@@ -34,7 +34,8 @@ from functools import lru_cache
 import numpy as np
 
 from .balance import ClassDraw
-from .common import Draft, mc, ref_ok, try_ref
+from .common import Draft, mc, try_ref
+from .refer import namer
 from .scene import SceneData
 
 TYPES = ("distance", "direction", "orientation", "speed", "speed_comparison", "direction_prediction")
@@ -314,16 +315,18 @@ class DSRGenerator:
 
     def _named(self, m):
         """(V, O, K): object o may be asked about from viewer v (not the agent itself; the object and the agent
-        nameable at the first key frame)."""
+        named at the first key frame by a referring expression, without a pixel box: a box names a moving object in
+        one frame only, and DSR questions span several)."""
         s = self.scene
         ck = ("named", m)
         if ck not in self._tables:
             fs0 = key_frame_sets(s.n_frames, m)[0][:, 0]
-            named = ref_ok(s)[:, fs0]  # (O, K)
+            boxless = namer(s).boxless
+            named = boxless[:, fs0]  # (O, K)
             ok = np.repeat(named[None], len(self.agents) + 1, axis=0)
             for i, a in enumerate(self.agents):
                 ok[i + 1, a] = False
-                ok[i + 1] &= ref_ok(s)[a, fs0][None]
+                ok[i + 1] &= boxless[a, fs0][None]
             self._tables[ck] = ok
         return self._tables[ck]
 
@@ -337,7 +340,7 @@ class DSRGenerator:
         fs = key_frame_sets(self.scene.n_frames, m)[0]
         me = self.tables._viewer_ok(fs, mode).copy()  # (V, K)
         for i, a in enumerate(self.agents):
-            me[i + 1] &= ref_ok(self.scene)[a, fs[:, 0]]
+            me[i + 1] &= namer(self.scene).boxless[a, fs[:, 0]]
         loc = np.concatenate([loc, np.zeros(loc.shape[:2] + (1,) + loc.shape[3:])], axis=2)
         ok = np.concatenate([ok, me[:, None]], axis=1)
         pair = ok[:, :, None] & ok[:, None, :] & ~np.eye(o + 1, dtype=bool)[None, :, :, None]

@@ -24,7 +24,8 @@ Definitions (each question says them in words):
   answers it allows, then a question with that answer (``ClassDraw``).
 - camera/object rotation: the change of heading about the up axis, in degrees.
 - spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
-- object matching: which of four objects is seen in both of two frames (the others are in at most one).
+- object matching: which of four objects is seen in both of two frames (the others are in at most one); the four
+  share the answer's motion (all still or all moving), each motion drawn equally often where a scene allows both.
 Ambiguous questions (values near a threshold, below the noise floor) are not asked.
 """
 
@@ -35,8 +36,8 @@ import random
 
 import numpy as np
 
-from .common import UNIT_NAMES, UNITS, Draft, last_resort, mc, natural_unit, round_unit, scene_scale, try_ref
 from .balance import ClassDraw
+from .common import UNIT_NAMES, UNITS, Draft, last_resort, mc, natural_unit, round_unit, scene_scale, try_ref
 from .refer import namer
 from .scene import SceneData
 
@@ -449,20 +450,27 @@ class ScaleGenerator:
 
     def _object_matching(self, rng):
         def make():
+            # Objects that stay still are seen in both frames far more often than movers, so the four options share
+            # the answer's motion (all still or all moving), and each motion is drawn equally often where a scene
+            # has both: the labels of movers no longer point away from the answer.
             s = self.scene
             f1, f2 = self._pairs()
             nameable = np.array([(r := try_ref(s, o)) is not None and r[1] is None for o in range(s.n_objects)])
             both = s.visible[:, f1] & s.visible[:, f2] & self.big[:, f1] & self.big[:, f2] & nameable[:, None]
             one = s.visible.any(1)[:, None] & ~(s.visible[:, f1] & s.visible[:, f2]) & nameable[:, None]
-            good = both.any(0) & (one.sum(0) >= 3)
-            return [(int(f1[p]), int(f2[p]), np.flatnonzero(both[:, p]).tolist(), np.flatnonzero(one[:, p]).tolist())
-                    for p in np.flatnonzero(good)]
+            rows = []
+            for moving in (False, True):
+                same = (np.asarray(s.moving, dtype=bool) == moving)[:, None]
+                b, o = both & same, one & same
+                rows += [(int(moving), int(f1[p]), int(f2[p]), np.flatnonzero(b[:, p]).tolist(),
+                          np.flatnonzero(o[:, p]).tolist()) for p in np.flatnonzero(b.any(0) & (o.sum(0) >= 3))]
+            return (ClassDraw(np.array([r[0] for r in rows]), np.ones(len(rows))), rows) if rows else None
         if "matching" not in self._lazy:
             self._lazy["matching"] = make()
-        pairs = self._lazy["matching"]
-        if not pairs:
+        if self._lazy["matching"] is None:
             return None
-        f1, f2, both, one = rng.choice(pairs)
+        draw, rows = self._lazy["matching"]
+        _, f1, f2, both, one = rows[draw.draw(rng)]
         objs = [rng.choice(both), *rng.sample(one, 3)]
         refs = self._refs(objs)  # no frame-citing phrases: which frames show them is the question
         if refs is None:
