@@ -10,6 +10,7 @@ are pinned to 1, and time is the process's CPU time (the box is shared).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -40,7 +41,7 @@ def main() -> None:
     for i in range(args.scenes):
         out = Path(args.cache) / f"s{i:03d}"
         c = SynthConfig(**{**cfg.__dict__, "seed": 1000 + i, "preset": presets[i % 4], "camera": cameras[i % 3]})
-        synth_run(c, str(out))
+        synth_run(dataclasses.replace(c, out=str(out)))
         stores.append(str(out / "scene.zarr"))
 
     config = MakeQAConfig(out=str(Path(args.cache) / "qa.jsonl"), per_scene=args.per_scene, seed=0, quiet=True)
@@ -64,7 +65,7 @@ def main() -> None:
         k = sum(len(generate_scene(s, one)) for s in scenes)
         per_family[fam] = {"records": k, "qa_per_cpu_s": round(k / (time.process_time() - t), 1)}
     t, w = time.process_time(), time.perf_counter()
-    res = run(config, stores)
+    res = run(config, stores).details
     e2e_s, e2e_wall = time.process_time() - t, time.perf_counter() - w
     result = {
         "scenes": args.scenes, "per_scene_per_family": args.per_scene, "records": n,

@@ -9,6 +9,7 @@ The machine may be shared: CPU seconds of this process are the stable number; wa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import sys
 import tempfile
@@ -45,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or tmp
         t0, c0 = time.perf_counter(), time.process_time()
-        summary = run(cfg, out)
+        summary = run(dataclasses.replace(cfg, out=out))
         total_s, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     assert summary.done and not summary.failed, summary.failed
     print(f"synth {args.preset}/{args.camera} {args.frames} frames {w}x{h} ({cfg.n_objects} objects): "

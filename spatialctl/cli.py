@@ -63,6 +63,10 @@ class _Group(TyperGroup):
         except SpatialctlError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:  # disk full, read-only, permissions outside an item: the path and the reason
+            where = f"{e.filename}: " if e.filename else ""
+            typer.echo(f"error: {where}{' '.join(str(e.strerror or e).split())}", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(

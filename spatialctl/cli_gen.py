@@ -43,7 +43,8 @@ def _param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
         hint = list[typing.get_args(hint)[0]]
     if isinstance(default, tuple):
         default = list(default)
-    if m.get("argument"):
+    if m.get("argument"):  # positional arguments are required on the command line (None serves library callers)
+        default = inspect.Parameter.empty if default is None else default
         info = typer.Argument(show_default=show_default, **kw)
     else:
         flags = [m.get("flag") or "--" + f.name.replace("_", "-")] + ([m["short"]] if m.get("short") else [])
@@ -112,8 +113,7 @@ def command(stage: Stage) -> Callable[..., None]:
         config.validate()
         bars = {k: progress(quiet, desc, unit) for k, (desc, unit) in stage.progress.items()}
         run = stage.load().run
-        result = run(config, inputs, **bars) if stage.inputs else run(config, **bars)
-        report(config, result)
+        report(config, run(config, inputs, **bars))
 
     run_command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     run_command.__doc__ = stage.help

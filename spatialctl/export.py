@@ -38,6 +38,20 @@ def export_dir_for(scene_url: str) -> str:
     return (base[:-5] if base.endswith(".zarr") else base) + "_export"
 
 
+EXPORT_NAMES = {"points.ply", "images", "colmap", "transforms.json"}  # everything export_scene writes
+
+
+def check_export_dir(out_dir: str) -> None:
+    """Refuse (UsageError, exit 2) an export folder holding anything export_scene does not write."""
+    out = Path(out_dir)
+    if not out.exists():
+        return
+    foreign = sorted(set(p.name for p in out.iterdir()) - EXPORT_NAMES) if out.is_dir() else [out.name]
+    if foreign:
+        raise UsageError(f"{out}: holds {foreign[0]}, which spatialctl's export did not write; refusing to write "
+                         "exports there (move it away)")
+
+
 # ---------------------------------------------------------------------------------------------------- points
 
 

@@ -24,8 +24,9 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from spatialctl import __version__, store
+from spatialctl import __version__, lock, schema, store
 from spatialctl.errors import SpatialctlError, UsageError
 
 log = logging.getLogger("spatialctl")
@@ -157,10 +158,44 @@ def provenance(stage: str, config, inputs: Iterable[str]) -> dict:
 def failure_record(output: str) -> str:
     """Where a failed item's error goes: beside the store (``scene.zarr.error.json``,
     ``scene.zarr.tracks.error.json``), never inside a Zarr hierarchy."""
+    return store.beside(output, ".error.json")
+
+
+def preflight_output(output: str, kind: str | None = None) -> None:
+    """Before any work: the output must be replaceable (nothing spatialctl did not write) and its folder writable.
+    Raises UsageError (exit 2) naming the path. ``kind``: the node kind the stage writes (default: the group
+    named by the path's last part inside a store, else a scene)."""
     head, _, tail = output.rstrip("/").rpartition("/")
-    if head.endswith(".zarr"):
-        return f"{head}.{tail}.error.json"
-    return f"{output.rstrip('/')}.error.json"
+    if kind is None:
+        kind = tail if tail in schema.GROUPS and store.exists(store.join(head, "zarr.json")) else "scene"
+    restored = store.recover(output)  # a kill mid-replacement left the old store aside: it is whole, put it back
+    if restored:
+        log.warning("%s: restored the store an interrupted replacement had moved to %s", output, restored)
+    store.check_replaceable(output, kind)
+    fs, path = store._fs(output)
+    if not store._is_local(fs):
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{parent}: exists and is not a folder; cannot write {output} under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{parent}: not writable; cannot write {output}")
+
+
+def _input_changed(header: dict, input: str | None) -> str | None:
+    """The reason an output is out of date with its input (its fingerprint differs), or None."""
+    stored = header["provenance"].get("inputs") or {}
+    if input is None or not stored:
+        return None
+    key = input if input in stored else (next(iter(stored)) if len(stored) == 1 else None)
+    if key is None:
+        return None
+    now = fingerprint(input)
+    if stored[key] != now:
+        return f"input {input} changed since the output was written (fingerprint {stored[key]} -> {now})"
+    return None
 
 
 @dataclass
@@ -171,23 +206,40 @@ class Item:
 
 @dataclass
 class Summary:
+    """What every stage's ``run(config, inputs, progress)`` returns: the inputs done, skipped (already done with
+    this config) and failed (input -> one-line error), the outputs written, and ``details``, the stage's own
+    result (a report dict, ``TrainResult``, ...) that its command's ``report`` prints."""
+
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    details: Any = None
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
+    def add(self, other: Summary) -> None:
+        """Fold another run's counts into this one (a stage made of several item runs)."""
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.outputs += other.outputs
 
-def item_state(output: str, config) -> tuple[str, str | None]:
-    """('done' | 'conflict' | 'incomplete' | 'failed' | 'pending', detail) for one item's output."""
+
+def item_state(output: str, config, input: str | None = None) -> tuple[str, str | None]:
+    """('done' | 'conflict' | 'changed' | 'incomplete' | 'failed' | 'pending', detail) for one item's output.
+    'changed': complete, but its input's content is not what it was made from."""
     header = store.node_header(output) if store.exists(output) else None
     if header is not None:
         if not header.get("complete"):
             return "incomplete", None
         if config is not None and header["provenance"].get("config_hash") != config_hash(config):
             return "conflict", config_difference(header["provenance"].get("config", {}), config)
+        changed = _input_changed(header, input)
+        if changed:
+            return "changed", changed
         return "done", None
     record = failure_record(output)
     if store.exists(record):
@@ -206,6 +258,7 @@ def run_items(
     *,
     overwrite: bool = False,
     progress: Callable[[Iterable], Iterable] | None = None,
+    kind: str | None = None,
 ) -> Summary:
     """Run ``work`` on each item not already done with this config; record failures and go on.
 
@@ -217,32 +270,59 @@ def run_items(
     if len(set(outputs)) != len(outputs):
         dup = next(o for o in outputs if outputs.count(o) > 1)
         raise UsageError(f"{dup}: two inputs map to the same output; rename one or use separate --out folders")
+    for item in items:
+        preflight_output(item.output, kind)
     for item in progress(items) if progress else items:
-        state, detail = item_state(item.output, config)
-        if state == "done" and not overwrite:
-            summary.skipped.append(item.input)
-            continue
-        if state == "conflict" and not overwrite:
-            msg = (f"{item.output}: exists with a different config ({detail}); "
-                   "pass --overwrite to replace it or choose another output")
-            summary.failed[item.input] = msg
-            log.error(msg)
-            continue
-        record = failure_record(item.output)
-        store.remove(record)
         try:
-            work(item)
-        except SpatialctlError as e:
-            _fail(summary, item, record, str(e))
-        except Exception as e:  # an item's bug must not stop the other 9,999 items of an array job
-            log.debug("".join(traceback.format_exception(e)))
-            _fail(summary, item, record, f"{item.input}: {type(e).__name__}: {' '.join(str(e).split())}")
-        else:
-            summary.done.append(item.input)
+            with lock.hold(item.output):
+                _run_item(item, config, work, overwrite, summary)
+        except lock.Busy as e:  # the other writer owns this item: no failure record, which would be about its work
+            summary.failed[item.input] = str(e)
+            log.error(str(e))
+        except OSError as e:  # the lock file itself could not be made
+            _fail(summary, item, failure_record(item.output), _os_message(e, item.output))
     return summary
+
+
+def _os_message(e: OSError, where: str) -> str:
+    """One line: the path the OS names (else the item's output) and the reason."""
+    return " ".join(f"{e.filename or where}: {e.strerror or e}".split())
+
+
+def _run_item(item: Item, config, work: Callable[[Item], None], overwrite: bool, summary: Summary) -> None:
+    state, detail = item_state(item.output, config, item.input)
+    if state == "done" and not overwrite:
+        summary.skipped.append(item.input)
+        return
+    if state == "conflict" and not overwrite:
+        msg = (f"{item.output}: exists with a different config ({detail}); "
+               "pass --overwrite to replace it or choose another output")
+        summary.failed[item.input] = msg
+        log.error(msg)
+        return
+    if state == "changed":
+        log.info("%s: %s; redoing it", item.output, detail)
+    record = failure_record(item.output)
+    store.remove(record)
+    try:
+        work(item)
+    except SpatialctlError as e:
+        _fail(summary, item, record, str(e))
+    except OSError as e:  # disk full, read-only, permissions: the path and the reason, one line
+        log.debug("".join(traceback.format_exception(e)))
+        _fail(summary, item, record, _os_message(e, item.output))
+    except Exception as e:  # an item's bug must not stop the other 9,999 items of an array job
+        log.debug("".join(traceback.format_exception(e)))
+        _fail(summary, item, record, f"{item.input}: {type(e).__name__}: {' '.join(str(e).split())}")
+    else:
+        summary.done.append(item.input)
+        summary.outputs.append(item.output)
 
 
 def _fail(summary: Summary, item: Item, record: str, message: str) -> None:
     summary.failed[item.input] = message
+    try:
+        store.write_text(record, json.dumps({"input": item.input, "output": item.output, "error": message}) + "\n")
+    except OSError as e:  # e.g. the disk that just filled up: the logged line is then the only record
+        message = f"{message} (no failure record at {record}: {e.strerror or e})"
     log.error(message)
-    store.write_text(record, json.dumps({"input": item.input, "output": item.output, "error": message}) + "\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spatialctl import io
-from spatialctl.errors import SpatialctlError
+from spatialctl.errors import SpatialctlError, UsageError
 
 QA_SCHEMA_VERSION = 1
 ANSWER_TYPES = ("mc", "number", "text")
@@ -160,6 +160,35 @@ def _plain(record: QARecord) -> dict:
 
 
 FORMS = {"record": _plain, "sharegpt": to_sharegpt, "qwen": to_qwen}
+
+
+_OWN_KEYS = {"id", "scene", "family", "question", "answer"}
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Refuse (UsageError, exit 2) to replace a file that is not a QA file spatialctl wrote: its first JSON line
+    (or its parquet schema) must hold a QA record's fields; an empty file holds nothing to lose."""
+    path = Path(path)
+    if not path.exists():
+        return
+    ours = False
+    if path.is_file():
+        try:
+            if path.stat().st_size == 0:
+                ours = True
+            elif path.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                ours = _OWN_KEYS <= set(pq.read_schema(path).names)
+            else:
+                with open(path, encoding="utf-8") as f:
+                    first = json.loads(f.readline())
+                ours = isinstance(first, dict) and _OWN_KEYS <= set(first)
+        except Exception:  # unreadable, not JSON, not parquet: not ours
+            ours = False
+    if not ours:
+        raise UsageError(f"{path}: exists and is not a QA file spatialctl wrote; refusing to replace it "
+                         "(choose another --out or move it away)")
 
 
 def write_qa(path: str | Path, records: list[QARecord], form: str = "sharegpt") -> None:

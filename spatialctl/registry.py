@@ -2,9 +2,10 @@
 of guessing modules from names.
 
 The stage protocol: a module with a typed config class (options made with ``spatialctl.config.opt``) whose
-``validate()`` checks and parses the whole config, ``run(config, inputs, progress=...)`` (a stage without inputs,
-train-gsm, takes the config alone; synth's "inputs" is the folder it writes), and, for stages that run item by
-item through ``jobs.run_items``, ``output_for(input, out)`` naming each item's output.
+``validate()`` checks and parses the whole config; ``run(config, inputs, progress=...) -> jobs.Summary`` (inputs:
+what the stage reads, None for stages whose config names everything, synth and train-gsm; progress: a wrapper
+over an iterable, a tqdm bar on the command line; the stage's own result rides in ``Summary.details``); and, for
+stages that run item by item through ``jobs.run_items``, ``output_for(input, out)`` naming each item's output.
 Modules are imported only when a stage is used, so ``spatialctl --version`` does not import torch.
 """
 
@@ -51,8 +52,6 @@ _S = "spatialctl.stages."
 STAGES: tuple[Stage, ...] = (
     Stage("synth", _S + "synth", "SynthConfig",
           "Render a synthetic scene with exact ground truth: video.mp4 + scene.zarr (geometry and tracks).",
-          Inputs("out", "Output folder: OUT/video.mp4 and OUT/scene.zarr (with --count: OUT/seed-NNNNNN/...).",
-                 many=False),
           progress={"progress": ("synth", "item")}),
     Stage("reconstruct", _S + "reconstruct", "ReconstructConfig",
           "Reconstruct each input with DUSt3R and our global alignment into a scene store (frames, depth, conf,\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,59 +13,105 @@ import numpy as np
 from spatialctl import io
 from spatialctl.errors import SpatialctlError
 
+log = logging.getLogger("spatialctl")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
-def read_video(
-    path: str,
-    *,
-    fps: float | None = None,
-    stride: int = 1,
-    max_frames: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode RGB frames (N, H, W, 3) uint8 and their timestamps (N,) in seconds.
+@dataclass
+class Sampled:
+    """Frames chosen from an input, with what a reader needs to trust them."""
 
-    ``fps`` keeps the first frame at or after each 1/fps tick; ``stride`` then keeps every k-th of those;
-    ``max_frames`` caps the count. Frames come in presentation order.
-    """
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB
+    times: np.ndarray  # (N,) float64 seconds from the first frame
+    total: int  # frames the input holds (before sampling)
+    declared: int | None = None  # frames the container says it holds (videos)
+    truncated: bool = False  # fewer frames decoded than declared, accepted with allow_truncated
+
+
+def select(times: np.ndarray, fps: float | None = None, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
+    """Indices of the frames to keep: ``fps`` keeps the first frame at or after each 1/fps tick, ``stride`` then
+    every k-th of those, and ``max_frames`` then keeps that many spread evenly from the first to the last."""
+    idx = np.arange(len(times))
+    if fps is not None:
+        keep, tick = [], 0.0
+        for i, t in enumerate(times):
+            if t + 1e-6 < tick:
+                continue
+            keep.append(i)
+            tick += 1.0 / fps
+            while tick <= t:
+                tick += 1.0 / fps
+        idx = np.asarray(keep, dtype=np.int64)
+    idx = idx[::stride]
+    if max_frames and len(idx) > max_frames:
+        idx = idx[np.unique(np.round(np.linspace(0, len(idx) - 1, max_frames)).astype(np.int64))]
+    return idx
+
+
+def _packet_times(container, stream) -> list[int]:
+    """Presentation timestamps of every frame's packet, sorted: the frame count without decoding a frame."""
+    return sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+
+
+def sample_video(path: str, *, fps: float | None = None, stride: int = 1, max_frames: int | None = None,
+                 allow_truncated: bool = False) -> Sampled:
+    """Decode the frames ``select`` chooses, checking the decoded count against what the container declares.
+
+    A video that decodes to fewer frames than its header declares (a cut download, a copy stopped half way) is an
+    error, or with ``allow_truncated`` a warning and ``Sampled.truncated``: the frames that decode are used."""
     if not Path(path).is_file():
         raise SpatialctlError(f"{path}: no such video file")
     if stride < 1:
         raise SpatialctlError(f"{path}: stride must be >= 1, got {stride}")
-    frames, times = [], []
-    next_tick = 0.0
-    kept = 0
     try:
         with av.open(path) as container:
             if not container.streams.video:
                 raise SpatialctlError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            declared = int(stream.frames) or None  # 0 when the container does not say (some mkv/webm)
+            pts = _packet_times(container, stream)
+        if not pts:
+            raise SpatialctlError(f"{path}: no frames decoded")
+        base = stream.time_base
+        times = np.asarray([float((p - pts[0]) * base) for p in pts])
+        chosen = select(times, fps, stride, max_frames)
+        wanted = {pts[i]: k for k, i in enumerate(chosen)}
+        frames: list = [None] * len(chosen)
+        decoded, error = 0, None
+        with av.open(path) as container:
+            stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            t0 = None
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else len(times) / float(stream.average_rate or 30)
-                t0 = t if t0 is None else t0
-                t -= t0
-                if fps is not None:
-                    if t + 1e-6 < next_tick:
-                        continue
-                    next_tick += 1.0 / fps
-                    while next_tick <= t:
-                        next_tick += 1.0 / fps
-                kept += 1
-                if (kept - 1) % stride:
-                    continue
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(t)
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
+            try:
+                for frame in container.decode(stream):
+                    decoded += 1
+                    k = wanted.get(frame.pts)
+                    if k is not None:
+                        frames[k] = frame.to_ndarray(format="rgb24")
+            except av.error.InvalidDataError as e:  # a cut file ends in a partial packet
+                error = e
     except SpatialctlError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as e:
         raise SpatialctlError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
-    if not frames:
+    expected = max(declared or 0, len(pts))
+    if decoded < expected or error is not None:
+        what = f"decoded {decoded} of the {expected} frames its container declares"
+        if not allow_truncated:
+            raise SpatialctlError(f"{path}: truncated or corrupt video: {what}; pass --allow-truncated to use the "
+                                  "frames that decode")
+        log.warning("%s: truncated or corrupt video: %s; using those (--allow-truncated)", path, what)
+    keep = [k for k, f in enumerate(frames) if f is not None]
+    if not keep:
         raise SpatialctlError(f"{path}: no frames decoded")
-    return np.stack(frames), np.asarray(times, dtype=np.float64)
+    return Sampled(np.stack([frames[k] for k in keep]), times[chosen[keep]], len(pts), declared,
+                   truncated=decoded < expected or error is not None)
+
+
+def read_video(path: str, *, fps: float | None = None, stride: int = 1, max_frames: int | None = None,
+               allow_truncated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """RGB frames (N, H, W, 3) uint8 and their timestamps (N,) in seconds, sampled as ``select`` says."""
+    s = sample_video(path, fps=fps, stride=stride, max_frames=max_frames, allow_truncated=allow_truncated)
+    return s.frames, s.times
 
 
 def write_video(path: str, frames: np.ndarray, fps: float, *, lossless: bool = False) -> None:

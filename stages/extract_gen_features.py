@@ -57,7 +57,7 @@ class GenFeatConfig:
     out: str | None = opt(None, "Videos only: folder for <stem>.genfeat.zarr. Default: beside the video.",
                           runtime=True, show_default=False)
     fps: float | None = opt(None, "Videos only: sample frames at this rate. Default: every frame.", show_default=False)
-    max_frames: int | None = opt(None, "Videos only: keep at most this many frames. Default: all.",
+    max_frames: int | None = opt(None, "Videos only: keep at most this many frames, spread evenly over the video. Default: all.",
                                  show_default=False)
     device: str = device_opt()
     batch_size: int = opt(8, "Frames per DiT pass.", runtime=True)
@@ -138,6 +138,13 @@ def _parse_grid(text: str) -> tuple[int, int] | str:
 # ---------------------------------------------------------------------------------------------------- models
 
 
+def model_dir(config: GenFeatConfig) -> str:
+    """The Wan2.1 folder on local disk (or the hub cache): checked before any work, no network, no retries."""
+    from spatialctl.hub import resolve_model_dir
+
+    return resolve_model_dir(config.model, option="--model", what="Wan2.1 model", marker="transformer/config.json")
+
+
 class _LazyExtractor:
     """Loads the VAE, the DiT and the context on first use, so skipped (cached) items load nothing."""
 
@@ -156,12 +163,14 @@ class _LazyExtractor:
                 transformers.utils.logging.disable_progress_bar()
             device = resolve_device(c.device)
             dtype = _resolve_dtype(c.dtype, device)
+            local = model_dir(c)
             if c.prompt_embedding is not None:
                 context = wan_features.load_prompt_embedding(c.prompt_embedding)
             else:
-                context = wan_features.empty_prompt_context(c.model, c.prompt_cache, device=device, dtype=dtype)
-            vae = wan_features.load_vae(c.model, device)
-            transformer = wan_features.load_transformer(c.model, device, dtype)
+                cache = c.prompt_cache or wan_features.default_prompt_cache(c.model)
+                context = wan_features.empty_prompt_context(local, cache, device=device, dtype=dtype)
+            vae = wan_features.load_vae(local, device)
+            transformer = wan_features.load_transformer(local, device, dtype)
             self._extractor = wan_features.WanFeatureExtractor(
                 vae, transformer, context, layer=c.layer, timestep=c.timestep, shift=c.shift, seed=c.seed,
                 drop_unused=True)
@@ -278,5 +287,6 @@ def run(config: GenFeatConfig, inputs: str | Sequence[str],
     paths = jobs.select_shard(jobs.resolve_inputs(inputs), jobs.resolve_shard(config.shard))
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
     lazy = _LazyExtractor(config)
+    model_dir(config)
     return jobs.run_items(STAGE, config, items, lambda it: _work(it, config, lazy),
-                          overwrite=config.overwrite, progress=progress)
+                          overwrite=config.overwrite, progress=progress, kind="genfeat")

@@ -62,7 +62,7 @@ def test_exit_codes(cli, make_scene, tmp_path):
     url = make_scene()
     ok = cli("info", url)
     assert ok.exit_code == 0
-    assert "schema_version=1" in ok.output and "pointmaps" in ok.output and "complete" in ok.output
+    assert "schema_version=2" in ok.output and "pointmaps" in ok.output and "complete" in ok.output
     assert "provenance: stage=test" in ok.output
 
     missing = cli("info", str(tmp_path / "nope.zarr"))

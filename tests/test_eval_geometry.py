@@ -48,7 +48,7 @@ def test_synth_against_itself_under_a_known_sim3(tmp_path, synth_truth):
     store.write_scene(est_url, perturbed(arrays, s, rot, t), {**attrs, "scale": "relative", "scale_source": "none"},
                       PROV)
     out = run(GeometryEvalConfig(gt=gt_url, out=str(tmp_path / "report")), est_url)
-    r = out.report
+    r = out.details
     assert r["n_frames"] == 8 and r["gt_kind"] == "store"
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["trajectory"]["ate"]["scale"] == pytest.approx(1 / s, rel=1e-6)
@@ -71,7 +71,7 @@ def test_a_wrong_trajectory_scores_worse(tmp_path, synth_truth):
     bad["cam2world"] = poses
     est_url = str(tmp_path / "bad.zarr")
     store.write_scene(est_url, bad, attrs, PROV)
-    r = run(GeometryEvalConfig(align="se3", plots=False, gt=gt_url, out=str(tmp_path / "r")), est_url).report
+    r = run(GeometryEvalConfig(align="se3", plots=False, gt=gt_url, out=str(tmp_path / "r")), est_url).details
     assert 0.01 < r["trajectory"]["ate"]["rmse"] < 0.1
     # Exactly one of the seven consecutive pairs sees the 10 cm jump.
     assert r["trajectory"]["rpe"]["trans_mean"] == pytest.approx(0.1 / 7, rel=1e-4)
@@ -101,7 +101,7 @@ def test_tum_folder(tmp_path, synth_truth):
     k = arrays["intrinsics"][0]
     cfg = GeometryEvalConfig(gt=str(tmp_path / "tum"), out=str(tmp_path / "r"), plots=False,
                              gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
-    r = run(cfg, est_url).report
+    r = run(cfg, est_url).details
     assert r["gt_kind"] == "tum" and r["n_frames"] == 8
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["depth"]["abs_rel"] < 1e-3 and r["depth"]["delta1"] == 1.0  # 0.2 mm quantisation only
@@ -122,7 +122,7 @@ def test_seven_scenes_folder(tmp_path, synth_truth):
     fps = 1.0 / float(arrays["timestamps"][1] - arrays["timestamps"][0])
     cfg = GeometryEvalConfig(gt=str(folder), out=str(tmp_path / "r"), gt_fps=fps, plots=False,
                              gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
-    r = run(cfg, est_url).report
+    r = run(cfg, est_url).details
     assert r["gt_kind"] == "7scenes" and r["n_frames"] == 8
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["depth"]["abs_rel"] < 2e-3

@@ -44,7 +44,7 @@ def test_vsibench_aggregation_matches_the_official_rule(tmp_path):
         {"id": 7, "prediction": "The answer is A"},  # the original parser reads "The": wrong
     ])
     rep = run(QAEvalConfig(bench="vsibench", n_boot=200, gt=str(tmp_path / "vsi.parquet"), out=str(tmp_path / "out")),
-              preds).report
+              preds).details
     # counting: MRA(3,4)=0.6 and MRA(2,2)=1 -> 0.8; directions: easy 1, medium 0, hard 1 -> 2/3 (levels first);
     # route planning 0.5; overall = mean of the three tasks.
     assert rep["tasks"]["object_counting"]["score"] == pytest.approx(0.8)
@@ -63,7 +63,7 @@ def test_vsibench_aggregation_matches_the_official_rule(tmp_path):
 def test_missing_predictions_score_zero(tmp_path):
     gt = write_jsonl(tmp_path / "vsi.jsonl", VSI_ROWS)
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": 6, "prediction": "B"}, {"id": 99, "prediction": "A"}])
-    rep = run(QAEvalConfig(bench="vsibench", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).report
+    rep = run(QAEvalConfig(bench="vsibench", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).details
     assert rep["n_missing"] == 6 and rep["n_unmatched_predictions"] == 1
     assert rep["tasks"]["route_planning"]["score"] == 0.5
     with pytest.raises(SpatialctlError, match="no prediction id matches"):
@@ -87,7 +87,7 @@ def test_dsr_parquet_is_item_accuracy(tmp_path):
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "0", "prediction": "(A)"}, {"id": "1", "prediction": "C"},
                                                {"id": "2", "prediction": "The answer is C."}])
     rep = run(QAEvalConfig(bench="dsr", n_boot=50, plots=False, gt=str(tmp_path / "dsr.parquet"), out=str(tmp_path / "o")),
-              preds).report
+              preds).details
     assert rep["parser"] == "lmms"
     assert rep["tasks"]["abs_dis"]["score"] == 0.5 and rep["tasks"]["rel_dir"]["score"] == 1.0
     assert rep["overall"] == pytest.approx(2 / 3)  # items, not tasks: (1 + 0 + 1) / 3
@@ -106,7 +106,7 @@ def test_ours_merges_levels_and_breaks_down_by_scale(tmp_path):
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prediction": "A"}, {"id": "b", "prediction": "A"},
                                                {"id": "c", "prediction": "0.3 m/s"}])
     rep = run(QAEvalConfig(bench="ours", n_boot=50, plots=False, gt=str(tmp_path / "qa.jsonl"), out=str(tmp_path / "o")),
-              preds).report
+              preds).details
     assert rep["tasks"]["rel_dir"]["score"] == 0.5 and rep["tasks"]["rel_dir"]["members"] == ["rel_dir_easy",
                                                                                                 "rel_dir_hard"]
     # gt 0: the absolute error 0.3 passes thresholds up to 0.7 -> 0.5
@@ -125,7 +125,7 @@ def test_spacevista_rows(tmp_path):
     gt = write_jsonl(tmp_path / "sv.jsonl", rows)
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "s1", "prediction": "<answer>zero</answer>"},
                                                {"id": "s2", "prediction": "b) no"}])
-    rep = run(QAEvalConfig(bench="spacevista", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).report
+    rep = run(QAEvalConfig(bench="spacevista", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).details
     assert rep["overall"] == 1.0 and rep["by_scale"]["Tabletop"]["score"] == 1.0
 
 

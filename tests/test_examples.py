@@ -47,7 +47,7 @@ def test_pipeline_script(tmp_path, models):
     report = json.loads((work / "geometry" / "report.json").read_text())  # scored against the synth truth
     assert report["n_frames"] == 4 and report["gt_kind"] == "store"
     assert np.isfinite(report["trajectory"]["ate"]["rmse"]) and 0 <= report["depth"]["delta1"] <= 1
-    assert "schema_version=1" in result.stdout  # `info` printed the store
+    assert "schema_version=2" in result.stdout  # `info` printed the store
 
 
 def test_sbatch_array_over_a_manifest(tmp_path, models):

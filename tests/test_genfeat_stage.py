@@ -102,7 +102,10 @@ def test_video_input_writes_a_standalone_genfeat_store(tmp_path, config):
 
     g = zarr.open_group(url, mode="r")
     assert g["features"].shape == (3, 2, 2, 24) and g["features"].dtype == np.float16
-    np.testing.assert_allclose(g["timestamps"][:], [0.0, 0.1, 0.2], atol=1e-6)
+    np.testing.assert_allclose(g["timestamps"][:], [0.0, 0.2, 0.3], atol=1e-6)  # 3 of 4 frames, spread
+    # a standalone genfeat store is ours to replace
+    again = stage.run(dataclasses.replace(config, out=str(out), max_frames=3, overwrite=True), video)
+    assert again.done == [video] and store.is_complete(url)
 
 
 def test_cli_bad_inputs_and_usage_errors(cli, tmp_path, config, make_scene):
@@ -117,7 +120,7 @@ def test_cli_bad_inputs_and_usage_errors(cli, tmp_path, config, make_scene):
     scene = make_scene(n=2, h=16, w=16)
     r = cli("extract-gen-features", scene, "--model", str(tmp_path / "no-wan"), "--quiet",
             "--prompt-cache", str(tmp_path / "c.safetensors"))
-    assert r.exit_code == 1 and "huggingface-cli download" in r.output
+    assert r.exit_code == 2 and "huggingface-cli download" in r.output and "--model" in r.output
     r = cli("extract-gen-features", scene, "--model", config.model, "--layer", "1", "--grid", "2x2",
             "--resolution", "32x32", "--prompt-cache", str(tmp_path / "c.safetensors"), "--quiet")
     assert r.exit_code == 0, r.output

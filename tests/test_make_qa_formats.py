@@ -3,6 +3,7 @@ stats, metric-only questions, rephrasing that must keep the answer, and the CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -21,7 +22,7 @@ def stores(tmp_path_factory):
     out = []
     for seed, preset in ((11, "indoor"), (12, "tabletop"), (13, "indoor")):
         cfg = SynthConfig(seed=seed, preset=preset, frames=12, width=48, height=32, moving=2, objects=6, quiet=True)
-        assert synth_run(cfg, str(root / f"s{seed}")).exit_code == 0
+        assert synth_run(dataclasses.replace(cfg, out=str(root / f"s{seed}"))).exit_code == 0
         out.append(str(root / f"s{seed}" / "scene.zarr"))
     return out
 
@@ -30,7 +31,7 @@ def _run(tmp_path, stores, **kw):
     from spatialctl.stages.make_qa import MakeQAConfig, run
 
     cfg = MakeQAConfig(out=str(tmp_path / "qa.jsonl"), per_scene=kw.pop("per_scene", 8), quiet=True, **kw)
-    return run(cfg, stores)
+    return run(cfg, stores).details
 
 
 def test_formats_load_with_hf_datasets_and_read_back(tmp_path, stores):

@@ -8,6 +8,7 @@ written here again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -43,9 +44,9 @@ def qa(tmp_path_factory):
         out = root / f"{preset}-{seed}"
         cfg = SynthConfig(seed=seed, preset=preset, frames=16, width=64, height=48, moving=3, camera=camera,
                           objects=7, quiet=True)
-        assert synth_run(cfg, str(out)).exit_code == 0
+        assert synth_run(dataclasses.replace(cfg, out=str(out))).exit_code == 0
         stores.append(str(out / "scene.zarr"))
-    result = run(MakeQAConfig(out=str(root / "qa.jsonl"), per_scene=30, seed=5, quiet=True), stores)
+    result = run(MakeQAConfig(out=str(root / "qa.jsonl"), per_scene=30, seed=5, quiet=True), stores).details
     records = read_qa(result["files"]["all"])
     scenes = {s.split("/")[-2]: Raw(s) for s in stores}
     assert {r.scene for r in records} == set(scenes)

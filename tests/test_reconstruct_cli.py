@@ -129,7 +129,8 @@ def test_errors(assets, tmp_path):
     assert res.exit_code == 1 and "no such file" in res.output
     assert not (tmp_path / "m.zarr").exists()
     res = invoke("reconstruct", video, "--out", tmp_path / "m.zarr", "--model", "naver/not-cached-anywhere", *FAST)
-    assert res.exit_code == 1 and "huggingface-cli download naver/not-cached-anywhere" in res.output
+    assert res.exit_code == 2 and "huggingface-cli download naver/not-cached-anywhere" in res.output
+    assert "--model" in res.output and not (tmp_path / "m.zarr").exists()
     res = invoke("reconstruct", video, "--out", tmp_path / "m.zarr", "--scene-graph", "ring-3", *FAST)
     assert res.exit_code == 2 and "scene graph" in res.output
     res = invoke("reconstruct", video, video, "--out", tmp_path / "m.zarr", *FAST)
@@ -187,7 +188,7 @@ def test_metric_scale_depthpro_rescales_consistently(assets, tmp_path):
     np.testing.assert_allclose(met.read("cam2world")[:, :3, :3], rel.read("cam2world")[:, :3, :3])
     missing = invoke("reconstruct", video, "--out", tmp_path / "x.zarr", "--metric-scale", "depthpro",
                      "--depthpro-model", tmp_path / "nope", *common)
-    assert missing.exit_code == 1 and "Depth Pro" in missing.output
+    assert missing.exit_code == 2 and "Depth Pro" in missing.output and "--depthpro-model" in missing.output
 
 
 def test_image_folder_sampling_and_errors(tmp_path):
@@ -196,14 +197,48 @@ def test_image_folder_sampling_and_errors(tmp_path):
 
     for i in range(6):
         Image.fromarray(np.full((8, 10, 3), i, np.uint8)).save(tmp_path / f"{i}.png")
-    frames, times = load_frames(str(tmp_path), stride=2, max_frames=2)
-    np.testing.assert_array_equal(times, [0, 2])
-    assert frames.shape == (2, 8, 10, 3) and frames[1, 0, 0, 0] == 2
-    _, times = load_frames(str(tmp_path), fps=0.5)  # images are 1 s apart: every second one
-    np.testing.assert_array_equal(times, [0, 2, 4])
+    s = load_frames(str(tmp_path), stride=2, max_frames=2)  # frames 0, 2, 4; two spread over them: 0 and 4
+    np.testing.assert_array_equal(s.times, [0, 4])
+    assert s.frames.shape == (2, 8, 10, 3) and s.frames[1, 0, 0, 0] == 4 and s.total == 6
+    s = load_frames(str(tmp_path), fps=30.0)  # a folder's --fps is its frame rate: timestamps are number / fps
+    np.testing.assert_allclose(s.times, np.arange(6) / 30.0)
     Image.fromarray(np.zeros((9, 10, 3), np.uint8)).save(tmp_path / "7.png")
     with pytest.raises(SpatialctlError, match="7.png: size 10x9 differs"):
         load_frames(str(tmp_path))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpatialctlError, match="no images"):
         load_frames(str(tmp_path / "empty"))
+
+
+def test_seven_scenes_folder_keeps_colour_frames_in_natural_order(tmp_path):
+    """7-Scenes layout: frame-NNNNNN.color.png beside 16-bit frame-NNNNNN.depth.png; numbers give the times."""
+    from spatialctl.stages.reconstruct.frames import load_frames
+
+    for n in (0, 2, 10):  # natural order puts frame-10 last; a plain sort would not (000010 sorts fine, "10" not)
+        Image.fromarray(np.full((8, 10, 3), n, np.uint8)).save(tmp_path / f"frame-{n}.color.png")
+        Image.fromarray(np.full((8, 10), 1000 + n, np.uint16)).save(tmp_path / f"frame-{n}.depth.png")
+    s = load_frames(str(tmp_path), fps=30.0, max_frames=0)
+    assert len(s.frames) == 3 and list(s.frames[:, 0, 0, 0]) == [0, 2, 10]
+    np.testing.assert_allclose(s.times, np.array([0, 2, 10]) / 30.0)
+    s = load_frames(str(tmp_path), fps=30.0, pattern="*.color.png")
+    assert len(s.frames) == 3
+    part = tmp_path / "part"  # part of a sequence keeps the sequence's clock
+    part.mkdir()
+    for n in (100, 101):
+        Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(part / f"frame-{n:06d}.color.png")
+    np.testing.assert_allclose(load_frames(str(part), fps=30.0).times, [100 / 30, 101 / 30])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from spatialctl.stages.reconstruct.frames import load_frames
+
+    pixels = np.zeros((8, 10, 3), np.uint8)
+    pixels[0, :, 0] = 255  # a red top row
+    for i in range(2):
+        im = Image.fromarray(pixels)
+        exif = im.getexif()
+        exif[0x0112] = 6  # "rotate 90 CW to display", as phones write portrait shots
+        im.save(tmp_path / f"IMG_{i}.jpg", exif=exif, quality=100)
+    s = load_frames(str(tmp_path))
+    assert s.frames.shape == (2, 10, 8, 3)  # displayed upright: portrait
+    assert s.frames[0, :, -1, 0].mean() > 120 > 40 > s.frames[0, :, 0, 0].mean()  # top row -> right column

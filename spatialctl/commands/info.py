@@ -9,20 +9,27 @@ from typing import Annotated
 import typer
 
 from spatialctl import schema, store
-from spatialctl.errors import SpatialctlError
+from spatialctl.errors import SchemaError, SpatialctlError
 
 
 def info(
     path: Annotated[str, typer.Argument(help="A scene store (path or fsspec URL), or a folder of them.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check every file of every node against the manifest written with its completeness mark (size and CRC32) and decode every root array; exit 1 at the first problem.")] = False,
 ) -> None:
     """Print schema version, arrays (shape, dtype), provenance and completeness of a scene store or folder."""
     stores = _stores_in(path)
+    if verify:
+        for url in stores or [path]:
+            checked = store.verify(url)
+            typer.echo(f"{url}: verified, {sum(n for _, n in checked)} files in {len(checked)} nodes")
+        return
     if stores is not None:
         rows = []
         for url in stores:
             header = store.node_header(url) or {}
-            rows.append({"store": url, "complete": bool(header.get("complete"))})
+            damaged = store._files_problem(url, header)
+            rows.append({"store": url, "complete": bool(header.get("complete")) and not damaged})
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
         else:
@@ -34,8 +41,11 @@ def info(
     desc = store.describe(path)
     if as_json:
         typer.echo(json.dumps(desc, indent=2, default=str))
-        return
-    typer.echo(_format(desc))
+    else:
+        typer.echo(_format(desc))
+    problem = desc["problem"] or next((g["problem"] for g in desc["groups"].values() if g["problem"]), None)
+    if problem:  # described, but not whole: say so where scripts notice
+        raise SchemaError(problem)
 
 
 def _stores_in(path: str) -> list[str] | None:
@@ -59,7 +69,7 @@ def _format(desc: dict) -> str:
 
 def _format_node(name: str, node: dict) -> list[str]:
     header, prov = node["header"], node["provenance"]
-    state = "complete" if header.get("complete") else "INCOMPLETE"
+    state = ("DAMAGED" if node.get("problem") else "complete") if header.get("complete") else "INCOMPLETE"
     version = header.get("schema_version")
     newest = "" if version == schema.SCHEMA_VERSION else f" (this spatialctl reads version {schema.SCHEMA_VERSION})"
     lines = [f"[{name}] kind={header.get('kind')} schema_version={version}{newest} {state}"]

@@ -7,10 +7,11 @@ import json
 import typer
 
 
-def report(config, result: dict) -> None:
+def report(config, summary) -> None:
+    result = summary.details
     if config.stats and not config.quiet:
         from spatialctl.stages.make_qa.stats import render
 
         typer.echo(render(result["stats"]), err=True)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "stats"}))
-    raise typer.Exit(1 if result["failed"] else 0)
+    raise typer.Exit(summary.exit_code)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from spatialctl.errors import SpatialctlError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.models.dust3r import Dust3r, Dust3rConfig
 
 DEFAULT_DUST3R = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
@@ -124,7 +124,7 @@ def _missing_message(name: str) -> str:
     short = name.split("/")[-1]
     url = PTH_URL.format(name=short) if short in RELEASED else "the .pth link in the DUSt3R README"
     return (f"DUSt3R checkpoint {name} is not in the local Hugging Face cache (spatialctl never downloads "
-            f"models): run `huggingface-cli download {name}`, or download {url} and pass its path")
+            f"models): run `huggingface-cli download {name}`, or download {url} and pass its path with --model")
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -134,13 +134,13 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         return path
     name = str(name_or_path)
     if not _HUB_ID.match(name) or name.endswith((".pth", ".pt", ".safetensors")):
-        raise SpatialctlError(f"{name}: no such DUSt3R checkpoint file or folder")
+        raise UsageError(f"{name}: no such DUSt3R checkpoint file or folder (--model)")
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(name, local_files_only=True))
     except Exception:  # any hub error here means: not available offline
-        raise SpatialctlError(_missing_message(name)) from None
+        raise UsageError(_missing_message(name)) from None
 
 
 def _load_strict(model: Dust3r, state: dict, source: str) -> None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from spatialctl import camera, geometry_metrics, store
+from spatialctl import camera, geometry_metrics, jobs, store
 from spatialctl.camera import parse_intrinsics
 from spatialctl.config import check_fields, opt, quiet_opt
 from spatialctl.errors import SpatialctlError, UsageError
@@ -83,12 +83,6 @@ class GroundTruth:
     load_points: Callable[[int], np.ndarray] | None = None  # same index -> (P,3) world points
     world_up: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GeometryEvalOutputs:
-    report: dict
-    files: list[str]
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -257,10 +251,13 @@ def _subsample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     return points[rng.choice(len(points), n, replace=False)]
 
 
-def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
+def run(config: GeometryEvalConfig, estimate: str, progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
     """Measure the store ``estimate`` against ``config.gt``; the report goes to ``config.out`` (default:
-    ESTIMATE_geometry/ beside the store)."""
+    ESTIMATE_geometry/ beside the store). ``progress`` wraps the per-frame depth and point-cloud reads;
+    ``Summary.details`` is the report dict."""
     config.validate()
+    bar = progress or (lambda x: x)
     gt_path, out_dir = config.gt, config.out or report.default_out(estimate, "_geometry")
     est = store.open_scene(estimate)
     gt = read_truth(gt_path, config)
@@ -272,73 +269,23 @@ def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
     if len(ei) < 3:
         raise SpatialctlError(f"{estimate}: only {len(ei)} frames match {gt_path} in time (max_dt {config.max_dt} s);"
                               " check --time-offset / --max-dt")
-    est_poses = est.read("cam2world", ei)
-    gt_poses = gt.cam2world[gi]
-    ate_main = geometry_metrics.ate(est_poses, gt_poses, config.align)
-    al = ate_main.alignment
-    trajectory = {
-        "ate": ate_main.as_dict(),
-        "ate_se3": geometry_metrics.ate(est_poses, gt_poses, "se3").as_dict(),
-        "ate_sim3": geometry_metrics.ate(est_poses, gt_poses, "sim3").as_dict(),
-    }
-    if len(ei) > config.rpe_delta:
-        scale = al.scale if config.align == "sim3" else 1.0
-        trajectory["rpe"] = geometry_metrics.rpe(est_poses, gt_poses, config.rpe_delta, scale=scale).as_dict()
+    est_poses, gt_poses = est.read("cam2world", ei), gt.cam2world[gi]
+    ate_main, trajectory = trajectory_metrics(est_poses, gt_poses, config)
     summary: dict = {
         "kind": "geometry", "estimate": str(estimate), "gt": str(gt_path), "gt_kind": gt.kind,
         "n_frames": int(len(ei)), "n_estimate_frames": int(est.n_frames), "time_offset": float(offset),
         "estimate_scale": est.attrs.get("scale"), "trajectory": trajectory,
     }
-
-    # Depth: frames matched on the depth clock (TUM) or the pose clock.
     if gt.load_depth is not None and est.has("depth"):
-        if gt.depth_times is not None:
-            d_ei, d_gi = associate(q, gt.depth_times, config.max_dt)
-        else:
-            d_ei, d_gi = ei, gi
-        hw = est.hw
-        preds, truths = [], []
-        g0 = gt.load_depth(int(d_gi[0])) if len(d_gi) else None
-        if g0 is not None and not math.isclose(g0.shape[1] / g0.shape[0], hw[1] / hw[0], rel_tol=0.02):
-            notes.append(f"depth skipped: ground-truth aspect {g0.shape[1]}x{g0.shape[0]} differs from the "
-                         f"estimate's {hw[1]}x{hw[0]}")
-        elif len(d_ei):
-            for e_i, g_i in zip(d_ei, d_gi, strict=True):
-                preds.append(est.read("depth", [int(e_i)])[0].astype(np.float64))
-                truths.append(_resize_nearest(gt.load_depth(int(g_i)), hw))
-            summary["depth"] = geometry_metrics.depth_metrics(np.stack(preds), np.stack(truths), config.depth_align,
-                                                              config.max_depth)
-            summary["depth"]["n_frames"] = int(len(d_ei))
+        depth = depth_summary(est, gt, q, (ei, gi), config, notes, bar)
+        if depth is not None:
+            summary["depth"] = depth
     elif gt.load_depth is not None:
         notes.append("estimate has no depth: depth metrics skipped")
-
-    # Point cloud: the estimate's pointmaps carried into the truth's world by the trajectory alignment.
     if est.has("pointmaps") and (gt.load_points is not None or gt.load_depth is not None):
-        rng = np.random.default_rng(config.seed)
-        pe = []
-        for e_i in ei:
-            pm = est.read("pointmaps", [int(e_i)])[0].reshape(-1, 3).astype(np.float64)
-            valid = est.read("depth", [int(e_i)])[0].reshape(-1) > 0 if est.has("depth") else np.isfinite(pm).all(1)
-            pe.append(pm[valid])
-        pg = []
-        if gt.load_points is not None:
-            pg = [gt.load_points(int(g_i)) for g_i in gi]
-        elif gt.depth_times is None:  # 7-Scenes: depth frames are the pose frames
-            for g_i in gi:
-                d = gt.load_depth(int(g_i))
-                pm = camera.depth_to_pointmap(d, gt.intrinsics(int(g_i)), gt.cam2world[g_i]).reshape(-1, 3)
-                pg.append(pm[d.reshape(-1) > 0])
-        else:  # TUM: a depth image is matched to the pose nearest in time
-            d_ei, d_gi = associate(q[ei], gt.depth_times, config.max_dt)
-            for k, d_i in zip(d_ei, d_gi, strict=True):
-                d = gt.load_depth(int(d_i))
-                pm = camera.depth_to_pointmap(d, gt.intrinsics(int(d_i)), gt_poses[k]).reshape(-1, 3)
-                pg.append(pm[d.reshape(-1) > 0])
-        if pe and pg and sum(map(len, pe)) and sum(map(len, pg)):
-            cloud_e = _subsample(np.concatenate(pe), config.max_points, rng)
-            cloud_e = al.scale * cloud_e @ al.rot.T + al.t
-            cloud_g = _subsample(np.concatenate(pg), config.max_points, rng)
-            summary["pointcloud"] = geometry_metrics.pointcloud_metrics(cloud_e, cloud_g, config.pc_threshold)
+        cloud = pointcloud_summary(est, gt, q, (ei, gi), ate_main.alignment, config, bar)
+        if cloud is not None:
+            summary["pointcloud"] = cloud
     summary["notes"] = notes
     for n in notes:
         log.warning(n)
@@ -346,4 +293,79 @@ def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
     out.mkdir(parents=True, exist_ok=True)
     files = report.write_geometry_report(summary, out, ate_main.aligned, gt_poses[:, :3, 3], gt.world_up,
                                          plots=config.plots)
-    return GeometryEvalOutputs(summary, files)
+    return jobs.Summary(done=[str(estimate)], outputs=files, details=summary)
+
+
+def trajectory_metrics(est_poses: np.ndarray, gt_poses: np.ndarray, config: GeometryEvalConfig):
+    """(the ATE under ``config.align``, the trajectory section: ATE under each alignment and RPE)."""
+    ate_main = geometry_metrics.ate(est_poses, gt_poses, config.align)
+    trajectory = {
+        "ate": ate_main.as_dict(),
+        "ate_se3": geometry_metrics.ate(est_poses, gt_poses, "se3").as_dict(),
+        "ate_sim3": geometry_metrics.ate(est_poses, gt_poses, "sim3").as_dict(),
+    }
+    if len(est_poses) > config.rpe_delta:
+        scale = ate_main.alignment.scale if config.align == "sim3" else 1.0
+        trajectory["rpe"] = geometry_metrics.rpe(est_poses, gt_poses, config.rpe_delta, scale=scale).as_dict()
+    return ate_main, trajectory
+
+
+def depth_summary(est, gt: GroundTruth, q: np.ndarray, matched, config: GeometryEvalConfig, notes: list[str],
+                  bar) -> dict | None:
+    """Depth metrics over frames matched on the depth clock (TUM) or the pose clock; None (with a note) when
+    nothing can be compared."""
+    ei, gi = matched
+    d_ei, d_gi = associate(q, gt.depth_times, config.max_dt) if gt.depth_times is not None else (ei, gi)
+    if not len(d_ei):
+        return None
+    hw = est.hw
+    g0 = gt.load_depth(int(d_gi[0]))
+    if not math.isclose(g0.shape[1] / g0.shape[0], hw[1] / hw[0], rel_tol=0.02):
+        notes.append(f"depth skipped: ground-truth aspect {g0.shape[1]}x{g0.shape[0]} differs from the "
+                     f"estimate's {hw[1]}x{hw[0]}")
+        return None
+    preds, truths = [], []
+    for e_i, g_i in bar(list(zip(d_ei, d_gi, strict=True))):
+        preds.append(est.read("depth", [int(e_i)])[0].astype(np.float64))
+        truths.append(_resize_nearest(gt.load_depth(int(g_i)), hw))
+    out = geometry_metrics.depth_metrics(np.stack(preds), np.stack(truths), config.depth_align, config.max_depth)
+    out["n_frames"] = int(len(d_ei))
+    return out
+
+
+def _truth_points(gt: GroundTruth, q: np.ndarray, ei: np.ndarray, gi: np.ndarray, config: GeometryEvalConfig,
+                  bar) -> list[np.ndarray]:
+    """The truth's world points: stored pointmaps, else depth lifted with the truth's poses."""
+    if gt.load_points is not None:
+        return [gt.load_points(int(g_i)) for g_i in bar(list(gi))]
+    if gt.depth_times is None:  # 7-Scenes: depth frames are the pose frames
+        pairs = [(int(g_i), gt.cam2world[g_i]) for g_i in gi]
+    else:  # TUM: a depth image is matched to the pose nearest in time
+        d_ei, d_gi = associate(q[ei], gt.depth_times, config.max_dt)
+        pairs = [(int(d_i), gt.cam2world[gi[k]]) for k, d_i in zip(d_ei, d_gi, strict=True)]
+    out = []
+    for index, cam2world in bar(pairs):
+        d = gt.load_depth(index)
+        pm = camera.depth_to_pointmap(d, gt.intrinsics(index), cam2world).reshape(-1, 3)
+        out.append(pm[d.reshape(-1) > 0])
+    return out
+
+
+def pointcloud_summary(est, gt: GroundTruth, q: np.ndarray, matched, alignment, config: GeometryEvalConfig,
+                       bar) -> dict | None:
+    """Accuracy / completeness of the estimate's pointmaps, carried into the truth's world by the trajectory
+    alignment; None when either cloud is empty."""
+    ei, gi = matched
+    rng = np.random.default_rng(config.seed)
+    pe = []
+    for e_i in bar(list(ei)):
+        pm = est.read("pointmaps", [int(e_i)])[0].reshape(-1, 3).astype(np.float64)
+        valid = est.read("depth", [int(e_i)])[0].reshape(-1) > 0 if est.has("depth") else np.isfinite(pm).all(1)
+        pe.append(pm[valid])
+    pg = _truth_points(gt, q, ei, gi, config, bar)
+    if not (pe and pg and sum(map(len, pe)) and sum(map(len, pg))):
+        return None
+    cloud_e = _subsample(np.concatenate(pe), config.max_points, rng)
+    cloud_e = alignment.scale * cloud_e @ alignment.rot.T + alignment.t
+    cloud_g = _subsample(np.concatenate(pg), config.max_points, rng)
+    return geometry_metrics.pointcloud_metrics(cloud_e, cloud_g, config.pc_threshold)

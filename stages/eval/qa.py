@@ -23,12 +23,13 @@ import json
 import logging
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from spatialctl import io
+from spatialctl import io, jobs
 from spatialctl.config import check_fields, opt, quiet_opt
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.scoring import PARSERS, score_item
@@ -68,12 +69,6 @@ class QAEvalConfig:
         check_fields(self)
         if self.n_boot < 1 or not 0 < self.ci < 1:
             raise UsageError(f"--n-boot {self.n_boot} --ci {self.ci}: need at least 1 resample and 0 < ci < 1")
-
-
-@dataclass
-class QAEvalOutputs:
-    report: dict
-    files: list[str] = field(default_factory=list)
 
 
 def task_groups(tasks: list[str], bench: str) -> dict[str, list[str]]:
@@ -133,12 +128,13 @@ def items_from_predictions(preds: dict[str, dict], source: str) -> list[dict]:
     return items
 
 
-def score(items: list[dict], preds: dict[str, dict], config: QAEvalConfig) -> list[dict]:
+def score(items: list[dict], preds: dict[str, dict], config: QAEvalConfig,
+          progress: Callable[[Iterable], Iterable] | None = None) -> list[dict]:
     """Per-item rows: id, task, scale, family, answer_type, score, parsed, missing."""
     parser = config.parser or DEFAULT_PARSER[config.bench]
     zero_gt = ZERO_GT[config.bench]
     rows = []
-    for it in items:
+    for it in progress(items) if progress else items:
         pred = preds.get(it["id"])
         text = None if pred is None else pred.get("prediction")
         try:
@@ -189,9 +185,11 @@ def summarise(rows: list[dict], config: QAEvalConfig) -> dict:
     return out
 
 
-def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
+def run(config: QAEvalConfig, predictions: str, progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
     """Score `predictions` (JSONL) against `config.gt` (or the truth carried in the predictions) into
-    `config.out` (default: PREDICTIONS_report/)."""
+    `config.out` (default: PREDICTIONS_report/); ``progress`` wraps the items scored. ``Summary.details`` is the
+    report dict."""
     config.validate()
     gt, out_dir = config.gt, config.out or report.default_out(predictions, "_report")
     preds = benches.read_predictions(predictions)
@@ -203,7 +201,7 @@ def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
     unmatched = [p for p in preds if p not in known]
     if unmatched and len(unmatched) == len(preds):
         raise SpatialctlError(f"{predictions}: no prediction id matches the ground truth ids (e.g. {unmatched[0]})")
-    rows = score(items, preds, config)
+    rows = score(items, preds, config, progress)
     summary = summarise(rows, config)
     summary["n_unmatched_predictions"] = len(unmatched)
     summary["inputs"] = {"predictions": str(predictions), "gt": None if gt is None else str(gt)}
@@ -214,4 +212,4 @@ def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
     scores_path = out / "scores.jsonl"
     io.write_lines(scores_path, (json.dumps(r, default=str) for r in rows))
     files = [str(scores_path)] + report.write_qa_report(summary, out, plots=config.plots)
-    return QAEvalOutputs(summary, files)
+    return jobs.Summary(done=[str(predictions)], outputs=files, details=summary)

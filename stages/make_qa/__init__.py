@@ -20,7 +20,7 @@ import numpy as np
 from spatialctl import io, jobs, store
 from spatialctl.config import check_fields, opt, quiet_opt, shard_opt, split_list
 from spatialctl.errors import SpatialctlError, UsageError
-from spatialctl.qa_format import QARecord
+from spatialctl.qa_format import QARecord, check_replaceable
 
 from .common import GENERATOR_VERSION, finish, rebalance_letters
 from .dsr import DSRGenerator
@@ -156,12 +156,13 @@ def provenance_file(out: str) -> str:
     return f"{out.rpartition('.')[0] or out}.provenance.json"
 
 
-def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None = None) -> dict:
-    """Generate, split and write QA for the scene stores ``inputs``; returns what was written and counts.
+def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None = None) -> jobs.Summary:
+    """Generate, split and write QA for the scene stores ``inputs``; ``Summary.details`` holds what was written and
+    counts.
 
     A whole-run stage (the split and letter balance need every scene): a scene that fails is logged, recorded in
     ``<OUT stem>.errors/`` and left out, the others still make the output; ``<OUT stem>.provenance.json`` names
-    the config, the inputs used and the failures. ``result["failed"]`` maps each failed input to its error.
+    the config, the inputs used and the failures. ``Summary.failed`` maps each failed input to its error.
     """
     from . import formats, stats
 
@@ -174,6 +175,8 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
     ids = _scene_ids(inputs)
     if len(set(ids)) != len(ids):
         raise UsageError("make-qa: the same scene store is given twice")
+    for path in formats.output_paths(config).values():  # before any scene is read
+        check_replaceable(path)
     records: list[QARecord] = []
     used: list[str] = []
     failed: dict[str, str] = {}
@@ -187,7 +190,8 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
                 formats.export_frames(scene, scene_records, config.frames_dir, config.max_images)
         except Exception as e:  # one bad store must not stop the others
             message = str(e) if isinstance(e, SpatialctlError) else f"{url}: {type(e).__name__}: {' '.join(str(e).split())}"
-            log.error(message)
+            if len(inputs) > 1:  # with one input, the error that ends the run is this message: say it once
+                log.error(message)
             failed[url] = message
             io.write_json(record, {"input": url, "output": config.out, "error": message})
             continue
@@ -218,7 +222,7 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
         path = stats.write_report(report, config.out)
         result["stats"] = report
         result["stats_file"] = path
-    return result
+    return jobs.Summary(done=used, failed=failed, outputs=list(written.values()), details=result)
 
 
 def outputs_for(config: MakeQAConfig) -> list[str]:

@@ -186,13 +186,16 @@ def box_corners(b: np.ndarray, basis) -> np.ndarray:
     return c + (signs[:, :1] * s[0]) * ax + (signs[:, 1:2] * s[1]) * ay + (signs[:, 2:3] * s[2]) * up
 
 
-def sibling_video(url: str) -> str | None:
-    """The video a store was made from, when it sits beside the store (synth writes OUT/video.mp4)."""
+def source_video(url: str, provenance: dict | None = None) -> str | None:
+    """The video a store was made from: the source reconstruct recorded (its path, or a file of that name beside
+    the store when the folder moved), else ``video.mp4`` / ``<stem>.mp4`` beside the store (synth's layout)."""
     p = Path(url)
-    for name in ("video.mp4", p.stem + ".mp4"):
-        if (p.parent / name).is_file():
-            return str(p.parent / name)
-    return None
+    source = (provenance or {}).get("source") or {}
+    candidates = []
+    if source.get("kind") == "video" and source.get("path"):
+        candidates += [Path(source["path"]), p.parent / Path(source["path"]).name]
+    candidates += [p.parent / "video.mp4", p.parent / (p.stem + ".mp4")]
+    return next((str(c) for c in candidates if c.is_file()), None)
 
 
 def load_scene(url: str, scene_id: str | None = None) -> SceneData:
@@ -275,7 +278,7 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         aabb=tracks.read("aabb").astype(np.float64),
         velocity=tracks.read("velocity").astype(np.float64),
         moving=tracks.read("moving").astype(bool),
-        video=sibling_video(url),
+        video=source_video(url, s.provenance),
         path=url,
         depth_reader=depth_reader,
         points_reader=points_reader,

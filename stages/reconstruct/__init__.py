@@ -32,10 +32,11 @@ from spatialctl.export import parse_formats
 
 from .align import AlignConfig, global_align
 from .frames import input_stem, load_frames
-from .graph import make_pairs, parse_scene_graph
+from .graph import choose_graph, make_pairs, parse_scene_graph
 
 STAGE = "reconstruct"
 DEFAULT_MODEL = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
+DEFAULT_MAX_FRAMES = 64  # a long video is sampled down to this many frames, spread over it
 log = logging.getLogger("spatialctl.reconstruct")
 DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -45,11 +46,18 @@ class ReconstructConfig:
     out: str | None = opt(None, "A .zarr store (one input) or a folder for <stem>.zarr per input. Default: beside "
                           "each input.", runtime=True, show_default=False)
     model: str = opt(DEFAULT_MODEL, "DUSt3R checkpoint: hub id, folder (config.json + model.safetensors) or .pth file.")
-    scene_graph: str = opt("complete", "Pairs: complete, swin-K, logwin-K, oneref-I; window graphs also as "
-                           "swin-K-noncyclic.")
-    fps: float | None = opt(None, "Sample frames at this rate. Default: every frame.", show_default=False)
+    scene_graph: str = opt("auto", "Pairs: auto (complete up to 20 frames, else logwin-5), complete, swin-K, "
+                           "logwin-K, oneref-I; window graphs also as swin-K-noncyclic.")
+    fps: float | None = opt(None, "Videos: sample frames at this rate (default: every frame). Image folders: the "
+                            "rate the frames were taken at; timestamps = frame number / fps (default: 1 s apart).",
+                            show_default=False)
     stride: int = opt(1, "Then keep every k-th sampled frame.")
-    max_frames: int | None = opt(None, "Keep at most this many frames. Default: all.", show_default=False)
+    max_frames: int = opt(DEFAULT_MAX_FRAMES, "Keep at most this many frames, spread evenly over the input; 0 keeps "
+                          "all.")
+    pattern: str | None = opt(None, "Image folders: glob of the frames to use, e.g. '*.color.png'. Default: the "
+                              "colour images.", show_default=False)
+    allow_truncated: bool = opt(False, "Use the frames of a video that decodes to fewer frames than its container "
+                                "declares (a warning, and 'truncated' in the provenance) instead of refusing it.")
     size: int | None = opt(None, "Network long side in pixels. Default: the checkpoint's (224 or 512).",
                            show_default=False)
     batch_size: int = opt(8, "Pairs per decoder batch (and frames per encoder batch).", runtime=True)
@@ -93,8 +101,8 @@ class ReconstructConfig:
             raise UsageError(f"--intrinsics {self.intrinsics}: focal lengths must be positive")
         if self.stride < 1:
             raise UsageError(f"--stride {self.stride}: must be >= 1")
-        if self.max_frames is not None and self.max_frames < 2:
-            raise UsageError(f"--max-frames {self.max_frames}: need at least 2 frames")
+        if self.max_frames is None or (self.max_frames != 0 and self.max_frames < 2):
+            raise UsageError(f"--max-frames {self.max_frames}: need at least 2 frames (0: all)")
         if self.fps is not None and not self.fps > 0:
             raise UsageError(f"--fps {self.fps}: must be positive")
         if self.niter < 0 or not self.lr > 0:
@@ -128,8 +136,21 @@ class _Models:
         if self._depthpro is None:
             from spatialctl.models.depth_pro import DepthPro
 
-            self._depthpro = DepthPro(self.config.depthpro_model, self.device)
+            from spatialctl.hub import resolve_model_dir
+
+            local = resolve_model_dir(self.config.depthpro_model, option="--depthpro-model", what="Depth Pro model")
+            self._depthpro = DepthPro(local, self.device)
         return self._depthpro
+
+
+def preflight_models(config: ReconstructConfig) -> None:
+    """Models must be on disk (local files or the hub cache) before any frame is read: fail in well under 2 s."""
+    from spatialctl.hub import resolve_model_dir
+    from spatialctl.models.dust3r_loading import resolve_checkpoint
+
+    resolve_checkpoint(config.model)
+    if config.metric_scale == "depthpro":
+        resolve_model_dir(config.depthpro_model, option="--depthpro-model", what="Depth Pro model")
 
 
 def network_size(config: ReconstructConfig, dust3r_config) -> int:
@@ -147,7 +168,9 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     """One input -> (arrays, attrs, extra provenance), nothing written."""
     from spatialctl.models.dust3r_inference import encode_frames, infer_pairs, preprocess
 
-    frames, timestamps = load_frames(path, config.fps, config.stride, config.max_frames)
+    sampled = load_frames(path, config.fps, config.stride, config.max_frames or None, pattern=config.pattern,
+                          allow_truncated=config.allow_truncated)
+    frames, timestamps = sampled.frames, sampled.times
     if len(frames) < 2:
         raise SpatialctlError(f"{path}: {len(frames)} frame(s) after sampling; reconstruction needs at least 2")
     model, dcfg = models.dust3r()
@@ -155,7 +178,9 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     images = pre.images
     net_frames = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     n, (h, w) = len(images), images.shape[-2:]
-    pairs = make_pairs(n, config.graph)
+    graph = choose_graph(n, config.scene_graph)
+    pairs = make_pairs(n, graph)
+    log.info("%s", plan_line(path, sampled, config, graph, len(pairs), (h, w), model))
     device = models.device
     autocast = DTYPES[config.dtype]
     encoded = encode_frames(model, images, batch_size=config.batch_size, autocast_dtype=autocast)
@@ -205,14 +230,36 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
         "network_size": [int(h), int(w)],
         "original_size": list(pre.orig_hw),
         "metric_scale_factor": factor,
+        "scene_graph": graph,
+        "source": {"path": str(Path(path).resolve()), "frames_total": sampled.total,
+                   "frames_declared": sampled.declared, "truncated": sampled.truncated,
+                   "kind": "images" if Path(path).is_dir() else "video"},
     }
     return arrays, attrs, extra
+
+
+def plan_line(path: str, sampled, config: ReconstructConfig, graph: str, n_pairs: int, hw: tuple[int, int],
+              model) -> str:
+    """What is about to run, in one line: frames kept of how many, pairs, network size, estimated peak memory."""
+    n, (h, w) = len(sampled.frames), hw
+    span = float(sampled.times[-1] - sampled.times[0])
+    why = (f"--max-frames {config.max_frames}, spread over {span:.1f} s" if config.max_frames and sampled.total > n
+           else "all sampled frames")
+    # Pair predictions (two pointmaps + two confidences per pixel, float32) dominate; the alignment keeps 16 bytes
+    # per pixel per pair (align.py) plus per-frame outputs (depth, conf, pointmap: 5 float32); then the weights.
+    preds = n_pairs * h * w * 8 * 4
+    align = n_pairs * h * w * 16 + n * h * w * 5 * 4
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    gib = (preds + align + weights) / 2**30
+    return (f"{path}: plan: {n} of {sampled.total} frames ({why}), scene graph {graph}: {n_pairs} pairs, "
+            f"network {w}x{h}, estimated peak memory {gib:.2f} GiB beyond the torch runtime")
 
 
 def write_item(path: str, output: str, config: ReconstructConfig, models: _Models,
                progress: Callable[[Iterable], Iterable] | None = None) -> None:
     arrays, attrs, extra = reconstruct(path, config, models, progress)
     provenance = {**jobs.provenance(STAGE, config, [path]), **extra}
+    provenance["source"]["fingerprint"] = provenance["inputs"].get(path)
     store.write_scene(output, arrays, attrs, provenance)
 
 
@@ -226,7 +273,11 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
     if config.out is not None and config.out.rstrip("/").endswith(".zarr") and len(paths) > 1:
         raise UsageError(f"--out {config.out}: one store for {len(paths)} inputs; give a folder instead")
     models = _Models(config, resolve_device(config.device))
+    preflight_models(config)
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
+    if config.export:
+        for item in items:
+            export.check_export_dir(export.export_dir_for(item.output))
     summary = jobs.run_items(STAGE, config, items,
                              lambda it: write_item(it.input, it.output, config, models, progress),
                              overwrite=config.overwrite)

@@ -12,7 +12,17 @@ import numpy as np
 
 from spatialctl.errors import UsageError
 
-GRAPH_HELP = "complete | swin-K | logwin-K | oneref-I, window graphs optionally with -noncyclic"
+GRAPH_HELP = "auto | complete | swin-K | logwin-K | oneref-I, window graphs optionally with -noncyclic"
+AUTO_COMPLETE_MAX = 20  # auto: the complete graph up to this many frames (380 pairs), logwin-5 beyond
+AUTO_LONG = "logwin-5"
+
+
+def choose_graph(n_frames: int, name: str) -> str:
+    """``auto`` -> ``complete`` for few frames, ``logwin-5`` (offsets 1, 2, 4, 8, 16, cyclic: 10 pairs per frame)
+    for more; any other name is kept. The complete graph grows as N^2: 200 frames would be 39,800 pairs."""
+    if name.strip().lower() != "auto":
+        return name
+    return "complete" if n_frames <= AUTO_COMPLETE_MAX else AUTO_LONG
 
 
 def _window_pairs(n: int, offsets: list[int], cyclic: bool) -> set[tuple[int, int]]:
@@ -33,6 +43,8 @@ def parse_scene_graph(name: str) -> tuple[str, int | None, bool]:
     """Split a graph name into (kind, parameter, cyclic); raise UsageError when malformed."""
     parts = name.strip().lower().split("-")
     kind = parts[0]
+    if kind == "auto" and len(parts) == 1:
+        return kind, None, True
     cyclic = True
     if parts[-1] == "noncyclic":
         cyclic = False
@@ -53,8 +65,10 @@ def parse_scene_graph(name: str) -> tuple[str, int | None, bool]:
 
 def make_pairs(n_frames: int, scene_graph: str | tuple = "complete") -> np.ndarray:
     """Ordered pairs (P, 2) int64 for ``n_frames`` frames, both directions, sorted lexicographically."""
-    # a parsed graph (ReconstructConfig.graph) or its text
+    # a parsed graph (ReconstructConfig.graph) or its text; auto is chosen from the frame count here
     kind, k, cyclic = parse_scene_graph(scene_graph) if isinstance(scene_graph, str) else scene_graph
+    if kind == "auto":
+        kind, k, cyclic = parse_scene_graph(choose_graph(n_frames, "auto"))
     n = int(n_frames)
     if n < 2:
         raise UsageError(f"a scene graph needs at least 2 frames, got {n}")

@@ -72,6 +72,18 @@ def output_for(input: str, out: str | None = None) -> str:
     return store.join(input.rstrip("/"), "tracks")
 
 
+def preflight_models(config: TrackConfig) -> None:
+    """Both models must be on local disk (or in the hub cache) before any work: no downloads, no retries."""
+    from spatialctl.hub import resolve_model_dir
+
+    from .detect import DEFAULT_MODELS
+    from .propagate import DEFAULT_SAM2
+
+    resolve_model_dir(config.detector_model or DEFAULT_MODELS[config.detector], option="--detector-model",
+                      what="detector model")
+    resolve_model_dir(config.sam2_model or DEFAULT_SAM2, option="--sam2-model", what="SAM 2 model")
+
+
 class PackedMasks:
     """(O, N, M) packed masks indexed like (O, N, H, W) bool: ``masks[:, n]`` unpacks one frame."""
 
@@ -175,6 +187,15 @@ def run(config: TrackConfig, inputs: str | Sequence[str],
     """Add a ``tracks`` group to each scene store of this shard; skip those already done with this config."""
     config.validate()
     paths = jobs.select_shard(jobs.resolve_inputs(inputs), jobs.resolve_shard(config.shard))
+    for p in paths:  # an in-place stage needs scene stores: refuse anything else before any work
+        try:
+            header = store.node_header(p) if store.exists(p) else None
+        except SpatialctlError:
+            header = None
+        if not header or header.get("kind") != "scene":
+            raise UsageError(f"{p}: not a spatialctl scene store; track adds to the store that reconstruct or "
+                             "synth writes (run `spatialctl reconstruct` on a video first)")
+    preflight_models(config)
     items = [jobs.Item(p, output_for(p)) for p in paths]
     models = _Models(config)
     return jobs.run_items(STAGE, config, items, lambda it: _work(it, config, models, frame_progress or (lambda x: x)),

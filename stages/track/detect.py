@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from spatialctl.errors import SpatialctlError, UsageError
+from spatialctl.hub import resolve_model_dir
 
 log = logging.getLogger("spatialctl.track")
 
@@ -113,9 +114,10 @@ class Detector:
         self.model_id = model_id or DEFAULT_MODELS[kind]
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self.nms_iou, self.max_detections = nms_iou, max_detections
+        local = resolve_model_dir(self.model_id, option="--detector-model", what="detector model")
         try:
-            self.processor = AutoProcessor.from_pretrained(self.model_id)
-            self.model = AutoModelForZeroShotObjectDetection.from_pretrained(self.model_id).to(device).eval()
+            self.processor = AutoProcessor.from_pretrained(local)
+            self.model = AutoModelForZeroShotObjectDetection.from_pretrained(local).to(device).eval()
         except OSError as e:
             raise _missing_model(self.model_id, e) from e
         if kind == "grounding-dino":

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from spatialctl.errors import SpatialctlError
+from spatialctl.hub import resolve_model_dir
 
 from .associate import match_masks
 from .detect import Detection
@@ -66,8 +67,9 @@ class Segmenter:
 
         self.model_id = model_id or DEFAULT_SAM2
         self.device = device
+        local = resolve_model_dir(self.model_id, option="--sam2-model", what="SAM 2 model")
         try:
-            self.model = Sam2VideoModel.from_pretrained(self.model_id).to(device).eval()
+            self.model = Sam2VideoModel.from_pretrained(local).to(device).eval()
         except OSError as e:
             raise SpatialctlError(
                 f"{self.model_id}: SAM 2 model not found locally ({type(e).__name__}); fetch it with "

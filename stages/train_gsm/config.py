@@ -72,7 +72,6 @@ class TrainGSMConfig:
     temperature: float = opt(1.0, "GRPO: sampling temperature.")
     top_p: float = 1.0
     kl_beta: float = opt(0.04, "GRPO: weight of the KL to the base (LoRA off).")
-    clip_eps: float = opt(0.2, "GRPO: ratio clip range.")
     format_weight: float = opt(0.5, "GRPO: reward for <think>..</think><answer>..</answer>.")
     reward_parser: str = opt("answer_tag", "GRPO: how answers are read (answer_tag, lmms, vsibench, spacevista).")
     # Progressive numeric reward: the lowest MRA threshold rises linearly from 0.5 to this by the last step,

@@ -1,11 +1,12 @@
-"""GRPO (group-relative policy optimisation) for train-gsm: sample, reward, group-normalise, clipped update + KL.
+"""GRPO (group-relative policy optimisation) for train-gsm: sample, reward, group-normalise, update + KL.
 
 Per question, G answers are sampled from the current policy; each gets the reward of :mod:`rewards`; its
-advantage is (reward - group mean) / (group std + eps), shared by all its tokens. The loss is the clipped
-policy-gradient objective plus beta times the per-token KL estimate exp(r) - r - 1 (r = log pi_ref - log pi)
-to the reference policy, which is the same network with its LoRA adapters switched off (so no second copy of
-the model). Each sampled batch gets one update, so pi_old is the current policy detached (ratio 1; the clip
-matters once a batch is reused). The per-sequence token mean is averaged over sequences, as GRPO does.
+advantage is (reward - group mean) / (group std + eps), shared by all its tokens. The loss is the policy
+gradient objective plus beta times the per-token KL estimate exp(r) - r - 1 (r = log pi_ref - log pi) to the
+reference policy, which is the same network with its LoRA adapters switched off (so no second copy of the
+model). Each sampled batch gets exactly one update, so the sampling policy is the current one and PPO's ratio
+clip would never act (its ratio is 1): there is no clip option. The per-sequence token mean is averaged over
+sequences, as GRPO does.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from spatialctl.stages.train_gsm.config import TrainGSMConfig
 from spatialctl.stages.train_gsm.rewards import RewardFunction, group_advantages
 
 
-def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor,
-              mask: torch.Tensor, clip_eps: float, kl_beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, T) token log-probs under the policy / the sampling policy / the reference, (N,) advantages, (N, T)
-    completion mask -> (loss, mean per-token KL)."""
+def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              kl_beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T) token log-probs under the policy / the reference, (N,) advantages, (N, T) completion mask ->
+    (loss, mean per-token KL)."""
     mask = mask.to(logp.dtype)
-    ratio = torch.exp(logp - old_logp)
+    ratio = torch.exp(logp - logp.detach())  # 1, with the gradient of log pi: the sampling policy is this one
     adv = advantages.to(logp.dtype)[:, None]
-    pg = -torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    pg = -ratio * adv
     log_ref_ratio = ref_logp - logp
     kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1.0
     n_tokens = mask.sum(1).clamp(min=1.0)
@@ -95,7 +96,7 @@ class GRPOObjective:
             ref_logp = policy(batch, per_token=True)
         mask = batch["labels"][:, 1:].to(logp.device) != -100
         adv = torch.as_tensor(group_advantages(totals, g), device=logp.device)
-        loss, kl = grpo_loss(logp, logp.detach(), ref_logp, adv, mask, self.cfg.clip_eps, self.cfg.kl_beta)
+        loss, kl = grpo_loss(logp, ref_logp, adv, mask, self.cfg.kl_beta)
         stats = StepStats(reward=float(totals.mean()), answer_reward=float(np.mean([r.answer for r in rewards])),
                           format_reward=float(np.mean([r.format for r in rewards])), kl=float(kl),
                           completion_tokens=float(np.mean([len(c) for c in completions])))

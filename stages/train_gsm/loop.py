@@ -46,14 +46,19 @@ class TrainResult:
     experts: dict[str, TrainResult] = field(default_factory=dict)  # --experts scale: each expert's run
 
 
-def run(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train and write the adapter folder ``cfg.out``; ``on_step(step, loss)`` runs after every optimizer step."""
+def run(cfg: TrainGSMConfig, inputs: None = None, on_step: Callable[[int, float], None] | None = None
+        ) -> jobs.Summary:
+    """Train and write the adapter folder ``cfg.out``; ``on_step(step, loss)`` runs after every optimizer step.
+    The config names the QA and scenes (``inputs`` is None); the loop draws its own bar, on the main process only.
+    ``Summary.details`` is the ``TrainResult``."""
     cfg.validate()
     if cfg.experts == "scale":
         from spatialctl.stages.train_gsm.experts import run_experts
 
-        return run_experts(cfg, on_step, _train)
-    return _train(cfg, on_step)
+        result = run_experts(cfg, on_step, _train)
+    else:
+        result = _train(cfg, on_step)
+    return jobs.Summary(done=[cfg.qa], outputs=[cfg.out], details=result)
 
 
 def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = None, build=build_model,
