@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spatialctl import qa_format, qwen, store
+from spatialctl import qa_format, qwen, store, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.gsm.module import GSMConfig
 from spatialctl.gsm.tokens import load_geometry
@@ -56,8 +56,9 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
 
 def prepare_example(record: qa_format.QARecord, scene_url: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
                     gsm_cfg: GSMConfig | None, *, num_frames: int = 16, with_answer: bool = True,
-                    prompt_suffix: str = "") -> dict:
-    """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used."""
+                    prompt_suffix: str = "", genfeat: bool = False) -> dict:
+    """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used and the
+    generative features on the visual-token grid (``genfeat_tokens``) with ``genfeat`` (VEGA-3D fusion)."""
     s = store.open_scene(scene_url)
     frames = select_frames(s.n_frames, record.frames, num_frames)
     example = frames_example(record, s.read("frames", frames), s.read("timestamps", frames), tokenizer, video_cfg,
@@ -65,6 +66,9 @@ def prepare_example(record: qa_format.QARecord, scene_url: str, tokenizer, video
                              prompt_suffix=prompt_suffix)
     if gsm_cfg is not None:
         example["geometry"] = load_geometry(scene_url, frames, gsm_cfg)
+    if genfeat:
+        example["genfeat_tokens"] = vega.gen_tokens(vega.load_genfeat(scene_url, frames), example["video_grid_thw"],
+                                                    video_cfg.merge_size, video_cfg.temporal_patch_size)
     return example
 
 
@@ -91,6 +95,8 @@ def collate(examples: list[dict], pad_id: int, *, left_pad: bool = False) -> dic
         "video_grid_thw": torch.cat([torch.from_numpy(e["video_grid_thw"]) for e in examples]),
         "second_per_grid_ts": torch.tensor([float(e["second_per_grid_ts"]) for e in examples]),
     }
+    if "genfeat_tokens" in examples[0]:
+        batch["genfeat_tokens"] = torch.cat([torch.from_numpy(e["genfeat_tokens"]) for e in examples])
     nq = max(1, max(len(e["question_ids"]) for e in examples))
     batch["question_ids"] = torch.stack([F.pad(torch.as_tensor(e["question_ids"]), (0, nq - len(e["question_ids"])),
                                                value=pad_id) for e in examples])

@@ -173,7 +173,8 @@ def load(config: RunnerConfig):
     return wrapped, tokenizer, video_cfg, gsm_cfg
 
 
-def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt_suffix: str = "") -> dict:
+def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt_suffix: str = "",
+             genfeat: bool = False) -> dict:
     scene_url = None
     if config.scenes_dir is not None or os.path.isabs(record.scene):
         try:
@@ -182,9 +183,9 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
             scene_url = None
     if scene_url is not None:
         return gsm.prepare_example(record, scene_url, tokenizer, video_cfg, gsm_cfg, num_frames=config.num_frames,
-                                   with_answer=False, prompt_suffix=prompt_suffix)
-    if gsm_cfg is not None:
-        raise SpatialctlError(f"record {record.id}: the adapter's geometry module needs the scene store of "
+                                   with_answer=False, prompt_suffix=prompt_suffix, genfeat=genfeat)
+    if gsm_cfg is not None or genfeat:
+        raise SpatialctlError(f"record {record.id}: the adapter's geometry module or VEGA fusion needs the scene store of "
                               f"{record.scene!r}; pass --scenes")
     if not record.video:
         raise SpatialctlError(f"record {record.id}: no scene store found for {record.scene!r} and no video; "
@@ -223,7 +224,8 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with open(out_path, "a") as f, torch.inference_mode():
         for batch in (progress(batches) if progress else batches):
-            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix) for r in batch]
+            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix,
+                                 model.vega is not None) for r in batch]
             answers = model.answer(examples, tokenizer, max_new_tokens=config.max_new_tokens)
             for record, answer in zip(batch, answers, strict=True):
                 f.write(json.dumps(_line(record, answer, config), ensure_ascii=False) + "\n")

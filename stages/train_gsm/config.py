@@ -8,6 +8,7 @@ from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, split
 from spatialctl.errors import UsageError
 from spatialctl.gsm import GEOMETRY_SOURCES
 from spatialctl.qwen import DEFAULT_BASE
+from spatialctl.vega import METHODS as VEGA_METHODS
 
 GRPO_PROMPT = ("First think about the question inside <think> </think>, then give the final answer inside "
                "<answer> </answer>.")
@@ -27,6 +28,11 @@ class TrainGSMConfig:
     queries: int = opt(32, "GSM queries = geometry tokens given to the LLM.")
     # False: the plain VLM (for ablations and the benchmark's "GSM off")
     gsm: bool = opt(True, "Train the plain VLM without geometry (ablation).", flag="--no-gsm", invert=True)
+    fusion: str = opt("none", "none, or vega: VEGA-3D token-gated fusion of the scene's generative features "
+                      "(extract-gen-features) into the video tokens before the LLM; with or without the GSM.",
+                      choices=("none", "vega"))
+    fusion_method: str = opt("token_gated", "VEGA-3D fusion: token_gated (as released) or token_gated_residual "
+                             "(f2d + 0.2 * (mixed - f2d)).", choices=VEGA_METHODS)
     geo_grid: int = opt(8, "Geometry cells per side per frame.")
     pointmap_patch: int = 4
     lora_rank: int = opt(64, "LoRA rank on the language model.")
@@ -105,6 +111,8 @@ class TrainGSMConfig:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
         if self.experts == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
+        if self.fusion == "vega" and (self.experts != "none" or self.objective != "sft"):
+            raise UsageError("--fusion vega trains with --objective sft and --experts none")
         if self.objective == "grpo":
             if self.full_finetune:
                 raise UsageError("--objective grpo is LoRA-only (the reference policy is the base with LoRA off)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from spatialctl import gsm, io, jobs, qwen
+from spatialctl import gsm, io, jobs, qwen, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
@@ -87,13 +87,15 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
     first = records[0]
     dims = (gsm.geometry_dims(gsm.load_geometry(scene_urls[first.scene], gsm.select_frames(
         _n_frames(scene_urls[first.scene]), first.frames, cfg.num_frames)[:1], probe_cfg)) if cfg.gsm else {})
+    if cfg.fusion == "vega":
+        dims["genfeat"] = int(vega.load_genfeat(scene_urls[first.scene], [0]).shape[-1])
 
     torch.manual_seed(cfg.seed)  # identical initial LoRA/GSM weights on every process
     model = build(cfg, tokenizer, dims, dtype=torch.bfloat16 if use_bf16 else None)
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
     grpo = cfg.objective == "grpo"
     dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.num_frames, with_answer=not grpo,
-                        prompt_suffix=cfg.grpo_prompt if grpo else "")
+                        prompt_suffix=cfg.grpo_prompt if grpo else "", genfeat=cfg.fusion == "vega")
 
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / samples_per_step))
@@ -196,7 +198,7 @@ def _prepare_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
     has_adapter = os.path.isfile(os.path.join(cfg.out, gsm.ADAPTER_CONFIG))
     if cfg.overwrite:
         for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
-                     gsm.GSM_WEIGHTS):
+                     gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS):
             path = os.path.join(cfg.out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
