@@ -122,3 +122,25 @@ def test_train_gsm_fusion_vega_overfits_and_eval_run_answers(cli, data, with_gsm
     r = cli("eval", "run", "--qa", qa, "--adapter", out, "--scenes", bare, "--frames", "4", "--out", root / f"none{int(with_gsm)}.jsonl",
             "--quiet")
     assert r.exit_code != 0 and "genfeat" in r.output, r.output
+
+
+def _released_resize_center_crop(frames, out_h, out_w):
+    # VEGA-3D @ 9c96924, llava/model/multimodal_generative_encoder/common.py resize_center_crop, from its definition
+    n, c, h, w = frames.shape
+    scale = max(out_h / h, out_w / w)
+    new_h, new_w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    x = torch.nn.functional.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    top, left = max(0, (new_h - out_h) // 2), max(0, (new_w - out_w) // 2)
+    return x[:, :, top:top + out_h, left:left + out_w]
+
+
+@pytest.mark.parametrize("hw", [(72, 128), (96, 96), (50, 140)])
+def test_genfeat_frames_are_resized_and_centre_cropped_as_released(hw):
+    from spatialctl.models import wan_features as wf
+
+    frames = torch.randint(0, 256, (1, 2, *hw, 3), dtype=torch.uint8)
+    video = wf.frames_to_video(frames, (32, 48))  # (1, 3, T, 32, 48)
+    x = frames[0].permute(0, 3, 1, 2).float() / 127.5 - 1.0  # the release maps to [-1, 1] before resizing
+    expected = _released_resize_center_crop(x, 32, 48).clamp(-1, 1)
+    torch.testing.assert_close(video[0].permute(1, 0, 2, 3), expected)
+    assert wf.parse_resolution("1280x720") == (720, 1280)
