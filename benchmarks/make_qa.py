@@ -6,6 +6,12 @@ Reports generation from scenes already in memory (the generators' own speed: eve
 masks and the valid pointmap points, is read before the clock starts; all per-scene tables are built inside it)
 and end to end (store reads, generation, dedup, balancing, writing JSONL). One process, one core: OMP/MKL threads
 are pinned to 1, and time is the process's CPU time (the box is shared).
+
+Baseline (``baseline_section``), measured in the same run: a naive per-question loop, which asks for one question
+at a time (a fresh generator and fresh per-scene tables per question, as a caller looping over the public
+``generate_scene`` with ``per_scene=1`` would), against ours asking for ``--baseline-questions`` per scene and
+family at once. Each variant runs in its own process (peak RSS: that process's VmHWM, scenes loaded included),
+alternating, ``--repeats`` times.
 """
 
 from __future__ import annotations
@@ -27,7 +33,17 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=100)
     ap.add_argument("--per-scene", type=int, default=40)
     ap.add_argument("--cache", default="/tmp/spatialctl-bench-mqa")
+    ap.add_argument("--repeats", type=int, default=3, help="baseline: processes per variant (default 3)")
+    ap.add_argument("--baseline-questions", type=int, default=5, help="baseline: questions per scene and family")
+    ap.add_argument("--smoke", action="store_true", help="4 scenes, 4 questions, 1 repeat: checks the benchmark runs")
+    ap.add_argument("--append-results", action="store_true", help="append the baseline table to RESULTS.md")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(baseline_worker(json.loads(args.worker))))
+        return
+    if args.smoke:
+        args.scenes, args.per_scene, args.repeats, args.baseline_questions = 4, 4, 1, 2
 
     from spatialctl.stages.make_qa import MakeQAConfig, generate_scene, run
     from spatialctl.stages.make_qa.scene import load_scene
@@ -76,6 +92,68 @@ def main() -> None:
         "target_qa_per_s": 5000,
     }
     print(json.dumps(result, indent=2))
+    baseline_section(stores, args)
+
+
+def baseline_worker(spec: dict) -> dict:
+    """One variant in this process: generation CPU seconds over the scenes (loaded before the clock starts)."""
+    import dataclasses as dc
+
+    import harness
+
+    from spatialctl.stages.make_qa import MakeQAConfig, generate_scene
+    from spatialctl.stages.make_qa.scene import load_scene
+
+    scenes = [load_scene(s) for s in spec["stores"]]
+    for s in scenes:
+        s.depth_reader(0)
+        s.mask_reader(0, 0)
+        s.points_reader()
+    config = MakeQAConfig(out="unused.jsonl", per_scene=spec["questions"], seed=0, quiet=True)
+    t, w = time.process_time(), time.perf_counter()
+    if spec["variant"] == "ours":
+        n = sum(len(generate_scene(s, config)) for s in scenes)
+    else:  # one question per call: generators and per-scene tables rebuilt for every question
+        n = 0
+        for s in scenes:
+            for i in range(spec["questions"]):
+                s._cache.clear()
+                n += len(generate_scene(s, dc.replace(config, per_scene=1, seed=i)))
+    return {"records": n, "cpu_s": time.process_time() - t, "wall_s": time.perf_counter() - w,
+            "peak_rss_bytes": harness.vmhwm_bytes()}
+
+
+def baseline_section(stores: list[str], args) -> None:
+    import statistics
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import harness
+
+    variants = ("ours", "per-question loop")
+    runs = {v: [] for v in variants}
+    for r in range(args.repeats):
+        for v in (variants if r % 2 == 0 else variants[::-1]):
+            spec = {"variant": v, "stores": stores, "questions": args.baseline_questions}
+            runs[v].append(harness.in_subprocess([__file__, "--worker", json.dumps(spec)]))
+    rows = []
+    for v, rs in runs.items():
+        rate = [x["records"] / x["cpu_s"] for x in rs]
+        rows.append({"variant": v, "records": rs[0]["records"], "qa_per_cpu_s": statistics.median(rate),
+                     "range": f"{min(rate):.0f}-{max(rate):.0f}", "peak_mb": harness.mb(max(x["peak_rss_bytes"]
+                                                                                          for x in rs))})
+    for row in rows:
+        row["speedup"] = row["qa_per_cpu_s"] / rows[1]["qa_per_cpu_s"]
+    table = harness.markdown_table(rows, [
+        ("variant", "variant", ""), ("records", "records", "d"), ("QA per CPU s (median)", "qa_per_cpu_s", ".0f"),
+        ("min-max", "range", ""), ("speed-up vs per-question loop", "speedup", ".2f"),
+        ("peak RSS MB (VmHWM, own process)", "peak_mb", ".0f")])
+    title = (f"make-qa generation, {len(stores)} scenes x 4 families x {args.baseline_questions} questions, "
+             f"{args.repeats} processes per variant")
+    print(f"\n{title}\n{table}")
+    if args.append_results:
+        harness.append_results(title, table, "python benchmarks/make_qa.py " + " ".join(sys.argv[1:]),
+                               notes="CPU only, one thread.")
 
 
 if __name__ == "__main__":
