@@ -179,17 +179,25 @@ def video_token_count(grid_thw, merge_size: int = 2) -> int:
 @dataclass
 class PromptIds:
     input_ids: list[int]
-    labels: list[int]  # -100 except the answer tokens and the closing <|im_end|>
+    labels: list[int]  # -100 except every assistant turn's answer tokens and its closing <|im_end|>
     mm_token_type_ids: list[int]  # 2 on video tokens, 0 elsewhere (drives Qwen2.5-VL's 3D RoPE)
-    question_ids: list[int]  # the question's text tokens alone, for the GSM's first block
+    question_ids: list[int]  # the question's text tokens alone (the last turn), for the GSM's first block
 
 
 def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_geo_tokens: int,
-                     answer: str | None = None, system: str = SYSTEM_PROMPT) -> PromptIds:
-    """Token ids of one Qwen2.5-VL chat turn: video, then the geometry slots, then the question.
+                     answer: str | None = None, system: str = SYSTEM_PROMPT,
+                     history: list[tuple[str, str]] = ()) -> PromptIds:
+    """Token ids of a Qwen2.5-VL chat: the video in the first user turn, earlier ``history`` turns
+    (user text, assistant answer), then the question (and, for training, its ``answer``).
 
-    Pieces are tokenised separately and joined by id, so the answer (training) and the generation prompt
-    (inference) share exactly the same prefix.
+    The geometry slots sit where DSR Suite inserts its K extra ``<|video_pad|>`` tokens: inside the vision span,
+    right after the video's own pads, before ``<|vision_end|>``. They are marked as text (type 0), so the model's
+    RoPE index gives them the positions that transformers 4.51's ``get_rope_index`` (DSR Suite's pin) gives
+    pads beyond the video grid: consecutive, after the video block. They carry their own id (``GEO_PAD``) so the
+    model's video-placeholder count still matches its video features; their embeddings are the GSM's outputs.
+
+    Every assistant answer is a target (multi-turn records train on all turns). Pieces are tokenised separately
+    and joined by id, so the answer (training) and the generation prompt (inference) share the same prefix.
     """
     ids = {t: _token_id(tokenizer, t) for t in (VISION_START, VISION_END, VIDEO_PAD, GEO_PAD, IM_END)}
 
@@ -198,15 +206,25 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
 
     special = set(tokenizer.all_special_ids) | set(ids.values()) | {_token_id(tokenizer, IMAGE_PAD)}
     question = enc(question_text)
-    prefix = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n")
-    video = [ids[VISION_START]] + [ids[VIDEO_PAD]] * n_video_tokens + [ids[VISION_END]]
-    geo = [ids[GEO_PAD]] * n_geo_tokens
-    suffix = enc(f"{IM_END}\n{IM_START}assistant\n")
-    input_ids = prefix + video + geo + question + suffix
+    video = [ids[VISION_START]] + [ids[VIDEO_PAD]] * n_video_tokens + [ids[GEO_PAD]] * n_geo_tokens + [ids[VISION_END]]
+    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + video
     labels = [-100] * len(input_ids)
-    if answer is not None:
-        target = enc(str(answer)) + [ids[IM_END]]
+    assistant = enc(f"{IM_END}\n{IM_START}assistant\n")
+    user = enc(f"{IM_END}\n{IM_START}user\n")
+    turns = [*[(enc(q), a) for q, a in history], (question, answer)]
+    for k, (text, reply) in enumerate(turns):
+        prompt = text + assistant
+        input_ids += prompt
+        labels += [-100] * len(prompt)
+        if reply is None:
+            break
+        target = enc(str(reply)) + [ids[IM_END]]
         input_ids += target
         labels += target
+        if k + 1 < len(turns):
+            # the next user turn opens after "<|im_end|>": its "\n<|im_start|>user\n" is context
+            nxt = user[1:]
+            input_ids += nxt
+            labels += [-100] * len(nxt)
     mm = [2 if t == ids[VIDEO_PAD] else 0 for t in input_ids]
     return PromptIds(input_ids, labels, mm, [t for t in question if t not in special])

@@ -39,9 +39,12 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
     if prompt_suffix:
         text = f"{text}\n{prompt_suffix}"
     answer = qa_format.answer_text(record.answer, record.answer_type) if with_answer else None
+    # earlier turns of a multi-turn record: context at inference, supervised targets in training
+    history = [(qa_format.prompt_text(t["question"], t.get("options"), t["answer_type"]),
+                qa_format.answer_text(t["answer"], t["answer_type"])) for t in record.turns()[:-1]]
     prompt = qwen.build_prompt_ids(
         tokenizer, text, n_video_tokens=qwen.video_token_count(video["video_grid_thw"], video_cfg.merge_size),
-        n_geo_tokens=n_geo_tokens, answer=answer)
+        n_geo_tokens=n_geo_tokens, answer=answer, history=history)
     return {
         "id": record.id,
         "input_ids": np.asarray(prompt.input_ids, np.int64),

@@ -26,6 +26,7 @@ class TrainGSMConfig:
                                     "encoder features), pointmap, genfeat (VEGA-3D, gated fusion).",
                                     parse=split_list, show_default="dust3r,pointmap", choices=GEOMETRY_SOURCES)
     queries: int = opt(32, "GSM queries = geometry tokens given to the LLM.")
+    gsm_depth: int = opt(1, "GSM (Q-Former) depth: rounds of text then geometry blocks.")
     # False: the plain VLM (for ablations and the benchmark's "GSM off")
     gsm: bool = opt(True, "Train the plain VLM without geometry (ablation).", flag="--no-gsm", invert=True)
     fusion: str = opt("none", "none, or vega: VEGA-3D token-gated fusion of the scene's generative features "
@@ -100,7 +101,7 @@ class TrainGSMConfig:
         check_fields(self)
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
-        for name in ("batch_size", "grad_accum", "num_frames", "queries", "geo_grid", "pointmap_patch", "save_every"):
+        for name in ("batch_size", "grad_accum", "num_frames", "queries", "gsm_depth", "geo_grid", "pointmap_patch", "save_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.gsm and not self.geometry:

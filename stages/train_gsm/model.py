@@ -53,7 +53,7 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
 
 
 def gsm_config(cfg: TrainGSMConfig, hidden_size: int, geometry_dims: dict[str, int]) -> gsm.GSMConfig:
-    return gsm.GSMConfig(hidden_size=hidden_size, num_queries=cfg.queries, geometry=cfg.geometry,
+    return gsm.GSMConfig(hidden_size=hidden_size, num_queries=cfg.queries, depth=cfg.gsm_depth, geometry=cfg.geometry,
                          input_dims=dict(geometry_dims), geo_grid=cfg.geo_grid, pointmap_patch=cfg.pointmap_patch)
 
 
