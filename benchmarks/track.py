@@ -156,7 +156,8 @@ def main() -> None:
         (peak, "peak_mb", ".0f")])
     print(table)
     if args.append_results:
-        harness.append_results(f"track, {n} frames {w}x{h}, random SAM 2.1 hiera-tiny + Grounding DINO tiny", table,
+        models = "tiny test models" if args.smoke else "random SAM 2.1 hiera-tiny + Grounding DINO tiny"
+        harness.append_results(f"track, {n} frames {w}x{h}, {models}", table,
                                "python benchmarks/track.py " + " ".join(sys.argv[1:]), device)
 
 

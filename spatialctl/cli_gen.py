@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from spatialctl.config import is_option
+from spatialctl.config import is_section, option_fields
 from spatialctl.options import finish, progress, setup_logging
 from spatialctl.registry import Stage
 
@@ -66,6 +66,9 @@ def config_from_options(cls: type, values: dict[str, Any]):
     """The config a command's option values make (parsing text options), not yet validated."""
     kwargs = {}
     for f in dataclasses.fields(cls):
+        if is_section(f):  # a nested config made from the same option values
+            kwargs[f.name] = config_from_options(f.default_factory, values)
+            continue
         if f.name not in values:
             continue
         value = values[f.name]
@@ -98,9 +101,10 @@ def _report_for(stage: Stage) -> Callable[[Any, Any], None]:
 def command(stage: Stage) -> Callable[..., None]:
     """The Typer command function of ``stage``: its parameters are the config's options (plus the inputs)."""
     cls = stage.config_class()
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if is_option(f)]
-    params = ([_inputs_param(stage)] if stage.inputs else []) + [_param(f, hints[f.name]) for f in fields]
+    options = option_fields(cls)
+    names = [f.name for _, f, _ in options]
+    assert len(set(names)) == len(names), f"{stage.name}: an option name is used twice across config sections"
+    params = ([_inputs_param(stage)] if stage.inputs else []) + [_param(f, hint) for _, f, hint in options]
     # Typer lists required parameters first anyway; Python wants them before the defaulted ones.
     params.sort(key=lambda p: p.default is not inspect.Parameter.empty)
     report = _report_for(stage)

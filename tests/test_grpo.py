@@ -12,11 +12,13 @@ from tiny_qwen import make_tiny_qwen
 from spatialctl import gsm, qwen, scoring, store
 from spatialctl.qa_format import QARecord
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
+from spatialctl.stages.train_gsm.config import GRPOConfig
 from spatialctl.stages.train_gsm.grpo import grpo_loss
 from spatialctl.stages.train_gsm.rewards import (
     RewardFunction,
     format_reward,
     group_advantages,
+    parse_progressive,
     progressive_mra,
 )
 
@@ -53,7 +55,7 @@ def test_rewards():
     assert format_reward("<answer>A</answer>") == 0.0 and format_reward("x <think></think><answer>A</answer>") == 0.0
     mc = QARecord(id="m", scene="s", question="q", answer="B", answer_type="mc", family="f", type="t",
                   options=["a", "b", "c", "d"], scale="indoor")
-    fn = RewardFunction("answer_tag", 0.5, ("0.8", "outdoor=0.9"))
+    fn = RewardFunction("answer_tag", 0.5, parse_progressive(("0.8", "outdoor=0.9")))
     r = fn(mc, "<think>hmm</think><answer>B</answer>", 0.0)
     assert (r.answer, r.format, r.total) == (1.0, 1.0, 1.5)
     assert fn(mc, "B", 0.0).total == 0.0  # untagged: no answer under the strict parser
@@ -89,13 +91,13 @@ def data(tmp_path_factory):
     return base, scenes, write_records(root / "qa.jsonl", records), records
 
 
-def _cfg(data, out, **kw):
+def _cfg(data, out, grpo=None, **kw):
     base, scenes, qa, _ = data
-    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, objective="grpo", group_size=4, max_new_tokens=1,
-                reward_parser="lmms", format_weight=0.0, grpo_prompt="", lora_rank=8, lora_dropout=0.0, lr=5e-3,
-                batch_size=2, num_frames=2, queries=4, geo_grid=2, warmup_ratio=0.0, max_steps=6, kl_beta=0.01,
+    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, objective="grpo", lora_rank=8, lora_dropout=0.0,
+                lr=5e-3, batch_size=2, num_frames=2, queries=4, geo_grid=2, warmup_ratio=0.0, max_steps=6,
                 gradient_checkpointing=False, save_every=1000, quiet=True)
-    return TrainGSMConfig(**{**args, **kw})
+    section = dict(group_size=4, max_new_tokens=1, reward_parser="lmms", format_weight=0.0, prompt="", kl_beta=0.01)
+    return TrainGSMConfig(**{**args, **kw}, grpo=GRPOConfig(**{**section, **(grpo or {})}))
 
 
 def test_grpo_rewards_rise_and_the_adapter_answers(data, tmp_path):
@@ -139,9 +141,9 @@ def test_grpo_usage_errors(data, tmp_path):
     with pytest.raises(UsageError, match="LoRA-only"):
         run(_cfg(data, tmp_path / "x", full_finetune=True))
     with pytest.raises(UsageError, match="group-size"):
-        run(_cfg(data, tmp_path / "x", group_size=1))
+        run(_cfg(data, tmp_path / "x", grpo={"group_size": 1}))
     with pytest.raises(UsageError, match="progressive"):
-        run(_cfg(data, tmp_path / "x", progressive=("indoor=1.5",)))
+        run(_cfg(data, tmp_path / "x", grpo={"progressive": ("indoor=1.5",)}))
 
 
 def test_cli_options_reach_the_config(cli, data, tmp_path):

@@ -16,6 +16,7 @@ from tiny_qwen import make_tiny_qwen
 from spatialctl import gsm, qa_format, qwen, store
 from spatialctl.errors import SpatialctlError
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
+from spatialctl.stages.train_gsm.config import ExpertsConfig
 from spatialctl.stages.train_gsm.experts import decision_stats, record_scales, separation
 
 # Two scales built to be separable: tabletop questions (scene s0, small objects) always answer A, outdoor
@@ -49,8 +50,9 @@ def data(tmp_path_factory):
 
 def _cfg(data, out, **kw) -> TrainGSMConfig:
     base, scenes, qa = data
-    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, experts="scale", lora_rank=8, lora_dropout=0.0, lr=1e-2,
-                batch_size=8, num_frames=2, queries=4, geo_grid=2, warmup_ratio=0.0, max_steps=40, router_lr=1e-2, gsm=False,
+    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, experts=ExpertsConfig(mode="scale", router_lr=1e-2),
+                lora_rank=8, lora_dropout=0.0, lr=1e-2, batch_size=8, num_frames=2, queries=4, geo_grid=2,
+                warmup_ratio=0.0, max_steps=40, gsm=False,
                 gradient_checkpointing=False, save_every=1000, quiet=True)
     return TrainGSMConfig(**{**args, **kw})
 
