@@ -42,9 +42,14 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
     # earlier turns of a multi-turn record: context at inference, supervised targets in training
     history = [(qa_format.prompt_text(t["question"], t.get("options"), t["answer_type"]),
                 qa_format.answer_text(t["answer"], t["answer_type"])) for t in record.turns()[:-1]]
+    frame_times = None
+    if video_cfg.family == "qwen3_vl":  # each temporal patch's time: the mean of its first and last frame's
+        tp = video_cfg.temporal_patch_size
+        t = np.concatenate([times, np.repeat(times[-1:], -len(times) % tp)])
+        frame_times = [(t[i] + t[i + tp - 1]) / 2 for i in range(0, len(t), tp)]
     prompt = qwen.build_prompt_ids(
         tokenizer, text, n_video_tokens=qwen.video_token_count(video["video_grid_thw"], video_cfg.merge_size),
-        n_geo_tokens=n_geo_tokens, answer=answer, history=history)
+        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times)
     return {
         "id": record.id,
         "input_ids": np.asarray(prompt.input_ids, np.int64),

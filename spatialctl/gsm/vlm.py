@@ -81,8 +81,9 @@ class GeometryVLM(nn.Module):
                         batch["geo_pos"].to(emb.device), batch["geo_mask"].to(emb.device))
 
     def _vlm_inputs(self, batch: dict) -> dict:
-        keys = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts",
-                "mm_token_type_ids")
+        keys = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids")
+        if self.base.config.model_type == "qwen2_5_vl":  # Qwen3-VL puts times in the prompt text instead
+            keys += ("second_per_grid_ts",)
         device = self.base.get_input_embeddings().weight.device
         return {k: batch[k].to(device) for k in keys}
 
