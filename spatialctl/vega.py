@@ -35,8 +35,9 @@ VEGA_WEIGHTS, VEGA_CONFIG = "vega.safetensors", "vega_config.json"
 @dataclass
 class VegaConfig:
     hidden_size: int  # the LLM's width (= the merged visual tokens' width)
-    gen_dim: int  # channels of the stored generative features
+    gen_dim: int  # channels of the stored generative features (or of the encoder's patch features)
     method: str = "token_gated"
+    encoder: str | None = None  # features from this AutoModel vision encoder instead of the store's genfeat
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -100,6 +101,32 @@ def load_genfeat(scene_url: str, frames) -> np.ndarray:
     if not np.isfinite(x).all():
         raise SpatialctlError(f"{scene_url}: genfeat features hold NaN or infinite values")
     return x
+
+
+class EncoderFeatures:
+    """A frozen AutoModel vision encoder (DINOv3, DINOv2, SigLIP2) as a feature source: frames -> its last hidden
+    state's patch tokens (T, gh, gw, C), preprocessed as :mod:`spatialctl.boost` does for the encoder."""
+
+    def __init__(self, encoder: str, batch_size: int = 8):
+        from spatialctl import boost
+
+        self.name = encoder
+        self.model, self.family, path = boost.load_encoder(encoder)
+        self.model.requires_grad_(False)
+        self.prep = boost.ImagePrep.for_model(self.model, self.family, path)
+        self.width = int(self.model.config.hidden_size)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        from spatialctl import boost
+
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            pixels, grid = self.prep(np.asarray(frames[i:i + self.batch_size]))
+            inputs = boost.model_inputs(self.family, pixels, grid, self.prep.patch_size)
+            out.append(boost.patch_features(self.model, self.family, inputs, grid).float().numpy())
+        return np.concatenate(out)
 
 
 def save(out_dir: str, module: VegaFusion) -> None:

@@ -64,19 +64,28 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
 
 def prepare_example(record: qa_format.QARecord, scene_url: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
                     gsm_cfg: GSMConfig | None, *, num_frames: int = 16, with_answer: bool = True,
-                    prompt_suffix: str = "", genfeat: bool = False) -> dict:
-    """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used and the
-    generative features on the visual-token grid (``genfeat_tokens``) with ``genfeat`` (VEGA-3D fusion)."""
+                    prompt_suffix: str = "", genfeat=False) -> dict:
+    """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used and, with
+    ``genfeat``, features on the visual-token grid (``genfeat_tokens``) for the fusion: the store's generative
+    features (True) or ``genfeat(frames)`` (a callable, e.g. :class:`spatialctl.vega.EncoderFeatures`)."""
     s = store.open_scene(scene_url)
     frames = select_frames(s.n_frames, record.frames, num_frames)
-    example = frames_example(record, s.read("frames", frames), s.read("timestamps", frames), tokenizer, video_cfg,
+    pixels = s.read("frames", frames)
+    example = frames_example(record, pixels, s.read("timestamps", frames), tokenizer, video_cfg,
                              n_geo_tokens=gsm_cfg.num_queries if gsm_cfg else 0, with_answer=with_answer,
                              prompt_suffix=prompt_suffix)
     if gsm_cfg is not None:
         example["geometry"] = load_geometry(scene_url, frames, gsm_cfg)
     if genfeat:
-        example["genfeat_tokens"] = vega.gen_tokens(vega.load_genfeat(scene_url, frames), example["video_grid_thw"],
-                                                    video_cfg.merge_size, video_cfg.temporal_patch_size)
+        feats = genfeat(pixels) if callable(genfeat) else vega.load_genfeat(scene_url, frames)
+        add_gen_tokens(example, feats, video_cfg)
+    return example
+
+
+def add_gen_tokens(example: dict, features: np.ndarray, video_cfg: qwen.VideoProcessorConfig) -> dict:
+    """Per-frame features (T, h, w, C) on the example's merged visual-token grid, as ``genfeat_tokens``."""
+    example["genfeat_tokens"] = vega.gen_tokens(features, example["video_grid_thw"], video_cfg.merge_size,
+                                                video_cfg.temporal_patch_size)
     return example
 
 

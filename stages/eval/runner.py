@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl import gsm, io, jobs, qa_format, qwen, store
+from spatialctl import gsm, io, jobs, qa_format, qwen, store, vega
 from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
@@ -119,10 +119,12 @@ def sample_video(path: str, num_frames: int, timestamps: list[float] | None = No
 
 
 def video_example(record: qa_format.QARecord, video_path: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
-                  num_frames: int, prompt_suffix: str = "", by_index: bool = False) -> dict:
-    """The model inputs of one record from its video (no geometry: a GSM adapter needs a scene store)."""
+                  num_frames: int, prompt_suffix: str = "", by_index: bool = False, features=None) -> dict:
+    """The model inputs of one record from its video (no geometry: a GSM adapter needs a scene store);
+    ``features(frames)`` adds an encoder's features for an encoder-fusion adapter."""
     frames, times = sample_video(video_path, num_frames, record.timestamps or None, by_index=by_index)
-    return gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix)
+    example = gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix)
+    return gsm.add_gen_tokens(example, features(frames), video_cfg) if features is not None else example
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -224,7 +226,7 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
     if scene_url is not None:
         return gsm.prepare_example(record, scene_url, tokenizer, video_cfg, gsm_cfg, num_frames=config.num_frames,
                                    with_answer=False, prompt_suffix=prompt_suffix, genfeat=genfeat)
-    if gsm_cfg is not None or genfeat:
+    if gsm_cfg is not None or (genfeat and not callable(genfeat)):
         raise SpatialctlError(f"record {record.id}: the adapter's geometry module or VEGA fusion needs the scene store of "
                               f"{record.scene!r}; pass --scenes")
     if not record.video:
@@ -232,7 +234,7 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
                               "pass --scenes")
     video = record.video if os.path.isabs(record.video) else str(qa_dir / record.video)
     return video_example(record, video, tokenizer, video_cfg, config.num_frames, prompt_suffix,
-                         by_index=config.layout == "vsibench")
+                         by_index=config.layout == "vsibench", features=genfeat or None)
 
 
 def _line(record: qa_format.QARecord, prediction: str, config: RunnerConfig) -> dict:
@@ -263,11 +265,14 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     model, tokenizer, video_cfg, gsm_cfg = load(config)
     prompt_suffix = gsm.adapter_prompt_suffix(config.adapter) if config.adapter else ""  # e.g. GRPO's format
     qa_dir = Path(qa_path).parent
+    genfeat = model.vega is not None  # the store's generative features, or an encoder's from the frames
+    if genfeat and model.vega.cfg.encoder:
+        genfeat = vega.EncoderFeatures(model.vega.cfg.encoder)
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with open(out_path, "a") as f, torch.inference_mode():
         for batch in (progress(batches) if progress else batches):
-            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix,
-                                 model.vega is not None) for r in batch]
+            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix, genfeat)
+                         for r in batch]
             answers = model.answer(examples, tokenizer, max_new_tokens=config.max_new_tokens)
             for record, answer in zip(batch, answers, strict=True):
                 f.write(json.dumps(_line(record, answer, config), ensure_ascii=False) + "\n")

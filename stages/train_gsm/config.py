@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from spatialctl.boost import DEFAULT_ENCODER
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
 from spatialctl.errors import UsageError
 from spatialctl.gsm import GEOMETRY_SOURCES
@@ -61,11 +62,15 @@ class GRPOConfig:
 class FusionConfig:
     """--fusion vega: VEGA-3D's token-gated fusion of generative features into the video tokens."""
 
-    kind: str = opt("none", "none, or vega: VEGA-3D token-gated fusion of the scene's generative features "
-                    "(extract-gen-features) into the video tokens before the LLM; with or without the GSM.",
-                    flag="--fusion", choices=("none", "vega"))
+    kind: str = opt("none", "none; vega: VEGA-3D token-gated fusion of the scene's generative features "
+                    "(extract-gen-features) into the video tokens before the LLM; encoder: the same with an "
+                    "AutoModel encoder's features (--fusion-encoder); with or without the GSM.",
+                    flag="--fusion", choices=("none", "vega", "encoder"))
     method: str = opt("token_gated", "VEGA-3D fusion: token_gated (as released) or token_gated_residual "
                       "(f2d + 0.2 * (mixed - f2d)).", flag="--fusion-method", choices=VEGA_METHODS)
+    encoder: str = opt(DEFAULT_ENCODER, "--fusion encoder: vision encoder (DINOv3, DINOv2 or SigLIP2; hub id or "
+                       "folder) whose patch features are fused into the video tokens, through the same projector "
+                       "and gate.", flag="--fusion-encoder")
 
 
 @dataclass
@@ -145,8 +150,8 @@ class TrainGSMConfig:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
         if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
-        if self.fusion.kind == "vega" and (self.experts.mode != "none" or self.objective != "sft"):
-            raise UsageError("--fusion vega trains with --objective sft and --experts none")
+        if self.fusion.kind != "none" and (self.experts.mode != "none" or self.objective != "sft"):
+            raise UsageError("--fusion trains with --objective sft and --experts none")
         if self.objective == "grpo":
             if self.full_finetune:
                 raise UsageError("--objective grpo is LoRA-only (the reference policy is the base with LoRA off)")

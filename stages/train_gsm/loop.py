@@ -132,13 +132,16 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     records, scene_urls = load_records(cfg.qa, cfg.scenes, cfg.scales)
     tokenizer = qwen.load_tokenizer(cfg.base)
     video_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(cfg.base), max_pixels=cfg.max_pixels or None)
+    encoder = vega.EncoderFeatures(cfg.fusion.encoder) if cfg.fusion.kind == "encoder" else None
     dims = _geometry_dims(cfg, records[0], scene_urls)
+    if encoder is not None:
+        dims["genfeat"] = encoder.width
     torch.manual_seed(cfg.seed)  # identical initial LoRA/GSM weights on every process
     model = build(cfg, tokenizer, dims, dtype=torch.bfloat16 if use_bf16 else None)
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
     grpo = cfg.objective == "grpo"
     dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.num_frames, with_answer=not grpo,
-                        prompt_suffix=cfg.grpo.prompt if grpo else "", genfeat=cfg.fusion.kind == "vega")
+                        prompt_suffix=cfg.grpo.prompt if grpo else "", genfeat=encoder or cfg.fusion.kind == "vega")
 
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / samples_per_step))

@@ -39,11 +39,12 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
         except ValueError as e:
             raise SpatialctlError(f"{cfg.base}: LoRA targets {list(cfg.lora_targets)} not found ({e})") from e
     fusion = None
-    if cfg.fusion.kind == "vega":
+    if cfg.fusion.kind != "none":
         if "genfeat" not in geometry_dims:
             raise SpatialctlError("--fusion vega: the scenes hold no generative features (run extract-gen-features)")
-        fusion = vega.VegaFusion(vega.VegaConfig(base.config.text_config.hidden_size, geometry_dims["genfeat"],
-                                                 cfg.fusion.method))
+        fusion = vega.VegaFusion(vega.VegaConfig(
+            base.config.text_config.hidden_size, geometry_dims["genfeat"], cfg.fusion.method,
+            encoder=cfg.fusion.encoder if cfg.fusion.kind == "encoder" else None))
     module = geo_token_id = None
     if cfg.gsm:
         gsm_cfg = gsm_config(cfg, base.config.text_config.hidden_size, geometry_dims)
