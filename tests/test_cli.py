@@ -12,7 +12,7 @@ import typer
 from spatialctl.cli import app
 
 EXPECTED = ["synth", "reconstruct", "track", "make-qa", "extract-gen-features", "train-gsm", "boost-encoder", "eval",
-            "info", "status"]
+            "view", "report", "info", "status"]
 
 
 def _commands():
