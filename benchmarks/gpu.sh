@@ -10,9 +10,10 @@
 # the others' time; a benchmark that fails or runs out of time leaves a line saying so in the results file and the
 # script exits 1 after running the rest. Random weights of the real architectures throughout (no downloads).
 #
-# Adding a benchmark or a section: one `bench` line below (name, budget, full-size arguments, then -- and the smoke
-# arguments). Sections of an existing benchmark: RECONSTRUCT_SECTIONS (e.g. "network,align,backends") and
-# TRACK_ARGS (extra arguments, e.g. a backends comparison) are passed through.
+# Adding a benchmark or a section: one `bench` line below (name, budget, how its table reaches the results file,
+# full-size arguments, then -- and the smoke arguments). "append": the script appends its own table
+# (--append-results); "stdout": gpu.sh appends what the script prints. Sections of an existing benchmark:
+# RECONSTRUCT_SECTIONS (default "network,align"; "backends" adds pi3) and TRACK_ARGS are passed through.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,8 @@ else
   fi
 fi
 results="${SPATIALCTL_RESULTS:-benchmarks/RESULTS.md}"
+device=$(python -c 'import sys, torch; sys.path.insert(0, "benchmarks"); import harness
+print(harness.device_line("cuda" if torch.cuda.is_available() else None))')
 RECONSTRUCT_SECTIONS="${RECONSTRUCT_SECTIONS:-network,align}"
 TRACK_ARGS="${TRACK_ARGS:-}"
 
@@ -48,10 +51,10 @@ TRACK_ARGS="${TRACK_ARGS:-}"
 status=0
 started=$SECONDS
 
-# bench NAME BUDGET_S FULL_ARGS... -- SMOKE_ARGS...
+# bench NAME BUDGET_S append|stdout FULL_ARGS... -- SMOKE_ARGS...
 bench() {
-  local name=$1 budget=$2
-  shift 2
+  local name=$1 budget=$2 how=$3
+  shift 3
   local full=() smoke=() seen=0
   for a in "$@"; do
     if [[ $a == "--" ]]; then seen=1; elif (( seen )); then smoke+=("$a"); else full+=("$a"); fi
@@ -59,8 +62,19 @@ bench() {
   local args=("${full[@]}")
   [[ $mode == dry ]] && args=("${smoke[@]}")
   echo "== $name (budget ${budget}s): python benchmarks/$name.py ${args[*]}" >&2
-  local t0=$SECONDS rc=0
-  timeout --signal=INT --kill-after=10 "$budget" python "benchmarks/$name.py" "${args[@]}" --append-results || rc=$?
+  local t0=$SECONDS rc=0 log
+  log=$(mktemp)
+  if [[ $how == append ]]; then
+    timeout --signal=INT --kill-after=10 "$budget" python "benchmarks/$name.py" "${args[@]}" --append-results || rc=$?
+  else
+    timeout --signal=INT --kill-after=10 "$budget" python "benchmarks/$name.py" "${args[@]}" > "$log" || rc=$?
+    cat "$log"
+    if (( rc == 0 )); then
+      printf '\n### %s\n\nDevice: %s. Command: `python benchmarks/%s.py %s`.\n\n```\n%s\n```\n' "$name" \
+        "$device" "$name" "${args[*]}" "$(cat "$log")" >> "$results"
+    fi
+  fi
+  rm -f "$log"
   if (( rc != 0 )); then
     status=1
     local why="failed (exit $rc)"
@@ -74,16 +88,17 @@ bench() {
 
 # Full size: DUSt3R ViT-L/ViT-B 512 DPT (the default model) at 512x384, reference vs ours at equal precision;
 # global alignment on 512x384 pointmaps.
-bench reconstruct 160 --full-size --device cuda --frames 8,16 --section "$RECONSTRUCT_SECTIONS" --niter 300 --repeats 3 \
+bench reconstruct 160 append --full-size --device cuda --frames 8,16 --section "$RECONSTRUCT_SECTIONS" --niter 300 --repeats 3 \
   -- --smoke --section "$RECONSTRUCT_SECTIONS"
 # Wan2.1-T2V-1.3B sizes at 832x480, bf16: truncated forward vs full forward + hook.
-bench genfeat 90 --full-size --device cuda --repeats 3 -- --smoke
+bench genfeat 90 append --full-size --device cuda --repeats 3 -- --smoke
 # Qwen2.5-VL-7B-sized random weights, 32 frames of 336x336, GSM on vs off (one process per variant: a 7B init is
 # the expensive part; the step time is the median of 4 steps after 2 warm-up steps).
-bench train_gsm 140 --preset 7b --frames 32 --size 336 --steps 4 --warmup 2 --repeats 1 -- --smoke
-# SAM 2.1 hiera-tiny + Grounding DINO tiny (random), 16 frames at 512x384; baseline: detection on every frame.
+bench train_gsm 140 append --preset 7b --frames 32 --size 336 --steps 4 --warmup 2 --repeats 1 -- --smoke
+# Both track backends at the released sizes (SAM 3; Grounding DINO + SAM 2.1 hiera-tiny), each run its own process.
 # shellcheck disable=SC2086  # TRACK_ARGS is a list of words
-bench track 60 --full-size --repeats 3 $TRACK_ARGS -- --smoke $TRACK_ARGS
+bench track 60 stdout --section speed --full --device cuda --repeats 3 $TRACK_ARGS \
+  -- --section speed --frames 2 --size 64x48 --repeats 1 $TRACK_ARGS
 
 echo "gpu.sh: $(( SECONDS - started )) s in all; tables appended to $results" >&2
 exit $status

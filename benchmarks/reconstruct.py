@@ -2,6 +2,7 @@
 
     python benchmarks/reconstruct.py                  # CPU: a reduced DUSt3R (ViT-L/ViT-B proportions), 96x128
     python benchmarks/reconstruct.py --full-size      # GPU: DUSt3R ViT-L/ViT-B 512 DPT at 512x384 (default on CUDA)
+    python benchmarks/reconstruct.py --section backends [--full-size]  # π³ vs DUSt3R (ours) vs mini-dust3r, whole runs
 
 Network section: pairs/s over the complete graph (both directions, DUSt3R's ``make_pairs`` order) at
 N = 8, 16, 32 frames. The reference is mini-dust3r's model driven the way its ``inference()`` drives it
@@ -331,6 +332,150 @@ def extrapolate(growth: float, frames: int = 100, window: int = 10, hw=(384, 512
             "chunk_gb": chunk / 1e9, "total_gb": (growth * pixels * pairs + per_frame + chunk) / 1e9}
 
 
+# ---------------------------------------------------------------------------------------------------- backends
+
+# π³ stand-in for the CPU: the published depths (24 encoder, 36 decoder, 5 per head decoder) at width 256
+# (published: 1024; camera head 128 for 512), so per-token cost scales down but the layer structure does not.
+PI3_CPU = dict(enc_dim=256, enc_heads=4, dec_dim=256, dec_heads=4, head_dim=256, head_heads=4, cam_dim=128)
+
+
+def _vmhwm_bytes() -> int:
+    """Peak resident memory of this process (VmHWM), which starts fresh in every worker process."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return _peak_rss_bytes()
+
+
+def backend_worker(spec: dict) -> dict:
+    """One reconstruction of the first N frames of ``spec["video"]`` by one backend, network and alignment
+    included, in its own process: wall and CPU seconds, VmHWM."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from spatialctl.stages.reconstruct.frames import load_frames
+
+    device = torch.device(spec["device"])
+    frames, _ = load_frames(spec["video"], max_frames=spec["frames"])
+    torch.manual_seed(0)
+    variant, full = spec["variant"], spec["full_size"]
+    if variant == "pi3":
+        from pi3_tiny import fill_seeded_, make_tile_rays_
+
+        from spatialctl.models.pi3 import Pi3, Pi3Config
+        from spatialctl.stages.reconstruct import feedforward
+
+        model = Pi3(Pi3Config() if full else Pi3Config(**PI3_CPU))
+        fill_seeded_(model)
+        make_tile_rays_(model)  # random heads give no positive focal length to recover
+        model = model.to(device).eval()
+    else:
+        reference, ours = build_models(FULL_KWARGS if full else CPU_KWARGS, device)
+        model = ours if variant == "dust3r" else reference
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    _sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if variant == "pi3":
+        net = feedforward.resize_frames(frames, spec["size"])
+        local, poses, logits, _, _, _ = feedforward.run_windows(model, net, feedforward.windows(len(net), 64, 8),
+                                                                device, autocast)
+        feedforward.to_store(local, poses, logits)
+        hw = net.shape[1:3]
+    else:
+        from spatialctl.models.dust3r_inference import encode_frames, infer_pairs, preprocess
+        from spatialctl.stages.reconstruct.align import AlignConfig, global_align
+
+        pre = preprocess(frames, spec["size"], patch_size=16)
+        images = pre.images.to(device)
+        pairs = complete_pairs(len(frames))
+        hw = images.shape[-2:]
+        if variant == "dust3r":
+            encoded = encode_frames(model, images, batch_size=8, autocast_dtype=autocast)
+            p = infer_pairs(model, None, pairs, batch_size=8, autocast_dtype=autocast, encoded=encoded,
+                            out_device=device)
+            global_align(p.pairs, p.pts_i, p.conf_i, p.pts_j, p.conf_j, len(frames),
+                         AlignConfig(niter=spec["niter"], device=str(device)))
+        else:
+            _stub_reference_imports()
+            from mini_dust3r.cloud_opt.optimizer import PointCloudOptimizer
+
+            outs = {"pts_i": [], "conf_i": [], "pts_j": [], "conf_j": []}
+            shape = torch.tensor(images.shape[-2:])
+            with torch.no_grad():
+                for b in range(0, len(pairs), 8):  # mini-dust3r's inference(): batches of pairs, whole network
+                    batch = pairs[b:b + 8]
+                    views = []
+                    for side in (0, 1):
+                        idx = [q[side] for q in batch]
+                        views.append({"img": images[idx], "true_shape": shape[None].repeat(len(idx), 1),
+                                      "idx": idx, "instance": [str(k) for k in idx]})
+                    pred1, pred2 = model(*views)
+                    outs["pts_i"].append(pred1["pts3d"])
+                    outs["conf_i"].append(pred1["conf"])
+                    outs["pts_j"].append(pred2["pts3d_in_other_view"])
+                    outs["conf_j"].append(pred2["conf"])
+            outs = {k: torch.cat(v) for k, v in outs.items()}
+            idx_i, idx_j = [q[0] for q in pairs], [q[1] for q in pairs]
+            opt = PointCloudOptimizer({"idx": idx_i}, {"idx": idx_j}, {"pts3d": outs["pts_i"], "conf": outs["conf_i"]},
+                                      {"pts3d_in_other_view": outs["pts_j"], "conf": outs["conf_j"]},
+                                      verbose=False).to(device)
+            opt.compute_global_alignment(init="mst", niter=spec["niter"], schedule="cosine", lr=0.01)
+            opt.get_im_poses().detach().cpu()
+    _sync(device)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _vmhwm_bytes()
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_bytes": int(peak), "hw": list(map(int, hw)),
+            "np": int(np.prod(hw))}
+
+
+def backends_section(device: torch.device, frames=(8, 16, 32), repeats: int = 2, niter: int = 100,
+                     full_size: bool = False) -> list[dict]:
+    """π³ vs our DUSt3R + alignment vs mini-dust3r's DUSt3R + PointCloudOptimizer, interleaved and repeated,
+    each run in a fresh process on the same frames of one synth video."""
+    import json
+    import subprocess
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="bench-backends-"))
+    src = "512x384" if full_size else "64x48"
+    made = subprocess.run([sys.executable, "-m", "spatialctl", "synth", str(root / "syn"), "--frames",
+                           str(max(frames)), "--size", src, "--preset", "indoor", "--quiet"], capture_output=True,
+                          text=True)
+    if made.returncode:
+        raise SystemExit(made.stderr)
+    video = str(root / "syn" / "video.mp4")
+    variants = ("pi3", "dust3r", "reference")
+    runs: dict = {}
+    for rep in range(repeats):
+        for n in frames:
+            for variant in (variants if rep % 2 == 0 else variants[::-1]):
+                # full size: π³ at the reference loader's pixel budget, DUSt3R at its 512 long side
+                size = (None if variant == "pi3" else 512) if full_size else 64
+                spec = {"variant": variant, "frames": n, "video": video, "device": str(device), "niter": niter,
+                        "size": size, "full_size": full_size}
+                out = subprocess.run([sys.executable, __file__, "--backend-worker", json.dumps(spec)],
+                                     capture_output=True, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+                r = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else
+                     {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]})
+                runs.setdefault((n, variant), []).append(r)
+    names = {"pi3": "π³ (ours, feed-forward)", "dust3r": f"DUSt3R ours + our alignment ({niter} it)",
+             "reference": f"DUSt3R mini-dust3r + its alignment ({niter} it)"}
+    rows = []
+    for (n, variant), rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            rows.append({"frames": n, "variant": names[variant], "error": rs[0]["error"]})
+            continue
+        best = min(ok, key=lambda r: r["cpu_seconds"])
+        rows.append({"frames": n, "variant": names[variant], "hw": "x".join(map(str, best["hw"][::-1])),
+                     "seconds": min(r["seconds"] for r in ok), "cpu_seconds": best["cpu_seconds"],
+                     "cpu_all": "/".join(f"{r['cpu_seconds']:.1f}" for r in ok),
+                     "peak_mb": max(r["peak_bytes"] for r in ok) / 2**20, "error": ""})
+    return sorted(rows, key=lambda r: (r["frames"], r["variant"]))
+
+
 def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     print(f"\n{title}")
     header = " | ".join(label for label, _, _ in columns)
@@ -349,12 +494,13 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per batch, both sides (default 8)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--section", default="network,align,growth",
-                    help="comma list of network, align, growth (default all)")
+                    help="comma list of network, align, growth, backends (default: the first three)")
     ap.add_argument("--niter", type=int, default=300, help="alignment iterations (default 300)")
-    ap.add_argument("--repeats", type=int, default=3, help="network: interleaved timed rounds (default 3)")
+    ap.add_argument("--repeats", type=int, default=3, help="network, backends: interleaved timed rounds (default 3)")
     ap.add_argument("--smoke", action="store_true", help="3 frames at 32x48, 1 repeat: checks the benchmark runs")
     ap.add_argument("--append-results", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     ap.add_argument("--align-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--backend-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.smoke:
         args.frames, args.repeats, args.niter, args.full_size = "3", 1, 5, False
@@ -364,6 +510,11 @@ def main(argv=None) -> None:
         import json
 
         print(json.dumps(align_worker(json.loads(args.align_worker))))
+        return
+    if args.backend_worker:
+        import json
+
+        print(json.dumps(backend_worker(json.loads(args.backend_worker))))
         return
     device = torch.device(args.device)
     full_size = device.type == "cuda" if args.full_size is None else args.full_size
@@ -411,6 +562,17 @@ def main(argv=None) -> None:
         if args.append_results:
             harness.append_results(title, harness.markdown_table(rows, columns),
                                    "python benchmarks/reconstruct.py " + " ".join(argv or sys.argv[1:]), device)
+    if "backends" in sections:
+        niter = 300 if full_size else min(args.niter, 100)
+        rows = backends_section(device, frames, args.repeats, niter, full_size)
+        what = ("full size: π³ (ViT-L + 36 x 1024), DUSt3R ViT-L/ViT-B 512 DPT, 512x384 source frames"
+                if full_size else "CPU stand-ins: π³ widths 256 (published depths), DUSt3R enc 256x8 / dec 192x4 "
+                "linear; 64x48 source frames")
+        print_table(f"Backends, {what}; each run in its own process (peak = VmHWM, or CUDA max allocated); "
+                    f"best of {args.repeats} interleaved runs", rows,
+                    [("N", "frames", "d"), ("variant", "variant", "s"), ("network HxW", "hw", "s"),
+                     ("wall s", "seconds", ".2f"), ("process CPU s", "cpu_seconds", ".2f"),
+                     ("CPU s per run", "cpu_all", "s"), ("peak MB", "peak_mb", ".0f"), ("error", "error", "s")])
     if "growth" in sections:
         hw = (384, 512) if full_size else (96, 128)
         growth = memory_growth_section(device, hw=hw)

@@ -221,27 +221,43 @@ def _arrow_schema(rows: list[dict]):
     return pa.schema([(n, types.get(n, pa.string())) for n in names])
 
 
-def read_qa(path: str | Path) -> list[QARecord]:
-    """Read records from any file :func:`write_qa` wrote (``.jsonl`` in any form, or ``.parquet``)."""
+def read_rows(path: str | Path, what: str = "file", json_list: bool = True) -> list[dict]:
+    """Rows of a .parquet or JSON-lines file (or, with ``json_list``, a .json list of records), as dicts."""
     path = Path(path)
     if not path.is_file():
-        raise SpatialctlError(f"{path}: no such QA file")
+        raise SpatialctlError(f"{path}: no such {what}")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
-            rows = pq.read_table(path).to_pylist()
+            return pq.read_table(path).to_pylist()
         except Exception as e:
             raise SpatialctlError(f"{path}: not a readable parquet file ({type(e).__name__})") from e
-    else:
-        rows = []
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise SpatialctlError(f"{path}: line {n} is not JSON") from None
+    text = path.read_text()
+    if json_list and path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpatialctlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(rows, dict):  # {"data": [...]} and similar wrappers
+            lists = [v for v in rows.values() if isinstance(v, list)]
+            rows = lists[0] if len(lists) == 1 else None
+        if not isinstance(rows, list):
+            raise SpatialctlError(f"{path}: expected a JSON list of records")
+        return rows
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise SpatialctlError(f"{path}: line {n} is not JSON") from None
+    return rows
+
+
+def read_qa(path: str | Path) -> list[QARecord]:
+    """Read records from any file :func:`write_qa` wrote (``.jsonl`` in any form, or ``.parquet``)."""
+    rows = read_rows(path, "QA file", json_list=False)
     out = []
     for n, row in enumerate(rows, 1):
         try:

@@ -54,8 +54,8 @@ STAGES: tuple[Stage, ...] = (
           "Render a synthetic scene with exact ground truth: video.mp4 + scene.zarr (geometry and tracks).",
           progress={"progress": ("synth", "item")}),
     Stage("reconstruct", _S + "reconstruct", "ReconstructConfig",
-          "Reconstruct each input with DUSt3R and our global alignment into a scene store (frames, depth, conf,\n"
-          "world pointmaps, intrinsics, cam2world).",
+          "Reconstruct each input with DUSt3R and our global alignment, or with π³ / Pi3X (--backend), into a scene\n"
+          "store (frames, depth, conf, world pointmaps, intrinsics, cam2world).",
           Inputs("inputs", "Videos, folders of images, or manifests of them."),
           progress={"progress": ("global alignment", "it")}, items=True),
     Stage("track", _S + "track", "TrackConfig",
@@ -80,14 +80,16 @@ STAGES: tuple[Stage, ...] = (
           progress={"progress": ("boost-encoder", "step")}),
     Stage("eval qa", _S + "eval.qa", "QAEvalConfig",
           "Score predictions against a benchmark and write a report with per-task bootstrap intervals.",
-          Inputs("predictions", "Predictions JSONL: {\"id\", \"prediction\", ...} per line.", many=False)),
+          Inputs("predictions", "Predictions JSONL: {\"id\", \"prediction\", ...} per line, benchmark records "
+                 "carrying their prediction, or an lmms-eval --log_samples file.", many=False)),
     Stage("eval run", _S + "eval.runner", "RunnerConfig",
           "Answer QA records with Qwen2.5-VL (greedy, batched, resumable) into a predictions JSONL.",
           Inputs("qa", "QA records to answer (qa.jsonl or .parquet, as make-qa writes).", flag="--qa", many=False),
           progress={"progress": ("answering", "batch")}),
     Stage("eval geometry", _S + "eval.geometry", "GeometryEvalConfig",
           "ATE (Sim(3)/SE(3)), RPE, depth AbsRel / δ<1.25 and point-cloud accuracy / completeness against truth.",
-          Inputs("estimate", "The estimated scene store (scene.zarr).", many=False)),
+          Inputs("estimate", "The estimate: a scene store (scene.zarr) or a trajectory file (TUM/KITTI .txt, "
+                 "EuRoC .csv).", many=False)),
     Stage("eval probe", _S + "probe", "ProbeConfig",
           "Linear depth probe on frozen patch features of synth frames: AbsRel of the base (and boosted) encoder.",
           Inputs("scenes", "Scene stores with depth: a store, a folder of them (synth --count), or a manifest.",

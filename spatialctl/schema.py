@@ -16,7 +16,8 @@ Conventions
 - ``intrinsics`` are in pixels of the stored frames (H x W); pixel centres at integer coordinates.
 - ``depth`` is z-depth along the camera's optical axis; 0 marks a pixel with no surface (sky, invalid).
 - Units are metres when the root attribute ``scale`` is ``"metric"``; otherwise an arbitrary but consistent unit
-  (``scale_source`` says where metric scale came from: ``synth``, ``depthpro``, ``known``, or ``none``).
+  (``scale_source`` says where metric scale came from: ``synth``, ``depthpro``, ``pi3x``, ``known``, or
+  ``none``).
 - ``world_up`` is a unit vector in world coordinates (synth: ``[0, 0, 1]``), used for gravity-aligned boxes.
 - Masks in ``tracks`` are ``np.packbits`` of the flattened H x W boolean mask, one chunk per object and frame.
 
@@ -66,13 +67,14 @@ SCENE = NodeSpec(
         ArraySpec("intrinsics", "float64", ("N", 3, 3), "Pinhole intrinsics K in pixels of the stored frames."),
         ArraySpec("cam2world", "float64", ("N", 4, 4), "OpenCV camera to world, rigid transform."),
         ArraySpec("depth", "float32", ("N", "H", "W"), "z-depth; 0 = no surface."),
-        ArraySpec("conf", "float32", ("N", "H", "W"), "Confidence (DUSt3R: >= 1); 0 where depth is 0."),
+        ArraySpec("conf", "float32", ("N", "H", "W"), "Confidence (DUSt3R, π³: >= 1); 0 where depth is 0."),
         ArraySpec("pointmaps", "float32", ("N", "H", "W", 3), "World coordinates of each pixel; 0 where invalid."),
         ArraySpec(
             "encoder_features",
             "float16",
             ("N", "h", "w", "C"),
-            "Optional per-frame encoder features (DUSt3R encoder tokens on the patch grid), for train-gsm.",
+            "Optional per-frame features on the patch grid, for train-gsm (DUSt3R: encoder tokens; π³/Pi3X: the "
+            "decoder output its heads read).",
             required=False,
         ),
     ),
@@ -81,7 +83,9 @@ SCENE = NodeSpec(
 TRACKS = NodeSpec(
     kind="tracks",
     doc="Objects through the video (group `tracks`).",
-    attrs=("objects",),  # list of {"id", "label", "score", optional "kind", "true_size"}
+    # objects: list of {"id", "label", "score", optional "kind", "true_size", "found_by", "completion"};
+    # track also writes "labels": [{"label", "source": user|default|auto, ...}]
+    attrs=("objects",),
     arrays=(
         ArraySpec("masks", "uint8", ("O", "N", "M"), "np.packbits of each flattened H x W instance mask."),
         ArraySpec("visible", "bool", ("O", "N"), "Whether the object is visible in the frame."),

@@ -34,6 +34,55 @@ Parsers (pick with ``parser=``; every quirk listed here has a unit test in tests
     numbers look for number *words* before digits, in a fixed word order that includes ``"a"``/``"an"`` = 1.
     Quirks: ``"3 meters, about a third"`` → 1 (the word "a"); ``"two or 3"`` → 2.
 
+``reasoning`` — for chain-of-thought replies: finds the *final* answer the way the benchmarks' post-processing
+    and LLM judges do in the common cases, trying in order (the first rule that yields a valid answer wins;
+    only the text after the last ``</think>`` is searched when there is any):
+
+    1. the last closed ``<answer>X</answer>``;
+    2. the last ``\\boxed{X}`` (braces balanced, ``\\text{...}`` unwrapped);
+    3. the last "answer phrase" line: ``Answer: X``, ``Final answer: X``, ``the answer is (X)``,
+       ``The correct option is X``, ``**Answer:** X`` (markdown stars ignored);
+    4. the last non-empty line when it is a lone option (``C``, ``(C)``, ``C.``, ``C: the chair``) or a lone
+       number (``3.5``, ``3.5 m``).
+
+    The span found is then read: multiple choice takes an option letter at its start (``(B)``, ``B.``,
+    ``B: left``, a lone ``b``), else ``Option B``, else the option whose text the span equals; numbers take the
+    first number or number word (as ``lmms``). Examples: ``"<think>A is near...</think> The answer is (C)."``
+    → ``C``; ``"... so the count is 4.\\n\\boxed{4}"`` → 4; ``"Step 1: A is left of B...\\nAnswer: D"`` → ``D``;
+    ``"Looking at frame 2...\\nC: the red chair"`` → ``C``; ``"A dog is there"`` → no answer (no rule applies,
+    where ``lmms`` would read ``A``).
+
+``auto`` (``--parser auto``, `choose_parser`, then `eval qa`'s `pick_parser`) — ``reasoning`` when any
+    prediction carries reasoning (a ``</think>``, ``<answer>`` or ``\\boxed`` marker, an answer phrase, several
+    lines or more than ten words), or when the bench's own parser leaves predictions unread that ``reasoning``
+    reads (``"C: text"``, ``" A"``); else the bench's own parser, so well-formed short answers keep the official
+    reading exactly. The report says which parser was used and why (``parser_source``).
+
+The official parsers are kept exact, so two readings some would call bugs stay: ``vsibench`` reads
+``"C: text"`` as ``"C:"`` (scored 0, as thinking-in-space's `fuzzy_matching` does) and ``spacevista`` reads
+``"Answer: D"`` as the whole text (scored 0, as SpaceVista's `fuzzy_matching` does: ``^\\s*([A-D])\\b`` does not
+match "An..."). `eval qa` counts such unreadable predictions (``n_unreadable`` in the report) and warns, and
+``--parser auto`` / ``reasoning`` reads both as the intended letter. The default stays the official reading,
+because that is the number the benchmark publishes.
+
+Aggregation quirks of the official scorers (applied in `stages/eval/qa.py`, pinned in tests/test_eval_qa.py):
+
+- VSI-Bench (thinking-in-space `vsibench_aggregate_results`, commit 51e089c3): per question type the mean item
+  score; the three relative-direction levels are averaged into one task *only when the easy level is
+  present* (``if 'object_rel_direction_easy_accuracy' in output``); then medium and hard must be present too
+  (the official code raises KeyError otherwise; we stop with an error). Without the easy level, medium and
+  hard stay two tasks, so each weighs as much as a whole task in the overall mean. A question type absent from
+  the file is no task (not a 0). An unknown question type raises in the official code; it is an error here.
+  lmms-eval's copy (EvolvingLMMs-Lab/lmms-eval, commit 75571cfe) pops all three levels unconditionally, so any
+  missing level fails there.
+- VSI-Bench numbers (thinking-in-space): ``to_float(fuzzy_matching(pred))`` (our ``vsibench`` parser);
+  lmms-eval's later copy uses `extract_number` (first digit run or number-word run), closer to ``lmms``.
+- SpaceVista-Bench (PeiwenSun2000/SpaceVista `eval/metrics/spacevista_bench.py`, commit 920a9b7d): overall =
+  mean over all items (not over tasks); per category only Indoor/Outdoor/Tabletop/TinyTabletop; ground truth 0
+  uses the absolute error; free text must match exactly after trimming and lower-casing (a trailing period
+  makes it wrong; our own bench forgives it).
+- DSR-Bench: accuracy over all items.
+
 MRA (VSI-Bench): thresholds ``np.linspace(0.5, 0.95, 10)`` (the official ``int((.95-.5)/.05 + 2)`` is 10
 because of float truncation); correct at θ when ``|pred-gt|/gt <= 1-θ``, evaluated in float64 exactly as the
 official code does. At the boundary the float values decide: pred 1.1 / gt 1.0 gives an error of
@@ -208,6 +257,125 @@ def parse_spacevista(text: str, answer_type: str, options: list[str] | None = No
     return s.strip()
 
 
+_THINK_END_RE = re.compile(r"</think>", re.IGNORECASE)
+_PHRASE_RE = re.compile(
+    r"(?:final\s+answer|(?:correct|best|right)\s+(?:answer|option|choice)|\banswer)\s*(?:is|:|=)\s*:?\s*(?P<span>.*)",
+    re.IGNORECASE,
+)
+_LONE_OPTION_RE = re.compile(r"^\(?\s*(?P<letter>[A-Z])\s*\)?(?:[.:)]\s*.*)?$")
+_LONE_NUMBER_RE = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*[A-Za-z²³%/.]{0,12})?$")
+_REASONING_MARKERS = re.compile(r"</think>|<answer>|\\boxed\{", re.IGNORECASE)
+
+
+def _boxed_spans(text: str) -> list[str]:
+    """Contents of every \boxed{...}, braces balanced."""
+    spans = []
+    start = text.find("\\boxed{")
+    while start != -1:
+        i = start + len("\\boxed{")
+        depth = 1
+        j = i
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        if depth == 0:
+            spans.append(text[i:j - 1])
+        start = text.find("\\boxed{", j)
+    return spans
+
+
+def _clean_span(span: str) -> str:
+    span = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", span)
+    return span.replace("*", "").replace("$", "").strip().strip("\"'`“”‘’").strip()
+
+
+def _read_mc(span: str, options: list[str] | None) -> str | None:
+    letters = _option_letters(options)
+    span = _clean_span(span)
+    m = re.match(r"^\(?\s*([A-Z])\s*\)?(?=$|[\s.:),])", span)
+    if m and m.group(1) in letters:
+        return m.group(1)
+    m = re.fullmatch(r"\(?([a-z])\)?[.)]?", span)
+    if m and m.group(1).upper() in letters:
+        return m.group(1).upper()
+    m = re.search(r"\b(?:option|choice)\s*\(?([A-Za-z])\b", span, re.IGNORECASE)
+    if m and m.group(1).upper() in letters:
+        return m.group(1).upper()
+    for i, opt in enumerate(options or []):
+        body = re.sub(r"^\s*\(?[A-Za-z][.):]\s*", "", str(opt))
+        if _norm_text(span) in (_norm_text(opt), _norm_text(body)):
+            return LETTERS[i]
+    return None
+
+
+def _read_span(span: str, answer_type: str, options: list[str] | None) -> Any:
+    if answer_type == "mc":
+        return _read_mc(span, options)
+    if answer_type == "number":
+        return _first_number(_clean_span(span))
+    return _clean_span(span).rstrip(".").strip() or None
+
+
+def final_answer_spans(text: str) -> list[tuple[str, str]]:
+    """Candidate final-answer spans of a reasoning reply, best first, each with the rule that found it."""
+    parts = _THINK_END_RE.split(text)
+    tail = parts[-1] if parts[-1].strip() else text
+    out = [("answer_tag", m) for m in reversed(_TAG_RE.findall(tail))]
+    out += [("boxed", m) for m in reversed(_boxed_spans(tail))]
+    lines = [ln.replace("*", "").strip() for ln in tail.splitlines() if ln.strip()]
+    phrases = []
+    for k, ln in enumerate(lines):
+        m = _PHRASE_RE.search(ln)
+        if m:  # "The final answer is:" with the answer on the next line
+            phrases.append(m.group("span") if m.group("span").strip() else " ".join(lines[k + 1:k + 2]))
+    out += [("phrase", m) for m in reversed(phrases)]
+    if lines:
+        out.append(("last_line", lines[-1]))
+    return out
+
+
+def parse_reasoning(text: str, answer_type: str, options: list[str] | None = None) -> Any:
+    """The final answer of a reasoning reply (see the module doc for the rules and examples); None if none."""
+    for rule, span in final_answer_spans(text):
+        if rule == "last_line":
+            lone = _LONE_OPTION_RE.match(span) if answer_type == "mc" else _LONE_NUMBER_RE.match(span)
+            if answer_type != "text" and lone is None:
+                continue
+        value = _read_span(span, answer_type, options)
+        if value is not None:
+            return value
+    return None
+
+
+def looks_like_reasoning(text: Any) -> bool:
+    s = str(text or "").strip()
+    return bool(_REASONING_MARKERS.search(s) or _PHRASE_RE.search(s) or "\n" in s or len(s.split()) > 10)
+
+
+def choose_parser(requested: str | None, bench_default: str, predictions: list[Any]) -> tuple[str, str]:
+    """(parser, why): the requested one, the bench's own when None, or for "auto" ``reasoning`` when any
+    prediction carries reasoning and the bench's own otherwise."""
+    if requested is None:
+        return bench_default, "the bench's own"
+    if requested != "auto":
+        return requested, "declared"
+    n = sum(looks_like_reasoning(p) for p in predictions)
+    if n:
+        return "reasoning", f"auto: {n} of {len(predictions)} predictions carry reasoning"
+    return bench_default, "auto: short answers only, so the bench's own"
+
+
+def is_readable(parsed: Any, answer_type: str, options: list[str] | None = None) -> bool:
+    """Whether a parsed prediction is a valid answer at all (an option letter, a finite number, some text)."""
+    if parsed is None:
+        return False
+    if answer_type == "mc":
+        return str(parsed).upper() in _option_letters(options) and len(str(parsed)) == 1
+    if answer_type == "number":
+        return isinstance(parsed, float) and math.isfinite(parsed)
+    return bool(str(parsed).strip())
+
+
 Parser = Callable[[str, str, "list[str] | None"], Any]
 
 PARSERS: dict[str, Parser] = {
@@ -215,6 +383,7 @@ PARSERS: dict[str, Parser] = {
     "lmms": parse_lmms,
     "answer_tag": parse_answer_tag,
     "spacevista": parse_spacevista,
+    "reasoning": parse_reasoning,
 }
 
 
@@ -262,12 +431,14 @@ class ItemScore:
 
 def score_item(
     record: Any, prediction: str | None, parser: str | Parser = "vsibench",
-    *, zero_gt: str = "error",
+    *, zero_gt: str = "error", text_match: str = "loose",
 ) -> ItemScore:
     """Score one prediction against one QA record (a mapping or a `QARecord`; fields `answer`,
     `answer_type`, `options`).
 
-    A missing prediction (None) scores 0. Numbers use `mean_relative_accuracy` with `zero_gt`.
+    A missing prediction (None) scores 0. Numbers use `mean_relative_accuracy` with `zero_gt`. Free text
+    matches case-insensitively after trimming spaces, and with `text_match` "loose" also a trailing period;
+    "exact" keeps the period, as SpaceVista's `exact_match` does (``"chair."`` is not ``"chair"``).
     """
     parse = get_parser(parser) if isinstance(parser, str) else parser
     answer_type = _get(record, "answer_type", "mc")
@@ -284,6 +455,8 @@ def score_item(
         return ItemScore(0.0, None, metric)
     if answer_type == "mc":
         ok = str(parsed).lower() == mc_letter(record).lower()
+    elif text_match == "exact":
+        ok = str(parsed).strip().lower() == str(_get(record, "answer")).strip().lower()
     else:
         ok = _norm_text(parsed) == _norm_text(_get(record, "answer"))
     return ItemScore(1.0 if ok else 0.0, parsed, metric)

@@ -73,9 +73,9 @@ def import_rerun():
     return rr
 
 
-def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dict:
-    """Write the recording of the store ``scene``; returns ``{"out", "frames", "entities", "spawned",
-    "open_command"}``."""
+def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> jobs.Summary:
+    """Write the recording of the store ``scene``; ``Summary.details`` is ``{"out", "frames", "entities",
+    "spawned", "open_command"}``."""
     config.validate()
     rr = import_rerun()
     if "://" in (config.out or scene):
@@ -116,8 +116,9 @@ def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dic
     tmp.replace(out)
     command = f"rerun {out}"
     spawned = _spawn(out) if config.spawn else False
-    return {"out": str(out), "frames": len(pairs) if pairs else est.n_frames, "entities": sorted(set(entities)),
-            "spawned": spawned, "open_command": command}
+    details = {"out": str(out), "frames": len(pairs) if pairs else est.n_frames, "entities": sorted(set(entities)),
+               "spawned": spawned, "open_command": command}
+    return jobs.Summary(done=[scene], outputs=[str(out)], details=details)
 
 
 def _spawn(out: Path) -> bool:

@@ -69,7 +69,7 @@ def test_eval_run_answers_vsibench_and_eval_qa_scores_it(cli, vsi):
     assert [x["id"] for x in lines] == ["0", "1", "2"]
     assert [x["type"] for x in lines] == [row["question_type"] for row in VSI_ROWS]
     out = root / "scores.json"
-    r = cli("eval", "qa", preds, "--gt", root / "test.parquet", "--layout", "vsibench", "--out", out)
+    r = cli("eval", "qa", preds, "--gt", root / "test.parquet", "--out", out)
     assert r.exit_code == 0, r.output
     assert "object_counting" in r.output and "object_rel_distance" in r.output
 

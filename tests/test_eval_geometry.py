@@ -9,7 +9,7 @@ from PIL import Image
 from spatialctl import camera, store
 from spatialctl.errors import SpatialctlError
 from spatialctl.geometry_metrics import apply_sim3_to_poses
-from spatialctl.stages.eval.geometry import GeometryEvalConfig, associate, run
+from spatialctl.stages.eval.geometry import GeometryEvalConfig, run
 from spatialctl.stages.synth import SynthConfig, generate
 from spatialctl.stages.synth.truth import scene_attrs
 
@@ -99,7 +99,10 @@ def test_tum_folder(tmp_path, synth_truth):
     est_url = write_truth(tmp_path, synth_truth)  # a perfect estimate
     write_tum(tmp_path / "tum", arrays)
     k = arrays["intrinsics"][0]
-    cfg = GeometryEvalConfig(gt=str(tmp_path / "tum"), out=str(tmp_path / "r"), plots=False,
+    # The store's clock starts at 0, TUM's at an absolute time: --time-offset start, else an error saying so.
+    with pytest.raises(SpatialctlError, match="clocks do not overlap: pass --time-offset start"):
+        run(GeometryEvalConfig(plots=False, gt=str(tmp_path / "tum"), out=str(tmp_path / "r")), est_url)
+    cfg = GeometryEvalConfig(gt=str(tmp_path / "tum"), out=str(tmp_path / "r"), plots=False, time_offset="start",
                              gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
     r = run(cfg, est_url).details
     assert r["gt_kind"] == "tum" and r["n_frames"] == 8
@@ -130,13 +133,39 @@ def test_seven_scenes_folder(tmp_path, synth_truth):
     assert r["depth"]["n_pixels"] == int(valid.sum()) - int(valid[:, 0, 0].sum())  # 65535 pixels left out
 
 
-def test_associate_nearest_within_tolerance():
-    qi, ri = associate(np.array([0.0, 0.1, 0.2, 0.5]), np.array([0.21, 0.005, 0.099]), 0.02)
-    assert qi.tolist() == [0, 1, 2] and ri.tolist() == [1, 2, 0]
-
-
 def test_bad_ground_truth_is_a_one_line_error(tmp_path, synth_truth):
     est_url = write_truth(tmp_path, synth_truth)
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpatialctlError, match="not a scene store, TUM folder"):
         run(GeometryEvalConfig(gt=str(tmp_path / "empty"), out=str(tmp_path / "r")), est_url)
+
+
+def test_seven_scenes_frame_numbers_are_the_clock(tmp_path, synth_truth):
+    """A store made from every third 7-Scenes frame carries frame-number times (k / 30 s): each estimate frame
+    must meet the truth frame of the same number, not the n-th truth frame."""
+    arrays, attrs = synth_truth
+    folder = tmp_path / "seq-01"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(24):  # 24 truth frames; frame 3j is synth frame j, the others are elsewhere
+        pose = arrays["cam2world"][k // 3].copy() if k % 3 == 0 else arrays["cam2world"][0].copy()
+        if k % 3:
+            pose[:3, 3] += rng.normal(0, 0.5, 3)
+        np.savetxt(folder / f"frame-{k:06d}.pose.txt", pose)
+    est = dict(arrays)
+    est["timestamps"] = np.arange(8) * 3 / 30.0
+    est_url = str(tmp_path / "est.zarr")
+    store.write_scene(est_url, est, attrs, PROV)
+    r = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r")), est_url).details
+    assert r["n_frames"] == 8 and r["trajectory"]["ate"]["rmse"] < 1e-6
+    # The same frames read from a folder that starts at frame 9 (times from 0, as the folder rule gives):
+    # --time-offset start puts the estimate's first frame on the truth's first frame, 9/30 s.
+    for k in range(9):
+        (folder / f"frame-{k:06d}.pose.txt").unlink()
+    est["cam2world"], est["timestamps"] = arrays["cam2world"][3:], np.arange(5) * 3 / 30.0
+    for name in ("frames", "intrinsics", "depth", "conf", "pointmaps"):
+        est[name] = arrays[name][3:]
+    store.write_scene(str(tmp_path / "late.zarr"), est, attrs, PROV)
+    r = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r"), time_offset="start"),
+            str(tmp_path / "late.zarr")).details
+    assert r["n_frames"] == 5 and r["time_offset"] == pytest.approx(9 / 30) and r["trajectory"]["ate"]["rmse"] < 1e-6

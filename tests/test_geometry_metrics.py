@@ -5,9 +5,10 @@ import pytest
 
 from spatialctl.camera import look_at, quaternion_to_rotation
 from spatialctl.geometry_metrics import (
-    align_depth,
     apply_sim3_to_poses,
+    associate_unique,
     ate,
+    depth_eval_mask,
     depth_metrics,
     pointcloud_metrics,
     rpe,
@@ -127,7 +128,6 @@ def test_sequence_scale_keeps_frames_relative_scale():
     # ...one sequence factor median(gt)/median(pred) = 1/1.5 leaves 2/3 and 4/3: AbsRel 1/3, no δ hits.
     seq = depth_metrics(pred, gt, "sequence")
     assert seq["abs_rel"] == pytest.approx(1 / 3) and seq["delta1"] == 0.0
-    np.testing.assert_allclose(align_depth(pred, gt, "sequence")[1], 4 / 3)
     with pytest.raises(ValueError):
         depth_metrics(pred, np.zeros_like(gt))
 
@@ -144,3 +144,90 @@ def test_pointcloud_hand_case():
     # NaN points (invalid pixels) are dropped, not matched.
     m2 = pointcloud_metrics(np.vstack([pred, [np.nan, 0, 0]]), gt)
     assert m2["n_pred"] == 2
+
+
+def eigen_reference(pred, gt, min_depth, max_depth, median=True):
+    """The Eigen protocol written out from its definition (Eigen et al. 2014; monodepth2's evaluate_depth.py):
+    per image, mask min < gt < max, median-scale the masked prediction, clamp, seven errors; mean over images."""
+    rows = []
+    for p, g in zip(pred, gt, strict=True):
+        m = (g > min_depth) & (g < max_depth)
+        p, g = p[m], g[m]
+        if median:
+            p = p * np.median(g) / np.median(p)
+        p = np.minimum(np.maximum(p, min_depth), max_depth)
+        t = np.maximum(g / p, p / g)
+        rows.append([np.mean(np.abs(g - p) / g), np.mean((g - p) ** 2 / g), np.sqrt(np.mean((g - p) ** 2)),
+                     np.sqrt(np.mean((np.log(g) - np.log(p)) ** 2)), np.mean(t < 1.25), np.mean(t < 1.25**2),
+                     np.mean(t < 1.25**3)])
+    return dict(zip(("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3"), np.mean(rows, 0),
+                    strict=True))
+
+
+def test_depth_is_the_per_image_eigen_protocol():
+    rng = np.random.default_rng(4)
+    gt = rng.uniform(0.5, 12.0, size=(3, 20, 30))
+    gt[0, :15] = 0.0  # image 0 has far fewer valid pixels: per-image and pooled means differ
+    pred = gt * rng.uniform(0.6, 1.5, size=gt.shape) * np.array([1.0, 2.0, 0.5])[:, None, None]
+    pred[1, 0, :5] = 1e4  # predictions at pixels beyond max_depth must not move the median
+    gt[1, 0, :5] = 50.0
+    pred[2, 3, 3] = 0.0  # a hole: clamped to min_depth
+    ours = depth_metrics(pred, gt, "median", min_depth=1e-3, max_depth=10.0)
+    ref = eigen_reference(pred, gt, 1e-3, 10.0)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, rel=1e-12), key
+    assert ours["n_images"] == 3
+    # The pooled mean (all pixels of all images at once) is a different number.
+    mask = depth_eval_mask(gt, 1e-3, 10.0)
+    assert abs(ours["abs_rel"] - np.mean([
+        np.abs(gt[i][mask[i]] - pred[i][mask[i]] * np.median(gt[i][mask[i]]) / np.median(pred[i][mask[i]]))
+        .sum() for i in range(3)]) / mask.sum()) > 1e-4
+    unscaled = depth_metrics(pred, gt, "none", max_depth=10.0)
+    assert unscaled["abs_rel"] == pytest.approx(eigen_reference(pred, gt, 1e-3, 10.0, median=False)["abs_rel"],
+                                                rel=1e-12)
+
+
+def test_depth_crops():
+    gt = np.ones((1, 375, 1242))
+    garg = depth_eval_mask(gt, crop="garg")[0]
+    rows, cols = np.nonzero(garg.any(1))[0], np.nonzero(garg.any(0))[0]
+    # Garg crop on a KITTI frame: rows int(0.40810811*375)=153 .. int(0.99189189*375)=371 (exclusive),
+    # columns int(0.03594771*1242)=44 .. int(0.96405229*1242)=1197 (exclusive).
+    assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (153, 371, 44, 1197)
+    eigen = depth_eval_mask(gt, crop="eigen")[0]
+    rows = np.nonzero(eigen.any(1))[0]
+    assert (rows[0], rows[-1] + 1) == (int(0.3324324 * 375), int(0.91351351 * 375))
+    with pytest.raises(ValueError, match="crop"):
+        depth_eval_mask(gt, crop="nyu")
+
+
+def test_pointcloud_dtu_outlier_cut():
+    gt = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]])
+    pred = np.array([[0.0, 0.1, 0], [1, 0.2, 0], [2, 0, 5.0]])  # the last point is 5 away: an outlier
+    full = pointcloud_metrics(pred, gt)
+    cut = pointcloud_metrics(pred, gt, max_dist=1.0)
+    d_acc = [0.1, 0.2, 5.0]  # nearest truth of each predicted point
+    d_comp = [min(np.linalg.norm(g - p) for p in pred) for g in gt]  # nearest prediction of each truth point
+    assert full["accuracy"] == pytest.approx(np.mean(d_acc))
+    assert cut["accuracy"] == pytest.approx(np.mean([0.1, 0.2]))  # DTU: mean of the distances below max_dist
+    assert cut["completeness"] == pytest.approx(np.mean([d for d in d_comp if d < 1.0]))
+    assert cut["chamfer"] == pytest.approx((cut["accuracy"] + cut["completeness"]) / 2)
+    assert "DTU" in cut["chamfer_form"] and cut["accuracy_inliers"] == pytest.approx(2 / 3)
+
+
+def test_associate_unique_is_tums_associate_rule():
+    """TUM RGB-D's associate.py, written out from its definition: every pair closer than max_difference, sorted
+    by (difference, a, b), taken greedily while both stamps are unused, then sorted by a."""
+    rng = np.random.default_rng(5)
+    a = np.sort(1305031102.0 + rng.uniform(0, 3, 90))
+    b = np.sort(1305031102.0 + rng.uniform(0, 3, 80))
+    candidates = sorted((abs(x - y), x, y) for x in a for y in b if abs(x - y) < 0.02)
+    free_a, free_b, matches = set(a), set(b), []
+    for _, x, y in candidates:
+        if x in free_a and y in free_b:
+            free_a.remove(x)
+            free_b.remove(y)
+            matches.append((x, y))
+    matches.sort()
+    ia, ib = associate_unique(a, b, 0.02)
+    assert list(zip(a[ia], b[ib], strict=True)) == matches and len(matches) > 20

@@ -9,11 +9,14 @@ from spatialctl.qa_format import QARecord
 from spatialctl.scoring import (
     MRA_THRESHOLDS,
     PARSERS,
+    choose_parser,
     get_parser,
+    is_readable,
     mc_letter,
     mean_relative_accuracy,
     parse_answer_tag,
     parse_lmms,
+    parse_reasoning,
     parse_spacevista,
     parse_vsibench,
     score_item,
@@ -198,8 +201,56 @@ def test_spacevista_parser_quirks():
     assert parse_spacevista("-4.5", "number") == -4.5
 
 
+def test_official_parsers_keep_their_readings_of_reasoning_style_answers():
+    """Both are what the official code does (thinking-in-space `fuzzy_matching`: first space token, periods
+    stripped; SpaceVista `fuzzy_matching`: ``^\\s*([A-D])\\b`` else the whole text): kept, and flagged."""
+    assert parse_vsibench("C: the chair", "mc") == "C:"
+    assert parse_spacevista("Answer: D", "mc") == "Answer: D"
+    assert not is_readable("C:", "mc", ["a", "b", "c", "d"]) and not is_readable("Answer: D", "mc", None)
+    assert is_readable("C", "mc", ["a", "b", "c"]) and not is_readable("D", "mc", ["a", "b", "c"])
+
+
+# ------------------------------------------------------------------------------------- reasoning parser
+
+OPTS = ["A. right", "B. left", "C. behind", "D. in front"]
+
+
+@pytest.mark.parametrize("text, answer_type, expected", [
+    ("Answer: D", "mc", "D"),  # what spacevista misses
+    ("Looking at frame 2 the chair is behind.\nC: behind", "mc", "C"),  # what vsibench reads as "C:"
+    ("<think>A is near B, and B...</think> The answer is (C).", "mc", "C"),
+    ("A is left of B. So the answer is (B)", "mc", "B"),
+    ("Step 1 ... \\boxed{B}", "mc", "B"),
+    ("Final answer: $\\boxed{\\text{A}}$", "mc", "A"),
+    ("<answer>D</answer>", "mc", "D"),
+    ("<answer>A</answer> wait, <answer>B</answer>", "mc", "B"),  # the last pair
+    ("**Answer:** b", "mc", "B"),
+    ("I think it is left.\nThe correct option is left.", "mc", "B"),  # an option's text
+    ("Between A and B, option C fits.\nAnswer: option C", "mc", "C"),
+    ("A dog sits there", "mc", None),  # no rule applies; lmms would read "A"
+    ("The answer is E", "mc", None),  # not one of four options
+    ("After looking, the answer is: left\nA", "mc", "B"),  # the phrase outranks the last line
+    ("There are 3 red and 4 blue chairs.\nAnswer: 7", "number", 7.0),
+    ("Counting... \\boxed{12}", "number", 12.0),
+    ("<think>2 or 3</think><answer>three</answer>", "number", 3.0),
+    ("Frame 1 shows 2 m.\n3.5 m", "number", 3.5),
+    ("There are 3 chairs in frame 2", "number", None),  # a number inside prose is no final answer
+])
+def test_reasoning_parser_cases(text, answer_type, expected):
+    assert parse_reasoning(text, answer_type, OPTS) == expected
+
+
+def test_choose_parser():
+    assert choose_parser(None, "vsibench", ["A"]) == ("vsibench", "the bench's own")
+    assert choose_parser("lmms", "vsibench", ["A"])[0] == "lmms"
+    assert choose_parser("auto", "vsibench", ["A", "3", "B."])[0] == "vsibench"
+    assert choose_parser("auto", "vsibench", ["A", "<think>x</think>B"]) == (
+        "reasoning", "auto: 1 of 2 predictions carry reasoning")
+    assert choose_parser("auto", "lmms", ["one two three four five six seven eight nine ten eleven"])[0] == "reasoning"
+
+
 def test_parser_registry():
-    assert set(PARSERS) == {"vsibench", "lmms", "answer_tag", "spacevista"}
+    assert set(PARSERS) == {"vsibench", "lmms", "answer_tag", "spacevista", "reasoning"}
     with pytest.raises(ValueError, match="unknown parser"):
         get_parser("nope")
 

@@ -39,6 +39,9 @@ SPECIAL = {
     "labels": ("Cup, car", ["cup", "car"]),
     "max_turns": ("5", 5),
     "stage": ("2", "2"),
+    "rpe_delta": ("2", 2.0),
+    "time_offset": ("start", None),
+    "sam3_threshold": ("0.3", 0.3),
 }
 REQUIRED = {  # (command, option or positional argument) -> a value that validates
     "synth": {"out": "outdir"},
@@ -55,6 +58,14 @@ def _sample(field: dataclasses.Field, hint, tmp_path: Path) -> tuple[list[str], 
     m, name = field.metadata, field.name
     flag = (m.get("flag") or "--" + name.replace("_", "-"))
     default = field.default if field.default is not dataclasses.MISSING else None
+    if name in ("window", "overlap", "poses"):  # reconstruct's π³ options are accepted with a π³ backend only
+        value = {"window": 63, "overlap": 7}.get(name)
+        if name == "poses":
+            import numpy as np
+
+            value = str(tmp_path / "poses.npy")
+            np.save(value, np.tile(np.eye(4), (3, 1, 1)))
+        return ["--backend", "pi3x", flag, str(value)], {name: value, "backend": "pi3x"}
     if name == "labels_file":
         path = tmp_path / "labels.txt"
         path.write_text("Bottle\nchair\n")

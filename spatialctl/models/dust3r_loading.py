@@ -187,7 +187,9 @@ def load_dust3r(name_or_path: str | Path = DEFAULT_DUST3R, device: str | torch.d
 
     Returns ``(model, config)``, the model in eval mode on ``device`` (default: CUDA when available).
     """
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    from spatialctl.devices import resolve_device
+
+    device = resolve_device(device) if device is None or isinstance(device, str) else torch.device(device)
     path = resolve_checkpoint(name_or_path)
     if path.is_dir():
         config_path, weights = path / "config.json", path / "model.safetensors"

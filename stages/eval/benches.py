@@ -10,11 +10,17 @@ Layouts:
   null for numeric questions), ``ground_truth`` (a letter, or a number as text).
 - ``dsr``: DSR-Bench rows (parquet): ``videoID``, ``question``, ``options``, ``answer`` (a letter), ``type``.
   Rows carry no id; an item's id is its row index (as text), or ``id`` / ``index`` when the file has one.
+- ``vlm4d``: VLM4D rows (``data/real_mc.json``, and its released model outputs): ``id``, ``question``,
+  ``choices`` (``{"A": text, ...}``), ``answer`` (the text of the right choice; ``ground_truth_answer`` in the
+  judged outputs), ``question_type`` (``multiple-choice``). A model's reply is in ``response``.
 - ``spacevista``: SpaceVista-Bench rows: ``question``, ``ground_truth``, ``answer_type``
   (``mc``/``numerical``/``text``), ``question_type`` or ``original_type``, ``category`` (the scale:
   Indoor/Outdoor/Tabletop/TinyTabletop).
 
-Files may be .parquet, .jsonl or .json (a list of rows).
+Files may be .parquet, .jsonl or .json (a list of rows). The layout is detected from the records' fields
+(`detect_layout`): every record must match exactly one layout, and the whole file the same one, else the error
+asks for ``--bench``. Predictions may also be lmms-eval ``--log_samples`` lines (``doc`` + ``filtered_resps``),
+whose ``doc`` is the benchmark's own record, so such a file scores without ``--gt``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 from spatialctl import qa_format
 from spatialctl.errors import SpatialctlError
 
-LAYOUTS = ("auto", "ours", "vsibench", "dsr", "spacevista")
+LAYOUTS = ("auto", "ours", "vsibench", "dsr", "spacevista", "vlm4d")  # "auto": detect from the records
 
 # VSI-Bench's official split of question types into multiple-choice and numeric answers.
 VSI_MC_TYPES = (
@@ -37,51 +43,35 @@ VSI_MC_TYPES = (
 VSI_NUMBER_TYPES = ("object_abs_distance", "object_counting", "object_size_estimation", "room_size_estimation")
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a .parquet, .jsonl or .json file, as dicts."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpatialctlError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as e:
-            raise SpatialctlError(f"{path}: not a readable parquet file ({type(e).__name__})") from e
-    text = path.read_text()
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpatialctlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(rows, dict):  # {"data": [...]} and similar wrappers
-            lists = [v for v in rows.values() if isinstance(v, list)]
-            rows = lists[0] if len(lists) == 1 else None
-        if not isinstance(rows, list):
-            raise SpatialctlError(f"{path}: expected a JSON list of records")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise SpatialctlError(f"{path}: line {n} is not JSON") from None
-    return rows
+# What marks each layout's rows. A row must match exactly one; a file must be one layout throughout.
+_LAYOUT_KEYS = {
+    "vsibench": lambda k: {"question_type", "ground_truth"} <= k and "answer_type" not in k,
+    "spacevista": lambda k: {"ground_truth", "answer_type"} <= k,
+    "dsr": lambda k: {"videoID", "answer", "type"} <= k and "answer_type" not in k,
+    "ours": lambda k: {"id", "answer", "answer_type", "type"} <= k and "ground_truth" not in k,
+    "vlm4d": lambda k: "choices" in k and bool({"answer", "ground_truth_answer"} & k) and "answer_type" not in k,
+}
 
 
-def detect_layout(row: dict) -> str:
+def layouts_of(row: dict) -> list[str]:
+    """Every layout whose marking fields `row` carries."""
     keys = set(row)
-    if "question_type" in keys and "ground_truth" in keys and "answer_type" not in keys:
-        return "vsibench"
-    if "ground_truth" in keys and "answer_type" in keys:
-        return "spacevista"
-    if "videoID" in keys and "answer" in keys:
-        return "dsr"
-    if {"id", "answer", "answer_type", "type"} <= keys:
-        return "ours"
-    raise SpatialctlError(f"unrecognised record layout (keys: {', '.join(sorted(keys)[:12])})")
+    return [name for name, test in _LAYOUT_KEYS.items() if test(keys)]
+
+
+def detect_layout(rows: list[dict], source: str | Path) -> str:
+    """The one layout all `rows` share; an error naming `source` when none, several or a mix match."""
+    found = set()
+    for row in rows:
+        names = layouts_of(row) if isinstance(row, dict) else []
+        if len(names) != 1:
+            what = "matches no known layout" if not names else f"matches several layouts ({', '.join(names)})"
+            keys = ", ".join(sorted(row)[:12]) if isinstance(row, dict) else type(row).__name__
+            raise SpatialctlError(f"{source}: a record {what} (keys: {keys}); pass --bench")
+        found.add(names[0])
+    if len(found) != 1:
+        raise SpatialctlError(f"{source}: records of several layouts ({', '.join(sorted(found))})")
+    return found.pop()
 
 
 def _options(value: Any) -> list[str] | None:
@@ -187,40 +177,107 @@ def _from_spacevista(rows: list[dict], path: Path) -> list[dict]:
     return items
 
 
-def load_items(path: str | Path, layout: str = "auto") -> list[dict]:
-    """Ground-truth items of a benchmark file in any supported layout."""
-    path = Path(path)
-    if layout not in LAYOUTS:
-        raise SpatialctlError(f"{path}: unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
-    if layout == "ours":
-        return _from_ours(path)
-    rows = read_rows(path)
-    if not rows:
-        raise SpatialctlError(f"{path}: no records")
-    if layout == "auto":
-        try:
-            layout = detect_layout(rows[0])
-        except SpatialctlError as e:
-            raise SpatialctlError(f"{path}: {e}") from None
-    if layout == "ours":
-        return _from_ours(path)
-    reader = {"vsibench": _from_vsibench, "dsr": _from_dsr, "spacevista": _from_spacevista}[layout]
-    try:
-        items = reader(rows, path)
-    except (KeyError, TypeError, ValueError) as e:
-        raise SpatialctlError(f"{path}: malformed {layout} record ({type(e).__name__}: {e})") from None
-    ids = [it["id"] for it in items]
-    if len(set(ids)) != len(ids):
-        raise SpatialctlError(f"{path}: record ids are not unique")
+def _from_vlm4d(rows: list[dict], path: Path) -> list[dict]:
+    items = []
+    for n, row in enumerate(rows):
+        choices = row["choices"]
+        if not isinstance(choices, dict) or not choices:
+            raise SpatialctlError(f"{path}: row {n} choices is not a {{letter: text}} mapping (VLM4D layout)")
+        answer = row.get("answer", row.get("ground_truth_answer"))
+        letters = [k for k, v in choices.items() if str(v).strip() == str(answer).strip()]
+        if len(letters) != 1:
+            raise SpatialctlError(f"{path}: row {n} answer {answer!r} is not exactly one of its choices")
+        items.append({
+            "id": str(row.get("id", n)), "question": row.get("question", ""),
+            "options": [f"{k}: {v}" for k, v in choices.items()], "answer": letters[0], "answer_type": "mc",
+            "task": str(row.get("question_type", "multiple-choice")), "scale": None, "family": None,
+        })
     return items
 
 
+def load_items(path: str | Path, layout: str = "auto") -> tuple[list[dict], str]:
+    """Ground-truth items of a benchmark file and its layout. `layout` "auto" detects it from the records;
+    a declared layout that differs from the detected one is an error (scoring a file by another benchmark's
+    rules gives a wrong number without any other sign)."""
+    path = Path(path)
+    if layout not in LAYOUTS:
+        raise SpatialctlError(f"{path}: unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    rows = qa_format.read_rows(path)
+    if not rows:
+        raise SpatialctlError(f"{path}: no records")
+    return items_from_rows(rows, path, layout, carried=False)
+
+
+def items_from_rows(rows: list[dict], path: str | Path, layout: str = "auto", *, carried: bool = True
+                    ) -> tuple[list[dict], str]:
+    """Items and layout of `rows`; `carried`: the rows are prediction lines that carry the truth along."""
+    try:
+        detected = detect_layout(rows, path)
+    except SpatialctlError:
+        if layout == "auto":
+            raise
+        detected = layout  # records that mark no layout: the declared bench's reader checks its own fields
+    if layout not in ("auto", detected):
+        raise SpatialctlError(f"{path}: records are in the {detected} layout, not {layout} as --bench says")
+    reader = {"vsibench": _from_vsibench, "dsr": _from_dsr, "spacevista": _from_spacevista, "vlm4d": _from_vlm4d,
+              "ours": _from_ours_rows if carried else lambda _rows, p: _from_ours(Path(p))}[detected]
+    try:
+        items = reader(rows, path)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SpatialctlError(f"{path}: not {detected} records ({type(e).__name__}: {e})") from None
+    ids = [it["id"] for it in items]
+    if len(set(ids)) != len(ids):
+        raise SpatialctlError(f"{path}: record ids are not unique")
+    return items, detected
+
+
+def _from_ours_rows(rows: list[dict], path: str | Path) -> list[dict]:
+    """Our records as carried in prediction lines (what `eval run` writes)."""
+    items = []
+    for n, row in enumerate(rows):
+        answer = row["answer"]
+        if row["answer_type"] == "number":
+            if not _is_number(answer):
+                raise SpatialctlError(f"{path}: row {n} answer {answer!r} is not a number")
+            answer = float(answer)
+        items.append({"id": str(row["id"]), "question": row.get("question", ""), "options": row.get("options"),
+                      "answer": answer, "answer_type": row["answer_type"], "task": row.get("type") or "all",
+                      "scale": row.get("scale"), "family": row.get("family")})
+    return items
+
+
+def _first_text(value: Any) -> Any:
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return value
+
+
+def _from_lmms_sample(row: dict) -> dict:
+    """One line of an lmms-eval ``--log_samples`` file as a flat prediction line: the benchmark's own record
+    (``doc``) with ``id`` (the record's, else ``doc_id``) and ``prediction`` (the filtered response)."""
+    doc = row["doc"]
+    resp = row.get("filtered_resps", row.get("resps"))
+    return {**doc, "id": doc.get("id", row.get("doc_id")), "prediction": _first_text(resp)}
+
+
 def read_predictions(path: str | Path) -> dict[str, dict]:
-    """Predictions JSONL (``{"id", "prediction", ...}`` per line) keyed by id; the last line for an id wins."""
+    """Predictions keyed by id; the last line for an id wins. Lines are ``{"id", "prediction", ...}`` (what
+    `eval run` writes, or any benchmark record with a ``prediction`` field, or ``response`` as VLM4D's
+    outputs name it), or lmms-eval ``--log_samples``
+    lines (``doc`` + ``filtered_resps``). An empty file, or one whose predictions are all blank, is an error:
+    it would score 0 without saying why."""
     path = Path(path)
     out: dict[str, dict] = {}
-    for n, row in enumerate(read_rows(path), 1):
-        if not isinstance(row, dict) or "id" not in row or "prediction" not in row:
+    for n, row in enumerate(qa_format.read_rows(path), 1):
+        if isinstance(row, dict) and isinstance(row.get("doc"), dict) and ("filtered_resps" in row or "resps" in row):
+            row = _from_lmms_sample(row)
+        if isinstance(row, dict) and "prediction" not in row and "response" in row:  # VLM4D's output files
+            row = {**row, "prediction": row["response"]}
+        if not isinstance(row, dict) or row.get("id") is None or "prediction" not in row:
             raise SpatialctlError(f"{path}: line {n} needs 'id' and 'prediction'")
         out[str(row["id"])] = row
+    if not out:
+        raise SpatialctlError(f"{path}: no predictions")
+    if all(not str(r["prediction"] or "").strip() for r in out.values()):
+        raise SpatialctlError(f"{path}: all {len(out)} predictions are blank")
     return out

@@ -31,9 +31,9 @@ def _pct(x: float) -> str:
 
 def qa_markdown(summary: dict) -> str:
     lines = [
-        f"# QA evaluation — {summary['bench']}",
+        f"# QA evaluation — {summary['bench']}" + (" (detected)" if summary.get("bench_source") == "detected" else ""),
         "",
-        f"Parser `{summary['parser']}`; overall = {summary['aggregation']}; "
+        f"Parser `{summary['parser']}` ({summary.get('parser_source', 'declared')}); overall = {summary['aggregation']}; "
         f"{int(round(100 * summary['ci_level']))}% bootstrap intervals ({summary['n_boot']} resamples).",
         "",
         "| task | metric | n | score | CI |",
@@ -51,6 +51,9 @@ def qa_markdown(summary: dict) -> str:
             lines += [f"| {k} | {v['n']} | {_pct(v['score'])} |" for k, v in summary[key].items()]
     if summary.get("n_missing"):
         lines += ["", f"{summary['n_missing']} items had no prediction and scored 0."]
+    if summary.get("n_unreadable"):
+        lines += ["", f"{summary['n_unreadable']} predictions gave no valid answer under the `{summary['parser']}` "
+                  "parser and scored 0 (see `--parser auto` for reasoning replies)."]
     return "\n".join(lines) + "\n"
 
 
@@ -91,7 +94,18 @@ def write_qa_report(summary: dict, out_dir: Path, plots: bool = True) -> list[st
 
 def geometry_markdown(summary: dict) -> str:
     lines = [f"# Geometry evaluation — {summary['estimate']}", "", f"Ground truth: `{summary['gt']}` "
-             f"({summary['gt_kind']}); {summary['n_frames']} frames associated.", ""]
+             f"({summary['gt_kind']}); {summary['n_frames']} frames associated "
+             f"{summary.get('association', '')}.", ""]
+    rpe = (summary.get("trajectory") or {}).get("rpe")
+    if rpe:
+        pairs = "all pairs" if rpe["all_pairs"] else "consecutive pairs"
+        lines += [f"RPE: delta {rpe['delta']:g} {rpe['delta_unit']}, {pairs} ({rpe['n_pairs']}).", ""]
+    if summary.get("depth"):
+        d = summary["depth"]
+        lines += [f"Depth: {d['align']} alignment, {d['averaging']}, {d['min_depth']:g} < gt < "
+                  f"{d['max_depth'] if d['max_depth'] is not None else 'inf'}, crop {d['crop']}.", ""]
+    if summary.get("pointcloud"):
+        lines += [f"Chamfer = {summary['pointcloud']['chamfer_form']}.", ""]
     lines += ["| metric | value |", "|---|---:|"]
     for section in ("trajectory", "depth", "pointcloud"):
         for k, v in (summary.get(section) or {}).items():

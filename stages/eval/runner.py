@@ -135,8 +135,8 @@ def vsibench_records(qa_path: str, videos: str) -> list[qa_format.QARecord]:
     records whose video is VIDEOS/<dataset>/<scene_name>.mp4 (the layout lmms-eval's vsibench task reads)."""
     from spatialctl.stages.eval import benches
 
-    rows = benches.read_rows(qa_path)
-    items = benches.load_items(qa_path, "vsibench")
+    rows = qa_format.read_rows(qa_path)
+    items, _ = benches.load_items(qa_path, "vsibench")
     records = []
     for n, (row, item) in enumerate(zip(rows, items, strict=True)):
         if not row.get("dataset") or not row.get("scene_name"):

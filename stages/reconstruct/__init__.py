@@ -3,7 +3,8 @@
 Per input: sample frames, resize/crop to the checkpoint's resolution, encode each frame once, run the decoders on
 the scene graph's pairs, align all pairwise pointmaps globally (``align.py``, ours), optionally fix the metric
 scale with Depth Pro, and write frames, timestamps, intrinsics, cam2world, depth, conf and world pointmaps (plus
-encoder features when asked) atomically; then the requested exports.
+encoder features when asked) atomically; then the requested exports. ``--backend pi3|pi3x`` replaces the pairs and
+the alignment by feed-forward windows (``feedforward.py``) and writes the same store.
 
 Output location (``output_for``): ``--out`` ending in ``.zarr`` is the store itself (one input); otherwise it is a
 folder holding ``<input stem>.zarr`` per input; without ``--out``, the store goes beside the input.
@@ -30,6 +31,7 @@ from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.export import parse_formats
 
+from . import feedforward
 from .align import AlignConfig, global_align
 from .frames import input_stem, load_frames
 from .graph import choose_graph, make_pairs, parse_scene_graph
@@ -37,6 +39,7 @@ from .graph import choose_graph, make_pairs, parse_scene_graph
 STAGE = "reconstruct"
 DEFAULT_MODEL = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
 DEFAULT_MAX_FRAMES = 64  # a long video is sampled down to this many frames, spread over it
+DEFAULT_MODELS = {"dust3r": DEFAULT_MODEL, "pi3": "yyfz233/Pi3", "pi3x": "yyfz233/Pi3X"}
 log = logging.getLogger("spatialctl.reconstruct")
 DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -45,7 +48,16 @@ DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.fl
 class ReconstructConfig:
     out: str | None = opt(None, "A .zarr store (one input) or a folder for <stem>.zarr per input. Default: beside "
                           "each input.", runtime=True, show_default=False)
-    model: str = opt(DEFAULT_MODEL, "DUSt3R checkpoint: hub id, folder (config.json + model.safetensors) or .pth file.")
+    model: str | None = opt(None, "Checkpoint: hub id, folder or file (DUSt3R: config.json + model.safetensors or "
+                            ".pth; pi3/pi3x: model.safetensors). Default: naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt, "
+                            "yyfz233/Pi3 or yyfz233/Pi3X by --backend.", show_default=False)
+    backend: str = opt("dust3r", "dust3r (pairs + global alignment), pi3 or pi3x (feed-forward over all frames).",
+                       choices=feedforward.BACKENDS)
+    window: int = opt(64, "pi3/pi3x: frames per network pass; longer inputs run in overlapping windows aligned by "
+                      "Sim(3).")
+    overlap: int = opt(8, "pi3/pi3x: frames each window shares with the previous one.")
+    poses: str | None = opt(None, "pi3x: known cam2world poses (.npy, N x 4 x 4, OpenCV, one per sampled frame); a "
+                            "network condition, kept in the store.", show_default=False)
     scene_graph: str = opt("auto", "Pairs: auto (complete up to 20 frames, else logwin-5), complete, swin-K, "
                            "logwin-K, oneref-I; window graphs also as swin-K-noncyclic.")
     fps: float | None = opt(None, "Videos: sample frames at this rate (default: every frame). Image folders: the "
@@ -68,14 +80,15 @@ class ReconstructConfig:
     lr: float = opt(0.01, "Global alignment learning rate.")
     shared_focal: bool = opt(False, "One focal length for all frames (a single camera without zoom). Default: off.")
     intrinsics: tuple[float, float, float, float] | None = opt(
-        None, "Known intrinsics fx,fy,cx,cy in pixels of the input frames; kept fixed. Default: estimated.",
+        None, "Known intrinsics fx,fy,cx,cy in pixels of the input frames; kept fixed (pi3x: also a network "
+        "condition). Default: estimated.",
         parse=lambda text: parse_intrinsics(text, "--intrinsics"), show_default=False)
-    metric_scale: str = opt("none", "none (relative scale) or depthpro (rescale to metres with Depth Pro).",
-                            choices=("none", "depthpro"))
+    metric_scale: str = opt("none", "none (relative scale), depthpro (rescale to metres with Depth Pro; dust3r) or "
+                            "pi3x (Pi3X's own metric scale).", choices=("none", "depthpro", "pi3x"))
     depthpro_model: str = opt("apple/DepthPro-hf", "Depth Pro checkpoint for --metric-scale depthpro: hub id or "
                               "folder.")
-    store_features: bool = opt(False, "Also store the encoder's per-frame features (float16) for train-gsm. "
-                               "Default: off.")
+    store_features: bool = opt(False, "Also store per-frame features (float16) for train-gsm: DUSt3R's encoder "
+                               "tokens, π³'s decoder output. Default: off.")
     export: tuple[str, ...] = opt((), "Comma list of ply, colmap, nerfstudio written to <store stem>_export/. "
                                   "Default: none.", parse=lambda text: tuple(parse_formats(text)), runtime=True,
                                   show_default=False)
@@ -109,6 +122,7 @@ class ReconstructConfig:
             raise UsageError(f"--niter {self.niter} --lr {self.lr}: need niter >= 0 and lr > 0")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be >= 1")
+        feedforward.check_config(self)
 
 
 def output_for(input: str, out: str | None) -> str:
@@ -123,14 +137,27 @@ class _Models:
 
     def __init__(self, config: ReconstructConfig, device: torch.device):
         self.config, self.device = config, device
-        self._dust3r = self._depthpro = None
+        self._dust3r = self._depthpro = self._pi3 = None
+
+    @property
+    def name(self) -> str:
+        return self.config.model or DEFAULT_MODELS[self.config.backend]
 
     def dust3r(self):
         if self._dust3r is None:
             from spatialctl.models.dust3r_loading import load_dust3r
 
-            self._dust3r = load_dust3r(self.config.model, device=self.device)
+            self._dust3r = load_dust3r(self.name, device=self.device)
         return self._dust3r
+
+    def pi3(self):
+        if self._pi3 is None:
+            from spatialctl.models.pi3 import load_model
+
+            # Pi3X's condition branches (a second DINOv2) are built only when a condition is given.
+            conditioned = self.config.intrinsics is not None or self.config.poses is not None
+            self._pi3 = load_model(self.name, self.config.backend, self.device, conditioned=conditioned)
+        return self._pi3
 
     def depthpro(self):
         if self._depthpro is None:
@@ -148,7 +175,8 @@ def preflight_models(config: ReconstructConfig) -> None:
     from spatialctl.hub import resolve_model_dir
     from spatialctl.models.dust3r_loading import resolve_checkpoint
 
-    resolve_checkpoint(config.model)
+    if config.backend == "dust3r":  # pi3/pi3x: run() checks their checkpoint
+        resolve_checkpoint(config.model or DEFAULT_MODELS["dust3r"])
     if config.metric_scale == "depthpro":
         resolve_model_dir(config.depthpro_model, option="--depthpro-model", what="Depth Pro model")
 
@@ -173,6 +201,9 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     frames, timestamps = sampled.frames, sampled.times
     if len(frames) < 2:
         raise SpatialctlError(f"{path}: {len(frames)} frame(s) after sampling; reconstruction needs at least 2")
+    if config.backend != "dust3r":
+        arrays, attrs, extra = _reconstruct_feedforward(path, frames, timestamps, config, models)
+        return arrays, attrs, {**extra, "source": _source(path, sampled)}
     model, dcfg = models.dust3r()
     pre = preprocess(frames, network_size(config, dcfg), patch_size=dcfg.patch_size)
     images = pre.images
@@ -231,11 +262,15 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
         "original_size": list(pre.orig_hw),
         "metric_scale_factor": factor,
         "scene_graph": graph,
-        "source": {"path": str(Path(path).resolve()), "frames_total": sampled.total,
-                   "frames_declared": sampled.declared, "truncated": sampled.truncated,
-                   "kind": "images" if Path(path).is_dir() else "video"},
+        "source": _source(path, sampled),
     }
     return arrays, attrs, extra
+
+
+def _source(path: str, sampled) -> dict:
+    """What the store was made from (its fingerprint is added with the provenance), for later stages to find."""
+    return {"path": str(Path(path).resolve()), "frames_total": sampled.total, "frames_declared": sampled.declared,
+            "truncated": sampled.truncated, "kind": "images" if Path(path).is_dir() else "video"}
 
 
 def plan_line(path: str, sampled, config: ReconstructConfig, graph: str, n_pairs: int, hw: tuple[int, int],
@@ -253,6 +288,28 @@ def plan_line(path: str, sampled, config: ReconstructConfig, graph: str, n_pairs
     gib = (preds + align + weights) / 2**30
     return (f"{path}: plan: {n} of {sampled.total} frames ({why}), scene graph {graph}: {n_pairs} pairs, "
             f"network {w}x{h}, estimated peak memory {gib:.2f} GiB beyond the torch runtime")
+
+
+def _reconstruct_feedforward(path, frames, timestamps, config, models):
+    import sys
+
+    from tqdm import tqdm
+
+    device = models.device
+    autocast = DTYPES[config.dtype]
+    if autocast == "auto":
+        autocast = torch.bfloat16 if device.type == "cuda" else None
+    known = intrinsics_matrix(*config.intrinsics) if config.intrinsics is not None else None
+    poses = feedforward.load_known_poses(config.poses) if config.poses is not None else None
+    bar = None if config.quiet else (lambda spans: tqdm(spans, desc=f"{config.backend} windows", unit="window",
+                                                        file=sys.stderr, dynamic_ncols=True))
+    try:
+        arrays, attrs, extra = feedforward.reconstruct(frames, timestamps, config, models.pi3(), device, autocast,
+                                                       known, bar, poses)
+    except SpatialctlError as e:
+        raise SpatialctlError(f"{path}: {e}") from None
+    attrs["world_up"] = estimate_world_up(arrays["cam2world"])
+    return arrays, attrs, extra
 
 
 def write_item(path: str, output: str, config: ReconstructConfig, models: _Models,
@@ -274,6 +331,10 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
         raise UsageError(f"--out {config.out}: one store for {len(paths)} inputs; give a folder instead")
     models = _Models(config, resolve_device(config.device))
     preflight_models(config)
+    if config.backend != "dust3r":  # a wrong or missing checkpoint fails here, before any input is read
+        from spatialctl.models.pi3 import check_checkpoint
+
+        check_checkpoint(models.name, config.backend)
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
     if config.export:
         for item in items:

@@ -1,8 +1,12 @@
-"""track: open-vocabulary objects, SAM 2 video masks and 3D trajectories, as a scene store's ``tracks`` group.
+"""track: open-vocabulary objects, video masks and 3D trajectories, as a scene store's ``tracks`` group.
 
-Per scene: Grounding DINO (or OWLv2) boxes on keyframes prompt SAM 2 video masks, propagated forward and backward
-(``propagate``); tracklets of one physical object are joined by mask IoU and 3D motion (``associate``); each
-object's masks are lifted onto the world pointmap (``lift``) for centroids, boxes, velocities and a moving flag.
+Per scene, one of two backends finds objects and their masks in every frame:
+- ``gdino-sam2``: Grounding DINO (or OWLv2) boxes on keyframes prompt SAM 2 video masks, propagated forward and
+  backward (``propagate``);
+- ``sam3``: SAM 3 with every label as a text prompt, detecting and tracking in one model, in chunks (``sam3``).
+Then tracklets of one physical object are joined by mask IoU and 3D motion (``associate``); each object's masks are
+lifted onto the world pointmap (``lift``) for centroids, boxes, velocities and a moving flag. ``--labels auto``
+proposes each scene's labels from its frames first (``tagger``).
 
 One scene store is one item; its output is ``<store>/tracks``, written atomically. A rerun with the same config
 skips finished stores before any model is loaded.
@@ -22,9 +26,11 @@ from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 
 from .associate import AssociationConfig, merge_tracklets
-from .detect import DETECTORS, Detector, parse_labels
+from .detect import AUTO, DETECTORS, Detector, parse_labels
 from .lift import LiftConfig, lift_tracks
 from .propagate import DEFAULT_SAM2, Segmenter, Tracklet, track_video
+
+BACKENDS = ("gdino-sam2", "sam3")
 
 STAGE = "track"
 log = logging.getLogger("spatialctl.track")
@@ -32,8 +38,9 @@ log = logging.getLogger("spatialctl.track")
 
 @dataclass
 class TrackConfig:
-    labels: list[str] = opt(help="Comma-separated object names, e.g. \"person,car,cup\". Default: a built-in "
-                            "vocabulary of common indoor/outdoor objects.", default_factory=list,
+    labels: list[str] = opt(help="Comma-separated object names, e.g. \"person,car,cup\", or \"auto\" to have CLIP "
+                            "propose each scene's labels. Default: a built-in vocabulary of common indoor/outdoor "
+                            "objects.", default_factory=list,
                             parse=lambda text: parse_labels(text, None), show_default=False)
     labels_file: str | None = opt(None, "File of object names, one per line (or comma-separated). Default: none.",
                                   runtime=True, show_default=False)  # read into `labels` by validate()
@@ -48,6 +55,20 @@ class TrackConfig:
     nms_iou: float = 0.5
     match_iou: float = 0.5  # a keyframe detection is a known object above this mask IoU
     max_detections: int = 20  # per keyframe
+    backend: str = opt("gdino-sam2", "Object finder: gdino-sam2 (detector boxes on keyframes prompt SAM 2 video "
+                       "masks) or sam3 (SAM 3, each label a text prompt, detection and tracking in one model).",
+                       choices=BACKENDS)
+    sam3_model: str | None = opt(None, "SAM 3 video model: hub id (already downloaded) or local folder. "
+                                 "Default: facebook/sam3.", show_default=False)
+    sam3_threshold: float | None = opt(None, "SAM 3: detection score needed to report or start an object. "
+                                       "Default: the checkpoint's (0.5 to report, 0.7 to start).", show_default=False)
+    chunk_frames: int = opt(64, "SAM 3: frames per session; objects carry into the next chunk with their last "
+                            "mask, so memory follows the chunk, not the video.")
+    tagger_model: str | None = opt(None, "--labels auto: CLIP model that picks each scene's labels from a fixed "
+                                   "vocabulary. Default: openai/clip-vit-base-patch32.", show_default=False)
+    auto_max_labels: int = opt(8, "--labels auto: at most this many labels per scene.")
+    auto_min_score: float = opt(0.05, "--labels auto: keep a label whose best frame gives it at least this "
+                                "probability over the vocabulary (the top label is always kept).")
     lift: LiftConfig = field(default_factory=LiftConfig)
     association: AssociationConfig = field(default_factory=AssociationConfig)
     device: str = device_opt()
@@ -63,9 +84,15 @@ class TrackConfig:
             self.labels, self.labels_file = parse_labels(None, self.labels_file), None
         if self.keyframe_every < 1:
             raise UsageError(f"--keyframe-every {self.keyframe_every}: need at least 1")
-        for name in ("box_threshold", "text_threshold"):
+        for name in ("box_threshold", "text_threshold", "auto_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a value in [0, 1]")
+        if self.chunk_frames < 2:
+            raise UsageError(f"--chunk-frames {self.chunk_frames}: need at least 2 (chunks overlap by a frame)")
+        if self.sam3_threshold is not None and not 0.0 <= self.sam3_threshold <= 1.0:
+            raise UsageError(f"--sam3-threshold {self.sam3_threshold}: expected a value in [0, 1]")
+        if self.auto_max_labels < 1:
+            raise UsageError(f"--auto-max-labels {self.auto_max_labels}: need at least 1")
 
 
 def output_for(input: str, out: str | None = None) -> str:
@@ -96,36 +123,81 @@ class PackedMasks:
 
 
 class _Models:
-    """Detector and segmenter, loaded on the first item that needs work and shared by the rest."""
+    """The backend's models (and the tagger for ``--labels auto``), loaded on the first item that needs work and
+    shared by the rest."""
 
     def __init__(self, config: TrackConfig):
         self.config = config
+        self.loaded = False
         self.detector: Detector | None = None
         self.segmenter: Segmenter | None = None
+        self.sam3 = None
+        self.tagger = None
 
-    def get(self) -> tuple[Detector, Segmenter]:
-        if self.detector is None:
-            c = self.config
-            if c.quiet:
-                from transformers.utils import logging as hf_logging
+    def load(self) -> _Models:
+        if self.loaded:
+            return self
+        c = self.config
+        if c.quiet:
+            from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()
-            device = str(resolve_device(c.device))
-            self.detector = Detector(c.detector, c.detector_model, c.labels or parse_labels(None, None), device,
-                                     c.box_threshold, c.text_threshold, c.nms_iou, c.max_detections)
+            hf_logging.disable_progress_bar()
+        device = str(resolve_device(c.device))
+        labels = parse_labels(None, None) if not c.labels or c.labels == [AUTO] else c.labels
+        if c.backend == "sam3":
+            from .sam3 import Sam3Tracker
+
+            self.sam3 = Sam3Tracker(c.sam3_model, device, c.sam3_threshold)
+        else:
+            self.detector = Detector(c.detector, c.detector_model, labels, device, c.box_threshold,
+                                     c.text_threshold, c.nms_iou, c.max_detections)
             self.segmenter = Segmenter(c.sam2_model, device)
-        return self.detector, self.segmenter
+        if c.labels == [AUTO]:
+            from .tagger import Tagger
+
+            self.tagger = Tagger(c.tagger_model, device)
+        self.loaded = True
+        return self
+
+    def provenance(self) -> dict:
+        if self.sam3 is not None:
+            return {"backend": "sam3", "sam3_model": self.sam3.model_id, "kernels": self.sam3.kernels}
+        return {"backend": "gdino-sam2", "detector": self.detector.model_id, "sam2_model": self.segmenter.model_id}
 
 
-def track_scene(url: str, config: TrackConfig, detector: Detector, segmenter: Segmenter,
+def scene_labels(config: TrackConfig, models: _Models, frames, n: int) -> list[dict]:
+    """The scene's labels with where each came from: the user's list, the default vocabulary, or the tagger."""
+    if config.labels == [AUTO]:
+        picked = models.tagger.propose(lambda i: np.asarray(frames[i]), n, config.auto_max_labels,
+                                       config.auto_min_score)
+        log.info("proposed labels: %s", ", ".join(f"{lab} ({p:.2f})" for lab, p in picked))
+        return [{"label": lab, "source": "auto", "tagger": models.tagger.model_id, "score": p} for lab, p in picked]
+    if config.labels:
+        return [{"label": lab, "source": "user"} for lab in config.labels]
+    return [{"label": lab, "source": "default"} for lab in parse_labels(None, None)]
+
+
+def track_scene(url: str, config: TrackConfig, models: _Models,
                 progress: Callable = lambda x: x) -> tuple[dict[str, np.ndarray], dict]:
     """The ``tracks`` arrays and attrs for one scene store."""
     scene = store.open_scene(url)
     n, hw = scene.n_frames, scene.hw
     frames = scene.group["frames"]
-    segmenter.open(lambda i: np.asarray(frames[i]), n, hw)
-    tracklets = track_video(segmenter, lambda i: detector(np.asarray(frames[i])), n, hw, config.keyframe_every,
-                            config.match_iou, progress)
+    labels = scene_labels(config, models, frames, n)
+    names = [entry["label"] for entry in labels]
+    if config.backend == "sam3":
+        from .sam3 import track_video as sam3_video
+
+        tracklets = sam3_video(models.sam3, lambda i: np.asarray(frames[i]), n, hw, names, config.chunk_frames,
+                               progress)
+        found_by = "sam3"
+    else:
+        detector, segmenter = models.detector, models.segmenter
+        detector.set_labels(names)
+        segmenter.open(lambda i: np.asarray(frames[i]), n, hw)
+        tracklets = track_video(segmenter, lambda i: detector(np.asarray(frames[i])), n, hw, config.keyframe_every,
+                                config.match_iou, progress)
+        found_by = config.detector
     tracklets = [t for t in tracklets if t.masks.any()]
     geometry = _geometry(scene)
     packed = np.stack([t.masks for t in tracklets]) if tracklets else np.zeros((0, n, (hw[0] * hw[1] + 7) // 8), np.uint8)
@@ -137,13 +209,18 @@ def track_scene(url: str, config: TrackConfig, detector: Detector, segmenter: Se
         if len(set(groups)) < len(groups):  # some tracklets are one object: lift the joined masks again
             packed, tracklets = _merge(packed, tracklets, groups)
             lifted = lift_tracks(PackedMasks(packed, hw), **geometry, cfg=config.lift)
-    objects = [{"id": i, "label": t.label, "score": round(float(t.score), 4)} for i, t in enumerate(tracklets)]
+    objects = [{"id": i, "label": t.label, "score": round(float(t.score), 4), "found_by": found_by}
+               for i, t in enumerate(tracklets)]
+    lifted = dict(lifted)
+    completion = lifted.pop("completion")
+    for o, how in zip(objects, completion, strict=True):
+        o["completion"] = how
     arrays = {
         "masks": packed,
         **lifted,
         "score": np.array([t.score for t in tracklets], np.float32),
     }
-    return arrays, {"objects": objects}
+    return arrays, {"objects": objects, "labels": labels}
 
 
 def _geometry(scene) -> dict:
@@ -174,10 +251,8 @@ def _merge(packed: np.ndarray, tracklets: list[Tracklet], groups: list[int]) -> 
 
 def _work(item: jobs.Item, config: TrackConfig, models: _Models, progress: Callable) -> None:
     store.open_scene(item.input)  # bad input fails before any model loads
-    detector, segmenter = models.get()
-    arrays, attrs = track_scene(item.input, config, detector, segmenter, progress)
-    attrs["detector"] = detector.model_id
-    attrs["sam2_model"] = segmenter.model_id
+    arrays, attrs = track_scene(item.input, config, models.load(), progress)
+    attrs.update(models.provenance())
     store.write_group(item.input, "tracks", arrays, attrs, jobs.provenance(STAGE, config, [item.input]))
 
 

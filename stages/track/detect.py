@@ -20,6 +20,7 @@ from spatialctl.hub import resolve_model_dir
 log = logging.getLogger("spatialctl.track")
 
 DETECTORS = ("grounding-dino", "owlv2")
+AUTO = "auto"  # --labels auto: each scene's labels proposed by the tagger
 DEFAULT_MODELS = {"grounding-dino": "IDEA-Research/grounding-dino-tiny", "owlv2": "google/owlv2-base-patch16-ensemble"}
 # What spatial QA asks about most (DSR / VSI-Bench object classes), when no labels are given.
 DEFAULT_VOCABULARY = (
@@ -36,7 +37,8 @@ class Detection:
 
 
 def parse_labels(text: str | None, path: str | None) -> list[str]:
-    """Labels from a comma list or a file (one per line or comma separated); the default vocabulary if neither."""
+    """Labels from a comma list or a file (one per line or comma separated); the default vocabulary if neither;
+    ``[AUTO]`` for ``--labels auto``."""
     if text and path:
         raise UsageError("give --labels or --labels-file, not both")
     if path:
@@ -47,6 +49,8 @@ def parse_labels(text: str | None, path: str | None) -> list[str]:
             raise SpatialctlError(f"{path}: cannot read labels ({e.strerror})") from e
     if not text:
         return list(DEFAULT_VOCABULARY)
+    if not path and text.strip().lower() == AUTO:
+        return [AUTO]
     labels = []
     for part in text.split(","):
         label = " ".join(part.strip().lower().split())
@@ -110,7 +114,7 @@ class Detector:
 
         if kind not in DETECTORS:
             raise UsageError(f"--detector {kind!r}: expected one of {', '.join(DETECTORS)}")
-        self.kind, self.labels, self.device = kind, labels, device
+        self.kind, self.device = kind, device
         self.model_id = model_id or DEFAULT_MODELS[kind]
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self.nms_iou, self.max_detections = nms_iou, max_detections
@@ -120,8 +124,13 @@ class Detector:
             self.model = AutoModelForZeroShotObjectDetection.from_pretrained(local).to(device).eval()
         except OSError as e:
             raise _missing_model(self.model_id, e) from e
-        if kind == "grounding-dino":
-            self.prompt = " . ".join(labels) + " ."
+        self.set_labels(labels)
+
+    def set_labels(self, labels: list[str]) -> None:
+        """The names to detect (a scene's own labels under ``--labels auto``)."""
+        self.labels = list(labels)
+        if self.kind == "grounding-dino":
+            self.prompt = " . ".join(self.labels) + " ."
             self.spans = self._label_spans()
 
     def _label_spans(self) -> list[list[int]]:

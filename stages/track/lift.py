@@ -51,6 +51,11 @@ class LiftConfig:
     smooth_window: int = 5  # frames, centred moving average of centroids before differencing
     moving_rel_scene: float = 0.02  # moving when the centroid wanders more than 2% of the scene depth ...
     moving_rel_size: float = 0.25  # ... and more than a quarter of the object's size
+    # Amodal completion: a sphere or upright cylinder fitted to the visible surface replaces the visible extents
+    # when its points lie within this RMS distance of the surface (fraction of the radius) ...
+    primitive_rms: float = 0.03
+    # ... and its diameter matches the widest horizontal span of the points within this fraction.
+    primitive_span: float = 0.1
 
 
 def gravity_basis(world_up) -> np.ndarray:
@@ -235,6 +240,111 @@ def velocities(centroids: np.ndarray, visible: np.ndarray, timestamps: np.ndarra
     return out
 
 
+def fit_sphere(pts: np.ndarray, iters: int = 10) -> tuple[np.ndarray, float, float]:
+    """Least-squares sphere through points: (centre, radius, RMS distance / radius). An algebraic fit starts
+    Gauss-Newton on the geometric distances (the algebraic fit alone is biased on a cap)."""
+    mean = pts.mean(axis=0)
+    c, r = _algebraic_ball(pts - mean)
+    return (*_refine_ball(pts - mean, c, r, iters, mean),)
+
+
+def fit_circle(xy: np.ndarray, iters: int = 10) -> tuple[np.ndarray, float, float]:
+    """Least-squares circle through 2D points, as :func:`fit_sphere`."""
+    mean = xy.mean(axis=0)
+    c, r = _algebraic_ball(xy - mean)
+    return (*_refine_ball(xy - mean, c, r, iters, mean),)
+
+
+def _algebraic_ball(p: np.ndarray) -> tuple[np.ndarray, float]:
+    a = np.concatenate([2.0 * p, np.ones((len(p), 1))], axis=1)
+    sol = np.linalg.lstsq(a, (p * p).sum(axis=1), rcond=None)[0]
+    c = sol[:-1]
+    return c, float(np.sqrt(max(sol[-1] + c @ c, 1e-24)))
+
+
+def _refine_ball(p, c, r, iters, mean):
+    for _ in range(iters):
+        d = p - c
+        dist = np.maximum(np.linalg.norm(d, axis=1), 1e-12)
+        jac = np.concatenate([-d / dist[:, None], -np.ones((len(p), 1))], axis=1)
+        try:  # normal equations: a (D+1) x (D+1) system, however many points
+            step = np.linalg.solve(jac.T @ jac, -(jac.T @ (dist - r)))
+        except np.linalg.LinAlgError:
+            break
+        c, r = c + step[:-1], r + float(step[-1])
+        if np.linalg.norm(step) < 1e-7 * max(abs(r), 1e-12):
+            break
+    rms = float(np.sqrt(np.mean((np.linalg.norm(p - c, axis=1) - r) ** 2)))
+    return c + mean, abs(r), rms / max(abs(r), 1e-12)
+
+
+def horizontal_span(h: np.ndarray, directions: int = 90) -> float:
+    """Widest extent of a 2D point set over ``directions`` evenly spaced directions (its diameter, to within
+    1 - cos(pi / 2 directions), 0.015% for 90)."""
+    a = np.linspace(0.0, np.pi, directions, endpoint=False)
+    proj = h @ np.stack([np.cos(a), np.sin(a)])
+    return float(np.max(proj.max(axis=0) - proj.min(axis=0))) if len(h) else 0.0
+
+
+@dataclass
+class Primitive:
+    """A closed shape fitted to an object's visible surface: its gravity-frame centre (e1, e2, up) and half sizes
+    (horizontal radius, up)."""
+
+    kind: str  # "sphere" | "cylinder"
+    centre: np.ndarray  # (3,) in gravity-frame coordinates
+    radius: float
+    half_up: float
+    rms: float  # RMS distance of the points to the surface / radius
+
+
+def fit_primitive(pts: np.ndarray, basis: np.ndarray, bottom: float, cfg: LiftConfig, kinds=("sphere", "cylinder")):
+    """The best of a sphere and an upright cylinder fitted to world points, or None when neither explains them.
+
+    The points of a face seen from one side only fix the object when a closed shape fits them: a sphere's cap gives
+    its centre, the curved side of an upright cylinder its axis. A fit counts when the points lie on its surface
+    (``primitive_rms``) and its diameter is the points' widest horizontal span (``primitive_span``; a flat face
+    fits a huge sphere closely, but not its span). ``bottom`` is the up-coordinate the cylinder reaches (its
+    support, when snapped)."""
+    found = fit_primitives(pts, basis, bottom, cfg, kinds)
+    return min(found.values(), key=lambda p: p.rms) if found else None
+
+
+def fit_primitives(pts: np.ndarray, basis: np.ndarray, bottom: float, cfg: LiftConfig,
+                   kinds=("sphere", "cylinder")) -> dict[str, Primitive]:
+    """Every primitive of ``kinds`` that explains the points (see :func:`fit_primitive`), by kind."""
+    if len(pts) < 20:
+        return {}
+    pts = pts[:: max(1, len(pts) // 2000)]  # a fit needs no more; keeps the cost flat
+    g = pts @ basis.T
+    span = horizontal_span(g[:, :2])
+    found = {}
+    if "sphere" in kinds:
+        c, r, rms = fit_sphere(g)
+        if rms <= cfg.primitive_rms and abs(2 * r - span) <= cfg.primitive_span * 2 * r:
+            found["sphere"] = Primitive("sphere", c, r, r, rms)
+    top = float(g[:, 2].max())
+    side = g[:, 2] < top - 0.05 * (top - bottom)  # the top cap lies inside the circle: fit the side only
+    if "cylinder" in kinds and side.sum() >= 20 and top > bottom:
+        c2, r, rms = fit_circle(g[side, :2])
+        if rms <= cfg.primitive_rms and abs(2 * r - span) <= cfg.primitive_span * 2 * r:
+            found["cylinder"] = Primitive("cylinder", np.array([c2[0], c2[1], (top + bottom) / 2]), r,
+                                          (top - bottom) / 2, rms)
+    return found
+
+
+def primitive_boxes(prim: Primitive, basis: np.ndarray, frame: np.ndarray, yaw: float):
+    """(centre in world, aabb (6,), schema box (7,)) of a fitted primitive; its box keeps the footprint's yaw (a round
+    footprint has none of its own)."""
+    centre = basis.T @ prim.centre
+    up = basis[2]
+    # An upright cylinder's extent along world axis k: its axis' share of the half height plus the disc's.
+    half = np.full(3, prim.radius) if prim.kind == "sphere" else \
+        np.abs(up) * prim.half_up + prim.radius * np.sqrt(np.clip(1.0 - up ** 2, 0.0, 1.0))
+    size = np.array([2 * prim.radius, 2 * prim.radius, 2 * prim.half_up])
+    return centre, np.concatenate([centre - half, centre + half]), np.concatenate([centre, size, [yaw]])
+
+
 @dataclass
 class _Obs:
     """One object in one frame."""
@@ -276,7 +386,9 @@ def lift_tracks(masks, depth, conf, pointmaps, cam2world, timestamps, world_up, 
     masks: (O, N, H, W) bool, or any object where ``masks[:, n]`` gives frame n's (O, H, W) masks.
     depth, conf: (N, H, W); pointmaps: (N, H, W, 3); frame-indexable (numpy or zarr). cam2world: (N, 4, 4).
     Returns ``visible`` (O, N), ``centroid`` (O, N, 3), ``box`` (O, N, 7), ``aabb`` (O, N, 6), ``velocity``
-    (O, N, 3), ``moving`` (O,), as float32/bool with NaN where not visible.
+    (O, N, 3), ``moving`` (O,), as float32/bool with NaN where not visible, and ``completion``: per object how its
+    hidden side was completed ("sphere", "cylinder": a fitted primitive; "extent": visible extents grown to the
+    size seen over frames; "none": never visible).
     """
     cfg = cfg or LiftConfig()
     n_obj, n_frames = int(masks.shape[0]), int(masks.shape[1])
@@ -324,6 +436,7 @@ def lift_tracks(masks, depth, conf, pointmaps, cam2world, timestamps, world_up, 
         "aabb": np.full((n_obj, n_frames, 6), np.nan),
         "velocity": np.full((n_obj, n_frames, 3), np.nan),
         "moving": np.zeros(n_obj, bool),
+        "completion": ["none"] * n_obj,
     }
     ts = np.asarray(timestamps, dtype=np.float64)
     for o in range(n_obj):
@@ -336,7 +449,8 @@ def lift_tracks(masks, depth, conf, pointmaps, cam2world, timestamps, world_up, 
         out["velocity"][o] = velocities(out["centroid"][o], vis, ts, cfg.smooth_window)
         if not out["moving"][o]:
             out["velocity"][o][vis] = 0.0
-    return {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in out.items()}
+    return {k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype == np.float64 else v)
+            for k, v in out.items()}
 
 
 def _lift_object(o: int, frames: list[int], obs: list[_Obs], cam_pos, basis, cfg: LiftConfig, scene_scale: float,
@@ -359,6 +473,14 @@ def _lift_object(o: int, frames: list[int], obs: list[_Obs], cam_pos, basis, cfg
         b_lo, b_hi = complete_extents(ob.b_lo, ob.b_hi, b_size, ob.frame @ cam_pos[n])
         out["box"][o, n] = box_vector(ob.frame, ob.yaw, b_lo, b_hi)
         out["centroid"][o, n] = (lo + hi) / 2  # one frame's yaw is too unsure for the box centre
+    # Amodal completion: where the frames showing the object whole fit a sphere or an upright cylinder, the fitted
+    # shape's centre and box replace the visible extents completed to a size (which miss a side no frame shows).
+    kind, fits = _frame_primitives(obs, whole, basis, cfg)
+    out["completion"][o] = kind or "extent"
+    for i, prim in fits.items():
+        n = frames[i]
+        out["centroid"][o, n], out["aabb"][o, n], out["box"][o, n] = primitive_boxes(prim, basis, obs[i].frame,
+                                                                                     obs[i].yaw)
     # Moving or static, from how far the completed centroids wander around their median: over the frames that
     # show the object whole when they are enough and spread over its time in view, else over all.
     trusted = [frames[i] for i in whole]
@@ -406,11 +528,29 @@ def _lift_object(o: int, frames: list[int], obs: list[_Obs], cam_pos, basis, cfg
     if up_axis is not None and up_axis[1] > 0:
         k = up_axis[0]
         lo[k] = snap_to_support(lo[k], hi[k], support, cfg.support_gap, _horizontal(b_lo, b_hi))
-    # Sides no frame saw (a static camera) are completed with the per-frame size estimate.
+    # Sides no frame saw (a static camera) are completed with the per-frame size estimate, or the pool's primitive.
     lo, hi = complete_extents(lo, hi, a_size, np.mean(cam_pos[frames], axis=0))
+    prim = fit_primitives(pool, basis, b_lo[2], cfg, (kind,)).get(kind) if kind else None
+    if prim is not None:
+        centre, aabb, box = primitive_boxes(prim, basis, frame, yaw)
+        out["aabb"][o, frames], out["box"][o, frames], out["centroid"][o, frames] = aabb, box, centre
+        return
+    out["completion"][o] = "extent"
     out["aabb"][o, frames] = np.concatenate([lo, hi])
     out["box"][o, frames] = box_vector(frame, yaw, b_lo, b_hi)
     out["centroid"][o, frames] = out["box"][o, frames[0], :3]
+
+
+def _frame_primitives(obs: list[_Obs], whole: list[int], basis, cfg: LiftConfig) -> tuple[str | None, dict]:
+    """The primitive kind that at least half of the whole frames fit (the most often fitted; ties: the closer
+    fit), and its fit per frame that has one."""
+    per_frame = {i: fit_primitives(obs[i].points, basis, obs[i].b_lo[2], cfg) for i in whole}
+    counts = {k: [f[k].rms for f in per_frame.values() if k in f] for k in ("sphere", "cylinder")}
+    counts = {k: v for k, v in counts.items() if 2 * len(v) >= len(whole) and v}
+    if not counts:
+        return None, {}
+    kind = max(counts, key=lambda k: (len(counts[k]), -float(np.median(counts[k]))))
+    return kind, {i: f[kind] for i, f in per_frame.items() if kind in f}
 
 
 def _anchor_nearest(lo, hi, size, predicted, own) -> np.ndarray:
