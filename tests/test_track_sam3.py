@@ -18,7 +18,7 @@ from track_models import build_clip, build_sam3_video
 from spatialctl import store
 from spatialctl.stages.synth import SynthConfig, generate
 from spatialctl.stages.track import PackedMasks
-from spatialctl.stages.track.sam3 import LazyFrames, Sam3Tracker, _Live, track_video
+from spatialctl.stages.track.sam3 import LazyFrames, Sam3Tracker, _Live, preprocess_frame, track_video
 from spatialctl.stages.track.tagger import TEMPLATE, VOCABULARY, Tagger
 
 LABELS = ["cup", "ball"]
@@ -79,7 +79,7 @@ def test_seed_feeds_masks_back(sam3_model, truth):
     low = tracker.model.low_res_mask_size
     logits = F.interpolate(torch.from_numpy(masks[:2]).float()[:, None], size=(low, low), mode="nearest")[:, 0]
     logits = logits * 20 - 10
-    session = tracker.session(LazyFrames(lambda i: truth.scene_arrays["frames"][i], 6, tracker.size), (64, 96),
+    session = tracker.session(LazyFrames(lambda i: truth.scene_arrays["frames"][i], 6, tracker.size, preprocess_frame), (64, 96),
                               LABELS)
     with torch.inference_mode():
         tracker.seed(session, 2, {5: _Live("ball", 0.9, logits[0], 0, 30, []),
@@ -125,8 +125,8 @@ def test_sam3_missing_model_fails_fast(synth_scene, cli, tmp_path):
         result = cli("track", synth_scene, "--backend", "sam3", "--sam3-model", missing, "--labels", "cup",
                      "--overwrite", "--quiet")
         assert time.perf_counter() - start < 2.0
-        assert result.exit_code == 1
-        assert "huggingface-cli download facebook/sam3" in result.output
+        assert result.exit_code == 2  # checked before any work, as for the gdino-sam2 models
+        assert missing in result.output and "huggingface-cli download" in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
 
 
