@@ -100,9 +100,15 @@ def output_for(input: str, out: str | None = None) -> str:
 
 
 def preflight_models(config: TrackConfig) -> None:
-    """Both models must be on local disk (or in the hub cache) before any work: no downloads, no retries."""
+    """The backend's models must be on local disk (or in the hub cache) before any work: no downloads, no
+    retries."""
     from spatialctl.hub import resolve_model_dir
 
+    if config.backend == "sam3":
+        from .sam3 import DEFAULT_SAM3
+
+        resolve_model_dir(config.sam3_model or DEFAULT_SAM3, option="--sam3-model", what="SAM 3 model")
+        return
     from .detect import DEFAULT_MODELS
     from .propagate import DEFAULT_SAM2
 
