@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import __version__, camera, jobs
+from spatialctl.camera import gravity_basis
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt
 from spatialctl.errors import SpatialctlError, UsageError
-from spatialctl.visual import SceneView, box_rotation, gravity_basis, object_colour, open_view
+from spatialctl.visual import SceneView, box_rotation, object_colour, open_view
 
 log = logging.getLogger("spatialctl.view")
 

@@ -23,6 +23,7 @@ import torch
 
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.models.dust3r import Dust3r, Dust3rConfig
+from spatialctl.models.weights import load_state
 
 DEFAULT_DUST3R = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
 PTH_URL = "https://download.europe.naverlabs.com/ComputerVision/DUSt3R/{name}.pth"
@@ -143,17 +144,6 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         raise UsageError(_missing_message(name)) from None
 
 
-def _load_strict(model: Dust3r, state: dict, source: str) -> None:
-    result = model.load_state_dict(state, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
-    if result.unexpected_keys:
-        problems.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
-    if problems:
-        raise SpatialctlError(f"{source}: weights do not match the config: " + ", ".join(problems))
-
-
 def load_pth(path: Path) -> tuple[dict, Dust3rConfig]:
     """(state_dict, config) from Naver's ``.pth`` form, without unpickling arbitrary objects."""
     try:
@@ -201,7 +191,7 @@ def load_dust3r(name_or_path: str | Path = DEFAULT_DUST3R, device: str | torch.d
         path = pths[0]
     state, config = load_pth(path)
     model = Dust3r(config)
-    _load_strict(model, state, str(path))
+    load_state(model, state, str(path))
     return model.to(device).eval(), config
 
 
@@ -224,7 +214,7 @@ def _load_folder(config_path: Path, weights: Path, device: torch.device) -> tupl
         for n in names:
             if present and n not in state:
                 state[n] = state[present[0]]
-    _load_strict(model, state, str(weights))
+    load_state(model, state, str(weights))
     return model.to(device).eval(), config
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spatialctl.errors import SpatialctlError
+from spatialctl.models.weights import load_state
 
 PATCH = 14
 N_REGISTERS = 5  # decoder register tokens per frame
@@ -432,17 +433,6 @@ def check_checkpoint(name: str, architecture: str) -> tuple[Path, dict]:
         raise SpatialctlError(f"{weights}: {what}, but --backend {architecture} needs a {architecture} checkpoint "
                               f"(e.g. {HUB_IDS[architecture]})")
     return weights, config
-
-
-def load_state(model: nn.Module, state: dict, source: str) -> None:
-    result = model.load_state_dict(state, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
-    if result.unexpected_keys:
-        problems.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
-    if problems:
-        raise SpatialctlError(f"{source}: weights do not match the model: " + ", ".join(problems))
 
 
 def load_model(name: str, architecture: str, device: str | torch.device = "cpu", conditioned: bool = True):

@@ -161,9 +161,8 @@ class _Models:
 
     def depthpro(self):
         if self._depthpro is None:
-            from spatialctl.models.depth_pro import DepthPro
-
             from spatialctl.hub import resolve_model_dir
+            from spatialctl.models.depth_pro import DepthPro
 
             local = resolve_model_dir(self.config.depthpro_model, option="--depthpro-model", what="Depth Pro model")
             self._depthpro = DepthPro(local, self.device)
