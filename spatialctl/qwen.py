@@ -46,20 +46,39 @@ def load_tokenizer(base: str):
     return tok
 
 
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+
+
+def model_family(path: str) -> str:
+    """``qwen2_5_vl`` or ``qwen3_vl``, from the checkpoint's config.json (its ``model_type``)."""
+    file = os.path.join(path, "config.json")
+    try:
+        with open(file) as f:
+            kind = json.load(f).get("model_type")
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpatialctlError(f"{file}: unreadable ({type(e).__name__})") from e
+    if kind not in FAMILIES:
+        raise SpatialctlError(f"{path}: model_type {kind!r} is neither Qwen2.5-VL nor Qwen3-VL")
+    return kind
+
+
 def load_model(base: str, *, dtype=None, device=None, attn_implementation: str | None = None):
-    """Qwen2_5_VLForConditionalGeneration from a hub id or folder; a one-line error when it is missing."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    """Qwen2.5-VL or Qwen3-VL (``...ForConditionalGeneration``) from a hub id or folder; a one-line error when it
+    is missing."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 
     path = resolve_model_dir(base)
+    cls = {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+           "qwen3_vl": Qwen3VLForConditionalGeneration}[model_family(path)]
     kwargs = {}
     if dtype is not None:
         kwargs["dtype"] = dtype
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
+        model = cls.from_pretrained(path, **kwargs)
     except Exception as e:
-        raise SpatialctlError(f"{path}: cannot load Qwen2.5-VL weights ({type(e).__name__}: {e})") from e
+        raise SpatialctlError(f"{path}: cannot load {cls.__name__} weights ({type(e).__name__}: {e})") from e
     if device is not None:
         model.to(device)
     return model
@@ -86,6 +105,7 @@ class VideoProcessorConfig:
     max_pixels: int = 768 * 28 * 28
     image_mean: tuple = field(default=CLIP_MEAN)
     image_std: tuple = field(default=CLIP_STD)
+    family: str = "qwen2_5_vl"  # qwen3_vl: its resize rule (pixel budget over all frames), per-frame timestamps
 
     @property
     def factor(self) -> int:
@@ -95,6 +115,8 @@ class VideoProcessorConfig:
     def from_model_dir(cls, path: str, **overrides) -> VideoProcessorConfig:
         """Read ``video_preprocessor_config.json`` (or the patch sizes from ``preprocessor_config.json``)."""
         cfg = cls()
+        if os.path.isfile(os.path.join(path, "config.json")):
+            cfg.family = model_family(path)
         for name, is_video in (("preprocessor_config.json", False), ("video_preprocessor_config.json", True)):
             file = os.path.join(path, name)
             if not os.path.isfile(file):
@@ -137,6 +159,28 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h, w
 
 
+def smart_resize_video(num_frames: int, height: int, width: int, temporal_factor: int, factor: int,
+                       min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen3-VL's video rule: as :func:`smart_resize`, but the pixel limits bound all frames together."""
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > 200:
+        raise SpatialctlError(f"frame size {height}x{width}: aspect ratio exceeds 200")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
+    t = max(temporal_factor, round(num_frames / temporal_factor) * temporal_factor)
+    if t * h * w > max_pixels:
+        beta = math.sqrt(num_frames * height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif t * h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
 def process_video(frames: np.ndarray, cfg: VideoProcessorConfig) -> dict[str, np.ndarray]:
     """(T, H, W, 3) uint8 RGB -> {"pixel_values_videos": (t*gh*gw, 3*tp*p*p) float32, "video_grid_thw": (1, 3)}.
 
@@ -148,7 +192,10 @@ def process_video(frames: np.ndarray, cfg: VideoProcessorConfig) -> dict[str, np
         raise SpatialctlError(f"video frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     p, tp, m = cfg.patch_size, cfg.temporal_patch_size, cfg.merge_size
     height, width = frames.shape[1:3]
-    rh, rw = smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
+    if cfg.family == "qwen3_vl":
+        rh, rw = smart_resize_video(len(frames), height, width, tp, cfg.factor, cfg.min_pixels, cfg.max_pixels)
+    else:
+        rh, rw = smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
     if (rh, rw) != (height, width):
         frames = np.stack([np.asarray(Image.fromarray(f).resize((rw, rh), Image.BICUBIC)) for f in frames])
     video = frames.astype(np.float32) * np.float32(1 / 255)
@@ -179,17 +226,26 @@ def video_token_count(grid_thw, merge_size: int = 2) -> int:
 @dataclass
 class PromptIds:
     input_ids: list[int]
-    labels: list[int]  # -100 except the answer tokens and the closing <|im_end|>
+    labels: list[int]  # -100 except every assistant turn's answer tokens and its closing <|im_end|>
     mm_token_type_ids: list[int]  # 2 on video tokens, 0 elsewhere (drives Qwen2.5-VL's 3D RoPE)
-    question_ids: list[int]  # the question's text tokens alone, for the GSM's first block
+    question_ids: list[int]  # the question's text tokens alone (the last turn), for the GSM's first block
 
 
 def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_geo_tokens: int,
-                     answer: str | None = None, system: str = SYSTEM_PROMPT) -> PromptIds:
-    """Token ids of one Qwen2.5-VL chat turn: video, then the geometry slots, then the question.
+                     answer: str | None = None, system: str = SYSTEM_PROMPT,
+                     history: list[tuple[str, str]] = (), frame_times: list[float] | None = None) -> PromptIds:
+    """Token ids of a Qwen2.5-VL chat (Qwen3-VL with ``frame_times``, one per temporal patch): the video in the
+    first user turn, earlier ``history`` turns
+    (user text, assistant answer), then the question (and, for training, its ``answer``).
 
-    Pieces are tokenised separately and joined by id, so the answer (training) and the generation prompt
-    (inference) share exactly the same prefix.
+    The geometry slots sit where DSR Suite inserts its K extra ``<|video_pad|>`` tokens: inside the vision span,
+    right after the video's own pads, before ``<|vision_end|>``. They are marked as text (type 0), so the model's
+    RoPE index gives them the positions that transformers 4.51's ``get_rope_index`` (DSR Suite's pin) gives
+    pads beyond the video grid: consecutive, after the video block. They carry their own id (``GEO_PAD``) so the
+    model's video-placeholder count still matches its video features; their embeddings are the GSM's outputs.
+
+    Every assistant answer is a target (multi-turn records train on all turns). Pieces are tokenised separately
+    and joined by id, so the answer (training) and the generation prompt (inference) share the same prefix.
     """
     ids = {t: _token_id(tokenizer, t) for t in (VISION_START, VISION_END, VIDEO_PAD, GEO_PAD, IM_END)}
 
@@ -198,15 +254,37 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
 
     special = set(tokenizer.all_special_ids) | set(ids.values()) | {_token_id(tokenizer, IMAGE_PAD)}
     question = enc(question_text)
-    prefix = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n")
-    video = [ids[VISION_START]] + [ids[VIDEO_PAD]] * n_video_tokens + [ids[VISION_END]]
-    geo = [ids[GEO_PAD]] * n_geo_tokens
-    suffix = enc(f"{IM_END}\n{IM_START}assistant\n")
-    input_ids = prefix + video + geo + question + suffix
+    if frame_times is None:
+        video = [ids[VISION_START]] + [ids[VIDEO_PAD]] * n_video_tokens + [ids[GEO_PAD]] * n_geo_tokens
+    else:
+        # Qwen3-VL: each temporal patch is "<t seconds><|vision_start|>pads<|vision_end|>"; the slots go after the
+        # last patch's pads, inside its span
+        per = n_video_tokens // len(frame_times)
+        video = []
+        for k, t in enumerate(frame_times):
+            if k:
+                video.append(ids[VISION_END])
+            video += enc(f"<{t:.1f} seconds>") + [ids[VISION_START]] + [ids[VIDEO_PAD]] * per
+        video += [ids[GEO_PAD]] * n_geo_tokens
+    video.append(ids[VISION_END])
+    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + video
     labels = [-100] * len(input_ids)
-    if answer is not None:
-        target = enc(str(answer)) + [ids[IM_END]]
+    assistant = enc(f"{IM_END}\n{IM_START}assistant\n")
+    user = enc(f"{IM_END}\n{IM_START}user\n")
+    turns = [*[(enc(q), a) for q, a in history], (question, answer)]
+    for k, (text, reply) in enumerate(turns):
+        prompt = text + assistant
+        input_ids += prompt
+        labels += [-100] * len(prompt)
+        if reply is None:
+            break
+        target = enc(str(reply)) + [ids[IM_END]]
         input_ids += target
         labels += target
+        if k + 1 < len(turns):
+            # the next user turn opens after "<|im_end|>": its "\n<|im_start|>user\n" is context
+            nxt = user[1:]
+            input_ids += nxt
+            labels += [-100] * len(nxt)
     mm = [2 if t == ids[VIDEO_PAD] else 0 for t in input_ids]
     return PromptIds(input_ids, labels, mm, [t for t in question if t not in special])

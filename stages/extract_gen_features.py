@@ -43,7 +43,8 @@ class GenFeatConfig:
     layer: int = opt(20, "0-based DiT block whose output is kept; later blocks never run.")
     grid: str = opt("14x14", "Output grid: WxH cells (area-pooled), 'qwen' (Qwen2.5-VL merged patch grid of the "
                     "frame) or 'native' (H/16 x W/16).")
-    resolution: str = opt("832x480", "WxH the frames are resized to for the VAE (multiples of 16), or 'native'.")
+    resolution: str = opt("1280x720", "WxH the frames are resized to (covering it) and centre-cropped to for the VAE "
+                          "(multiples of 16; VEGA-3D's Wan size), or 'native'.")
     clip: int = opt(1, "Frames per VAE clip: 1 encodes each frame alone (VEGA-3D); 1+4k encodes consecutive frames "
                     "together.")
     seed: int = opt(0, "Noise seed; the same seed gives the same features.")

@@ -126,4 +126,4 @@ def test_cli_bad_inputs_and_usage_errors(cli, tmp_path, config, make_scene):
     assert r.exit_code == 0, r.output
     assert store.open_scene(scene).open_group("genfeat").read("features").shape == (2, 2, 2, 24)
     r = cli("extract-gen-features", "--help")
-    assert "832x480" in r.output and "14x14" in r.output
+    assert "1280x720" in r.output and "14x14" in r.output

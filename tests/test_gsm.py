@@ -52,14 +52,14 @@ def test_missing_model_says_how_to_fetch(tmp_path):
         qwen.load_model(str(tmp_path / "absent"))
 
 
-def test_prompt_ids_video_then_geometry_then_question(tiny):
+def test_prompt_ids_video_then_geometry_inside_the_vision_span_then_question(tiny):
     tok = qwen.load_tokenizer(tiny[0])
     p = qwen.build_prompt_ids(tok, "How far is the lamp?", n_video_tokens=6, n_geo_tokens=4, answer="2.5")
     ids = p.input_ids
     vs, ve, vid, geo = (tok.convert_tokens_to_ids(t) for t in (qwen.VISION_START, qwen.VISION_END, qwen.VIDEO_PAD,
                                                                  qwen.GEO_PAD))
     start = ids.index(vs)
-    assert ids[start + 1:start + 7] == [vid] * 6 and ids[start + 7] == ve and ids[start + 8:start + 12] == [geo] * 4
+    assert ids[start + 1:start + 7] == [vid] * 6 and ids[start + 7:start + 11] == [geo] * 4 and ids[start + 11] == ve
     assert [i for i, m in enumerate(p.mm_token_type_ids) if m == 2] == list(range(start + 1, start + 7))
     target = [t for t in p.labels if t != -100]
     assert tok.decode(target) == "2.5<|im_end|>" and ids[-len(target):] == target
@@ -173,3 +173,26 @@ def test_prompt_suffix_goes_after_the_question(tiny):
     extra = len(asked["input_ids"]) - len(plain["input_ids"])
     assert extra > 0 and np.array_equal(asked["pixel_values_videos"], plain["pixel_values_videos"])
     assert tok.decode(asked["input_ids"]).count("answer") == tok.decode(plain["input_ids"]).count("answer") + 1
+
+
+def test_gsm_depth_adds_rounds_of_text_then_geometry_blocks(tiny):
+    tok = qwen.load_tokenizer(tiny[0])
+    vc = qwen.VideoProcessorConfig.from_model_dir(tiny[0])
+    cfg1, one = _gsm(("pointmap",))
+    torch.manual_seed(1)
+    two = gsm.GeometrySelectionModule(gsm.GSMConfig(**{**cfg1.to_dict(), "depth": 2}))
+    assert len(two.text_blocks) == len(two.geo_blocks) == 2
+    missing = two.load_state_dict(one.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(("text_blocks.1.", "geo_blocks.1.")) for k in missing)
+    batch = gsm.collate(_examples(cfg1, tiny[1], tok, vc), tok.pad_token_id)
+    q = torch.nn.functional.embedding(batch["question_ids"], torch.randn(len(tok), 64))
+    args = (q, batch["question_mask"], batch["geometry"], batch["geo_pos"], batch["geo_mask"])
+    with torch.no_grad():
+        # a second round whose residual branches output zero is the identity: depth 2 = depth 1
+        for block in (two.text_blocks[1], two.geo_blocks[1]):
+            for lin in (block.self_attn.o, block.cross_attn.o, block.mlp[2]):
+                lin.weight.zero_()
+                lin.bias.zero_()
+        torch.testing.assert_close(two(*args), one(*args))
+        two.geo_blocks[1].mlp[2].weight.normal_(0, 0.1)
+        assert not torch.allclose(two(*args), one(*args), atol=1e-3)

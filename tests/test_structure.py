@@ -158,7 +158,7 @@ def _tree(root: Path) -> dict[str, str]:
     ["synth", "{root}/run", "--preset", "moon", "--overwrite"],
     ["track", "{root}/run/scene.zarr", "--device", "nonsense", "--overwrite"],
     ["extract-gen-features", "{root}/run/scene.zarr", "--grid", "7y", "--overwrite"],
-    ["eval", "run", "--qa", "{root}/qa.jsonl", "--out", "{root}/run/adapter_config.json", "--frames", "0",
+    ["eval", "run", "--qa", "{root}/qa.jsonl", "--out", "{root}/run/adapter_config.json", "--frames", "-1",
      "--overwrite"],
 ])
 def test_invalid_value_with_overwrite_exits_2_and_deletes_nothing(argv, tmp_path, cli):

@@ -127,3 +127,57 @@ def make_tiny_qwen(path, *, hidden_size: int = 64, num_layers: int = 2, seed: in
     with open(os.path.join(path, "chat_template.json"), "w") as f:
         json.dump({"chat_template": CHAT_TEMPLATE}, f)
     return path
+
+
+def make_tiny_qwen3(path, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> str:
+    """Build and save a tiny random Qwen3VLForConditionalGeneration + tokenizer + processor configs (patch 16,
+    per-frame timestamps in the prompt, deepstack features from the first vision block)."""
+    import torch
+    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    path = str(path)
+    os.makedirs(path, exist_ok=True)
+    tok = make_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    vocab_size = (len(tok) + 31) // 32 * 32
+    heads, head_dim = 4, hidden_size // 4
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 3), half // 3, half // 3]
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=2, head_dim=head_dim,
+            max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope,
+                             "mrope_interleaved": True},
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden_size,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                           deepstack_visual_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    with torch.no_grad():  # a sharp random LM head, as in make_tiny_qwen
+        model.lm_head.weight.normal_(0.0, 0.5)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    min_pixels, max_pixels = 64 * 64, 8 * 64 * 64  # over all frames: up to 8 frames of 64x64
+    video_cfg = {
+        "video_processor_type": "Qwen3VLVideoProcessor", "patch_size": 16, "temporal_patch_size": 2,
+        "merge_size": 2, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_resize": True, "resample": 3,
+    }
+    with open(os.path.join(path, "video_preprocessor_config.json"), "w") as f:
+        json.dump(video_cfg, f, indent=2)
+    with open(os.path.join(path, "chat_template.json"), "w") as f:
+        json.dump({"chat_template": CHAT_TEMPLATE}, f)
+    return path

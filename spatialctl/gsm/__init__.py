@@ -26,7 +26,14 @@ from spatialctl.gsm.adapter import (
     save_xlora,
     trainable_state,
 )
-from spatialctl.gsm.examples import collate, frames_example, grid_positions, prepare_example, select_frames
+from spatialctl.gsm.examples import (
+    add_gen_tokens,
+    collate,
+    frames_example,
+    grid_positions,
+    prepare_example,
+    select_frames,
+)
 from spatialctl.gsm.module import (
     GEOMETRY_SOURCES,
     POS_FEATURES,
@@ -42,7 +49,7 @@ from spatialctl.gsm.vlm import GeometryVLM
 __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "GSM_CONFIG", "GSM_WEIGHTS", "PROMPT_CONFIG", "GEOMETRY_SOURCES",
     "POS_FEATURES", "Attention", "GeometrySelectionModule", "GeometryVLM", "GSMBlock", "GSMConfig", "RMSNorm",
-    "adapter_base", "adapter_prompt_suffix", "build_xlora", "collate", "frames_example", "geometry_dims",
+    "add_gen_tokens", "adapter_base", "adapter_prompt_suffix", "build_xlora", "collate", "frames_example", "geometry_dims",
     "grid_positions", "load_adapter", "load_geometry", "load_gsm_config", "load_xlora", "pointmap_tokens",
     "pool_grid", "prepare_example", "read_adapter_config", "save_adapter", "save_xlora", "select_frames",
     "trainable_state",

@@ -2,7 +2,7 @@
 
 ``adapter_model.safetensors`` + ``adapter_config.json`` (peft LoRA; or the full language-model weights with
 ``{"spatialctl_full_finetune": true}``; or a scale-experts X-LoRA router), ``gsm.safetensors``,
-``gsm_config.json``, and ``prompt.json`` when training appended an instruction to each question.
+``gsm_config.json``, ``vega.safetensors`` + ``vega_config.json`` (VEGA-3D fusion), and ``prompt.json`` when training appended an instruction to each question.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 from torch import nn
 
-from spatialctl import io, qwen
+from spatialctl import io, qwen, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.gsm.module import GeometrySelectionModule, GSMConfig
 from spatialctl.gsm.vlm import GeometryVLM
@@ -66,6 +66,8 @@ def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *,
         save_file(gsm, os.path.join(out_dir, GSM_WEIGHTS), metadata={"format": "pt"})
         info = {**gsm_cfg.to_dict(), "geo_token_id": model.geo_token_id, **(extra or {})}
         io.write_json(os.path.join(out_dir, GSM_CONFIG), info)
+    if model.vega is not None:
+        vega.save(out_dir, model.vega)
     if prompt_suffix:
         io.write_json(os.path.join(out_dir, PROMPT_CONFIG), {"prompt_suffix": prompt_suffix})
 
@@ -151,7 +153,10 @@ def load_adapter(model: nn.Module, adapter_dir: str, *, tokenizer=None, merge: b
         if tokenizer is not None and tokenizer.convert_tokens_to_ids(gsm_cfg.geo_token) != geo_token_id:
             raise SpatialctlError(f"{adapter_dir}: the tokenizer's {gsm_cfg.geo_token} id differs from the "
                                   f"one the adapter was trained with ({geo_token_id})")
-    return GeometryVLM(vlm, gsm, geo_token_id).eval()
+    fusion = vega.load(adapter_dir)
+    if fusion is not None:
+        fusion.to(device=model.get_input_embeddings().weight.device)
+    return GeometryVLM(vlm, gsm, geo_token_id, fusion).eval()
 
 
 # X-LoRA experts.

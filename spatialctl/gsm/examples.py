@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spatialctl import qa_format, qwen, store
+from spatialctl import qa_format, qwen, store, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.gsm.module import GSMConfig
 from spatialctl.gsm.tokens import load_geometry
@@ -39,9 +39,17 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
     if prompt_suffix:
         text = f"{text}\n{prompt_suffix}"
     answer = qa_format.answer_text(record.answer, record.answer_type) if with_answer else None
+    # earlier turns of a multi-turn record: context at inference, supervised targets in training
+    history = [(qa_format.prompt_text(t["question"], t.get("options"), t["answer_type"]),
+                qa_format.answer_text(t["answer"], t["answer_type"])) for t in record.turns()[:-1]]
+    frame_times = None
+    if video_cfg.family == "qwen3_vl":  # each temporal patch's time: the mean of its first and last frame's
+        tp = video_cfg.temporal_patch_size
+        t = np.concatenate([times, np.repeat(times[-1:], -len(times) % tp)])
+        frame_times = [(t[i] + t[i + tp - 1]) / 2 for i in range(0, len(t), tp)]
     prompt = qwen.build_prompt_ids(
         tokenizer, text, n_video_tokens=qwen.video_token_count(video["video_grid_thw"], video_cfg.merge_size),
-        n_geo_tokens=n_geo_tokens, answer=answer)
+        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times)
     return {
         "id": record.id,
         "input_ids": np.asarray(prompt.input_ids, np.int64),
@@ -56,15 +64,28 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
 
 def prepare_example(record: qa_format.QARecord, scene_url: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
                     gsm_cfg: GSMConfig | None, *, num_frames: int = 16, with_answer: bool = True,
-                    prompt_suffix: str = "") -> dict:
-    """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used."""
+                    prompt_suffix: str = "", genfeat=False) -> dict:
+    """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used and, with
+    ``genfeat``, features on the visual-token grid (``genfeat_tokens``) for the fusion: the store's generative
+    features (True) or ``genfeat(frames)`` (a callable, e.g. :class:`spatialctl.vega.EncoderFeatures`)."""
     s = store.open_scene(scene_url)
     frames = select_frames(s.n_frames, record.frames, num_frames)
-    example = frames_example(record, s.read("frames", frames), s.read("timestamps", frames), tokenizer, video_cfg,
+    pixels = s.read("frames", frames)
+    example = frames_example(record, pixels, s.read("timestamps", frames), tokenizer, video_cfg,
                              n_geo_tokens=gsm_cfg.num_queries if gsm_cfg else 0, with_answer=with_answer,
                              prompt_suffix=prompt_suffix)
     if gsm_cfg is not None:
         example["geometry"] = load_geometry(scene_url, frames, gsm_cfg)
+    if genfeat:
+        feats = genfeat(pixels) if callable(genfeat) else vega.load_genfeat(scene_url, frames)
+        add_gen_tokens(example, feats, video_cfg)
+    return example
+
+
+def add_gen_tokens(example: dict, features: np.ndarray, video_cfg: qwen.VideoProcessorConfig) -> dict:
+    """Per-frame features (T, h, w, C) on the example's merged visual-token grid, as ``genfeat_tokens``."""
+    example["genfeat_tokens"] = vega.gen_tokens(features, example["video_grid_thw"], video_cfg.merge_size,
+                                                video_cfg.temporal_patch_size)
     return example
 
 
@@ -91,6 +112,8 @@ def collate(examples: list[dict], pad_id: int, *, left_pad: bool = False) -> dic
         "video_grid_thw": torch.cat([torch.from_numpy(e["video_grid_thw"]) for e in examples]),
         "second_per_grid_ts": torch.tensor([float(e["second_per_grid_ts"]) for e in examples]),
     }
+    if "genfeat_tokens" in examples[0]:
+        batch["genfeat_tokens"] = torch.cat([torch.from_numpy(e["genfeat_tokens"]) for e in examples])
     nq = max(1, max(len(e["question_ids"]) for e in examples))
     batch["question_ids"] = torch.stack([F.pad(torch.as_tensor(e["question_ids"]), (0, nq - len(e["question_ids"])),
                                                value=pad_id) for e in examples])

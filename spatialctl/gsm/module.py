@@ -2,7 +2,8 @@
 
 K learnable queries at the LLM's width; block 1 lets them attend to the question's text embeddings (the LLM's own
 embedding table; no special, vision or answer tokens), block 2 lets the result attend to geometry tokens; a final
-RMSNorm. The K outputs replace K geometry slot tokens (``<|vision_pad|>``) placed right after the video tokens.
+RMSNorm. The K outputs replace K geometry slot tokens placed where DSR Suite puts its K extra video pads: inside the
+vision span, right after the video's own pads (see :func:`spatialctl.qwen.build_prompt_ids`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ POS_FEATURES = 48  # sinusoidal features per token position (t, y, x): 8 frequen
 class GSMConfig:
     hidden_size: int  # the LLM's width
     num_queries: int = 32
+    depth: int = 1  # Q-Former rounds: each a text block then a geometry block
     num_heads: int = 0  # 0: hidden_size // 128 (at least 1), so heads are 128 wide at 7B scale
     mlp_ratio: float = 2.0
     geometry: tuple[str, ...] = ("dust3r", "pointmap")
@@ -42,6 +44,8 @@ class GSMConfig:
             raise SpatialctlError(f"geometry sources {list(self.geometry)}: choose from {', '.join(GEOMETRY_SOURCES)}")
         if self.geometry == ("genfeat",):
             raise SpatialctlError("genfeat is fused into dust3r or pointmap tokens; add one of them to --geometry")
+        if self.depth < 1:
+            raise SpatialctlError(f"GSM depth {self.depth}: must be at least 1")
         if self.num_heads <= 0:
             heads = max(1, self.hidden_size // 128)
             while self.hidden_size % heads:
@@ -128,8 +132,10 @@ class GeometrySelectionModule(nn.Module):
         self.cfg = cfg
         d = cfg.hidden_size
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, d) * 0.02)
-        self.text_block = GSMBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.rms_norm_eps)
-        self.geo_block = GSMBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.rms_norm_eps)
+        self.text_blocks = nn.ModuleList(GSMBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.rms_norm_eps)
+                                         for _ in range(cfg.depth))
+        self.geo_blocks = nn.ModuleList(GSMBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.rms_norm_eps)
+                                        for _ in range(cfg.depth))
         self.norm_out = RMSNorm(d, cfg.rms_norm_eps)
         self.projectors = nn.ModuleDict({
             s: nn.Sequential(nn.Linear(cfg.input_dim(s), d), nn.GELU(), nn.Linear(d, d))
@@ -152,8 +158,10 @@ class GeometrySelectionModule(nn.Module):
         b = question_embeds.shape[0]
         q = self.queries.unsqueeze(0).expand(b, -1, -1)
         text = question_embeds.to(q.dtype)
-        q = self.text_block(q, text, _nonempty(question_mask))
-        q = self.geo_block(q, self.encode_geometry(geometry, geo_pos), _nonempty(geo_mask))
+        text_mask, geo_mask = _nonempty(question_mask), _nonempty(geo_mask)
+        geo = self.encode_geometry(geometry, geo_pos)
+        for text_block, geo_block in zip(self.text_blocks, self.geo_blocks, strict=True):
+            q = geo_block(text_block(q, text, text_mask), geo, geo_mask)
         return self.norm_out(q)
 
 

@@ -1,4 +1,4 @@
-"""The Qwen2.5-VL wrapper that feeds the GSM's tokens to the LLM."""
+"""The Qwen2.5-VL wrapper that feeds the GSM's tokens to the LLM and VEGA-3D's fused tokens to its video slots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from spatialctl import qwen
 from spatialctl.errors import SpatialctlError
 from spatialctl.gsm.examples import collate
 from spatialctl.gsm.module import GeometrySelectionModule
+from spatialctl.vega import VegaFusion
 
 
 class GeometryVLM(nn.Module):
@@ -19,13 +20,19 @@ class GeometryVLM(nn.Module):
     prompt pass holds the slots, later single-token passes hold none.
     """
 
-    def __init__(self, vlm: nn.Module, gsm: GeometrySelectionModule | None, geo_token_id: int | None):
+    def __init__(self, vlm: nn.Module, gsm: GeometrySelectionModule | None, geo_token_id: int | None,
+                 vega: VegaFusion | None = None):
         super().__init__()
         self.vlm = vlm
         self.gsm = gsm
         self.geo_token_id = geo_token_id
+        self.vega = vega
         self._pending: torch.Tensor | None = None
+        self._pending_gen: torch.Tensor | None = None
         self.base.get_input_embeddings().register_forward_hook(self._inject)
+        if vega is not None:
+            # The vision tower's merged tokens (pooler_output) are what the model scatters into the video slots.
+            self.base.model.visual.register_forward_hook(self._fuse_visual)
 
     @property
     def xlora(self) -> nn.Module | None:
@@ -50,6 +57,22 @@ class GeometryVLM(nn.Module):
             raise SpatialctlError(f"{n} geometry slots in the batch, expected {tokens.shape[0] * tokens.shape[1]}")
         return output.masked_scatter(mask.unsqueeze(-1), tokens.to(output.dtype))
 
+    def _fuse_visual(self, module, args, output):
+        if self._pending_gen is None:
+            return output
+        tokens = output.pooler_output
+        if tokens.shape[0] != self._pending_gen.shape[0]:
+            raise SpatialctlError(f"{self._pending_gen.shape[0]} generative tokens for {tokens.shape[0]} visual tokens")
+        output.pooler_output = self.vega(tokens, self._pending_gen.to(tokens.device))
+        return output
+
+    def _set_pending(self, batch: dict) -> None:
+        self._pending = self.geometry_tokens(batch) if self.gsm is not None else None
+        if self.vega is not None:
+            if "genfeat_tokens" not in batch:
+                raise SpatialctlError("the VEGA fusion needs the scene's generative features (genfeat)")
+            self._pending_gen = batch["genfeat_tokens"]
+
     def geometry_tokens(self, batch: dict) -> torch.Tensor:
         emb = self.base.get_input_embeddings().weight
         question = F.embedding(batch["question_ids"].to(emb.device), emb)
@@ -58,8 +81,9 @@ class GeometryVLM(nn.Module):
                         batch["geo_pos"].to(emb.device), batch["geo_mask"].to(emb.device))
 
     def _vlm_inputs(self, batch: dict) -> dict:
-        keys = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts",
-                "mm_token_type_ids")
+        keys = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids")
+        if self.base.config.model_type == "qwen2_5_vl":  # Qwen3-VL puts times in the prompt text instead
+            keys += ("second_per_grid_ts",)
         device = self.base.get_input_embeddings().weight.device
         return {k: batch[k].to(device) for k in keys}
 
@@ -67,7 +91,7 @@ class GeometryVLM(nn.Module):
         """Mean cross-entropy over the answer tokens of the batch; or, with ``per_token``, the (B, L-1) log
         probabilities of each label token (0 where the label is -100), as GRPO needs them."""
         inputs = self._vlm_inputs(batch)
-        self._pending = self.geometry_tokens(batch) if self.gsm is not None else None
+        self._set_pending(batch)
         try:
             labels = batch["labels"].to(inputs["input_ids"].device)[:, 1:]
             keep = labels != -100
@@ -84,7 +108,7 @@ class GeometryVLM(nn.Module):
                     out = self.base(**inputs, use_cache=False, logits_to_keep=cols)
                 logits = out.logits[keep[:, cols]]
         finally:
-            self._pending = None
+            self._pending = self._pending_gen = None
         if not per_token:
             return F.cross_entropy(logits.float(), labels[keep])
         logp = torch.zeros(labels.shape, dtype=torch.float32, device=logits.device)
@@ -96,7 +120,7 @@ class GeometryVLM(nn.Module):
         """Continuation of a left-padded batch (greedy unless ``do_sample=True``); only the new tokens
         (B, <= max_new_tokens)."""
         inputs = self._vlm_inputs(batch)
-        self._pending = self.geometry_tokens(batch) if self.gsm is not None else None
+        self._set_pending(batch)
         xlora = self.xlora
         try:
             kwargs = {"do_sample": False, **kwargs}
@@ -106,7 +130,7 @@ class GeometryVLM(nn.Module):
                 with xlora._enable_peft_forward_hooks():  # X-LoRA routes in every pass; it runs without a cache
                     out = self.base.generate(**inputs, max_new_tokens=max_new_tokens, use_cache=False, **kwargs)
         finally:
-            self._pending = None
+            self._pending = self._pending_gen = None
         return out[:, inputs["input_ids"].shape[1]:]
 
     def answer(self, examples: list[dict], tokenizer, max_new_tokens: int = 16) -> list[str]:

@@ -198,13 +198,24 @@ def seeded_noise(shape: tuple[int, ...], seed: int, key: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- VAE
 
 
+def resize_center_crop(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) → (N, C, h, w): scaled (bilinear) until it covers ``size_hw``, then the centre cut out, as
+    VEGA-3D's generative encoders prepare frames (its default Wan size is 1280x720)."""
+    out_h, out_w = size_hw
+    h, w = x.shape[-2:]
+    scale = max(out_h / h, out_w / w)
+    new_h, new_w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    top, left = max(0, (new_h - out_h) // 2), max(0, (new_w - out_w) // 2)
+    return x[..., top:top + out_h, left:left + out_w]
+
+
 def frames_to_video(frames: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) → float32 (B, 3, T, h, w) in [-1, 1] at ``size_hw`` (antialiased bilinear)."""
+    """uint8 (B, T, H, W, 3) → float32 (B, 3, T, h, w) in [-1, 1] at ``size_hw`` (resized to cover, centre crop)."""
     b, t, h, w, _ = frames.shape
     x = frames.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float()
-    if (h, w) != tuple(size_hw):
-        x = F.interpolate(x, size=size_hw, mode="bilinear", antialias=True, align_corners=False)
-    x = x / 127.5 - 1.0
+    x = resize_center_crop(x / 127.5 - 1.0, tuple(size_hw))
     return x.reshape(b, t, 3, *size_hw).permute(0, 2, 1, 3, 4).clamp_(-1.0, 1.0)
 
 

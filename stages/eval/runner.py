@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl import gsm, io, jobs, qa_format, qwen, store
+from spatialctl import gsm, io, jobs, qa_format, qwen, store, vega
 from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
@@ -27,6 +27,9 @@ from spatialctl.hub import resolve_model_dir
 log = logging.getLogger("spatialctl.eval")
 
 STAGE = "eval-run"
+# Frames per question by layout. vsibench: lmms-eval's qwen2_5_vl (the harness VSI-Bench's code runs) keeps
+# max_num_frames = 32 frames at np.linspace(0, n - 1, 32).astype(int) of the whole video.
+REFERENCE_FRAMES = {"ours": 8, "vsibench": 32}
 
 
 @dataclass
@@ -36,15 +39,24 @@ class RunnerConfig:
     model: str = opt("", "Qwen2.5-VL hub id or folder. Default: the adapter's base model, else "
                      "Qwen/Qwen2.5-VL-7B-Instruct.")
     adapter: str | None = opt(None, "A train-gsm adapter folder (LoRA, optionally + GSM).")
-    num_frames: int = opt(8, "Frames per question (the record's frames thinned, or spread over the video).",
-                          flag="--frames")
+    num_frames: int = opt(0, "Frames per question (the record's frames thinned, or spread over the video); 0: the "
+                          "layout's reference (ours: 8, vsibench: 32).", flag="--frames")
     scenes_dir: str | None = opt(None, "Folder of scene stores named by the records' `scene` (SCENES/NAME/scene.zarr "
                                  "or SCENES/NAME.zarr). Default: records are read from their video.", flag="--scenes")
+    layout: str = opt("ours", "Layout of --qa: ours (make-qa records), or vsibench (VSI-Bench's released test file, "
+                      ".parquet/.jsonl/.json; each video at VIDEOS/<dataset>/<scene_name>.mp4, 32 frames as its "
+                      "lmms-eval harness samples them unless --frames is given).", choices=("ours", "vsibench"))
+    videos: str | None = opt(None, "Folder of the benchmark's videos (with --layout vsibench). Default: the folder "
+                             "of --qa, as the released dataset unpacks (<dataset>/ folders beside the test file).")
     batch_size: int = opt(1, "Questions per generate call.", runtime=True)
     max_new_tokens: int = opt(16, "Longest answer, in tokens (greedy decoding).")
     device: str = device_opt()
     overwrite: bool = overwrite_opt("Start OUT afresh instead of resuming.")
     quiet: bool = quiet_opt()
+
+    def __post_init__(self):
+        if not self.num_frames:
+            self.num_frames = REFERENCE_FRAMES.get(self.layout, 0)
 
     def validate(self) -> None:
         check_fields(self)
@@ -55,9 +67,11 @@ class RunnerConfig:
 # ---------------------------------------------------------------------------------------------- frames
 
 
-def sample_video(path: str, num_frames: int, timestamps: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def sample_video(path: str, num_frames: int, timestamps: list[float] | None = None, *, by_index: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """`num_frames` RGB frames spread over a video (or over the span of `timestamps`), decoding once and keeping
-    only the chosen frames in memory. Returns (frames (T,H,W,3) uint8, their times (T,))."""
+    only the chosen frames in memory. ``by_index``: frames ``linspace(0, n - 1, num_frames).astype(int)`` of the
+    n frames, as lmms-eval samples (VSI-Bench). Returns (frames (T,H,W,3) uint8, their times (T,))."""
     import av
 
     if not os.path.isfile(path):
@@ -75,7 +89,9 @@ def sample_video(path: str, num_frames: int, timestamps: list[float] | None = No
         raise SpatialctlError(f"{path}: no video frames")
     times = np.sort(np.asarray(times))
     times -= times[0]
-    if timestamps:
+    if by_index:
+        targets = times[np.linspace(0, len(times) - 1, num_frames).astype(int)]
+    elif timestamps:
         lo, hi = min(timestamps), max(timestamps)
         targets = np.linspace(lo, hi, num_frames) if len(timestamps) > num_frames else np.asarray(sorted(timestamps))
     else:
@@ -103,13 +119,39 @@ def sample_video(path: str, num_frames: int, timestamps: list[float] | None = No
 
 
 def video_example(record: qa_format.QARecord, video_path: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
-                  num_frames: int, prompt_suffix: str = "") -> dict:
-    """The model inputs of one record from its video (no geometry: a GSM adapter needs a scene store)."""
-    frames, times = sample_video(video_path, num_frames, record.timestamps or None)
-    return gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix)
+                  num_frames: int, prompt_suffix: str = "", by_index: bool = False, features=None) -> dict:
+    """The model inputs of one record from its video (no geometry: a GSM adapter needs a scene store);
+    ``features(frames)`` adds an encoder's features for an encoder-fusion adapter."""
+    frames, times = sample_video(video_path, num_frames, record.timestamps or None, by_index=by_index)
+    example = gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix)
+    return gsm.add_gen_tokens(example, features(frames), video_cfg) if features is not None else example
 
 
 # ---------------------------------------------------------------------------------------------- resume
+
+
+def vsibench_records(qa_path: str, videos: str) -> list[qa_format.QARecord]:
+    """VSI-Bench's released rows (id, dataset, scene_name, question_type, question, options, ground_truth) as
+    records whose video is VIDEOS/<dataset>/<scene_name>.mp4 (the layout lmms-eval's vsibench task reads)."""
+    from spatialctl.stages.eval import benches
+
+    rows = qa_format.read_rows(qa_path)
+    items, _ = benches.load_items(qa_path, "vsibench")
+    records = []
+    for n, (row, item) in enumerate(zip(rows, items, strict=True)):
+        if not row.get("dataset") or not row.get("scene_name"):
+            raise SpatialctlError(f"{qa_path}: row {n} lacks dataset/scene_name (VSI-Bench layout)")
+        video = os.path.join(videos, str(row["dataset"]), f"{row['scene_name']}.mp4")
+        if not os.path.isfile(video):
+            raise SpatialctlError(f"{qa_path}: row {n} video {video} does not exist")
+        # VSI-Bench writes options as "A. chair"; the prompt letters them itself
+        options = [o.split(". ", 1)[1] if o[:3] == f"{qa_format.LETTERS[i]}. " else o
+                   for i, o in enumerate(item["options"] or [])] or None
+        records.append(qa_format.QARecord(
+            id=item["id"], scene=str(row["scene_name"]), question=item["question"], answer=item["answer"],
+            answer_type=item["answer_type"], family=str(row["dataset"]), type=item["task"], options=options,
+            video=video))
+    return records
 
 
 def read_done(path: Path) -> set[str]:
@@ -173,24 +215,26 @@ def load(config: RunnerConfig):
     return wrapped, tokenizer, video_cfg, gsm_cfg
 
 
-def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt_suffix: str = "") -> dict:
+def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt_suffix: str = "",
+             genfeat: bool = False) -> dict:
     scene_url = None
-    if config.scenes_dir is not None or os.path.isabs(record.scene):
+    if config.layout == "ours" and (config.scenes_dir is not None or os.path.isabs(record.scene)):
         try:
             scene_url = store.resolve_scene(record.scene, config.scenes_dir)
         except SpatialctlError:
             scene_url = None
     if scene_url is not None:
         return gsm.prepare_example(record, scene_url, tokenizer, video_cfg, gsm_cfg, num_frames=config.num_frames,
-                                   with_answer=False, prompt_suffix=prompt_suffix)
-    if gsm_cfg is not None:
-        raise SpatialctlError(f"record {record.id}: the adapter's geometry module needs the scene store of "
+                                   with_answer=False, prompt_suffix=prompt_suffix, genfeat=genfeat)
+    if gsm_cfg is not None or (genfeat and not callable(genfeat)):
+        raise SpatialctlError(f"record {record.id}: the adapter's geometry module or VEGA fusion needs the scene store of "
                               f"{record.scene!r}; pass --scenes")
     if not record.video:
         raise SpatialctlError(f"record {record.id}: no scene store found for {record.scene!r} and no video; "
                               "pass --scenes")
     video = record.video if os.path.isabs(record.video) else str(qa_dir / record.video)
-    return video_example(record, video, tokenizer, video_cfg, config.num_frames, prompt_suffix)
+    return video_example(record, video, tokenizer, video_cfg, config.num_frames, prompt_suffix,
+                         by_index=config.layout == "vsibench", features=genfeat or None)
 
 
 def _line(record: qa_format.QARecord, prediction: str, config: RunnerConfig) -> dict:
@@ -206,7 +250,8 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     import torch
 
     config.validate()
-    records = qa_format.read_qa(qa_path)
+    records = (vsibench_records(qa_path, config.videos or str(Path(qa_path).parent)) if config.layout == "vsibench"
+               else qa_format.read_qa(qa_path))
     out_path = Path(config.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if config.overwrite and out_path.exists():
@@ -220,10 +265,14 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     model, tokenizer, video_cfg, gsm_cfg = load(config)
     prompt_suffix = gsm.adapter_prompt_suffix(config.adapter) if config.adapter else ""  # e.g. GRPO's format
     qa_dir = Path(qa_path).parent
+    genfeat = model.vega is not None  # the store's generative features, or an encoder's from the frames
+    if genfeat and model.vega.cfg.encoder:
+        genfeat = vega.EncoderFeatures(model.vega.cfg.encoder)
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with open(out_path, "a") as f, torch.inference_mode():
         for batch in (progress(batches) if progress else batches):
-            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix) for r in batch]
+            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix, genfeat)
+                         for r in batch]
             answers = model.answer(examples, tokenizer, max_new_tokens=config.max_new_tokens)
             for record, answer in zip(batch, answers, strict=True):
                 f.write(json.dumps(_line(record, answer, config), ensure_ascii=False) + "\n")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from spatialctl.boost import DEFAULT_ENCODER
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
 from spatialctl.errors import UsageError
 from spatialctl.gsm import GEOMETRY_SOURCES
 from spatialctl.qwen import DEFAULT_BASE
+from spatialctl.vega import METHODS as VEGA_METHODS
 
 GRPO_PROMPT = ("First think about the question inside <think> </think>, then give the final answer inside "
                "<answer> </answer>.")
@@ -57,6 +59,21 @@ class GRPOConfig:
 
 
 @dataclass
+class FusionConfig:
+    """--fusion vega: VEGA-3D's token-gated fusion of generative features into the video tokens."""
+
+    kind: str = opt("none", "none; vega: VEGA-3D token-gated fusion of the scene's generative features "
+                    "(extract-gen-features) into the video tokens before the LLM; encoder: the same with an "
+                    "AutoModel encoder's features (--fusion-encoder); with or without the GSM.",
+                    flag="--fusion", choices=("none", "vega", "encoder"))
+    method: str = opt("token_gated", "VEGA-3D fusion: token_gated (as released) or token_gated_residual "
+                      "(f2d + 0.2 * (mixed - f2d)).", flag="--fusion-method", choices=VEGA_METHODS)
+    encoder: str = opt(DEFAULT_ENCODER, "--fusion encoder: vision encoder (DINOv3, DINOv2 or SigLIP2; hub id or "
+                       "folder) whose patch features are fused into the video tokens, through the same projector "
+                       "and gate.", flag="--fusion-encoder")
+
+
+@dataclass
 class TrainGSMConfig:
     """Sections: the fields of the config itself are what every run uses (supervised fine-tuning needs nothing
     else); ``experts`` (scale experts + X-LoRA router) and ``grpo`` hold the options of those modes."""
@@ -70,6 +87,7 @@ class TrainGSMConfig:
                                     "encoder features), pointmap, genfeat (VEGA-3D, gated fusion).",
                                     parse=split_list, show_default="dust3r,pointmap", choices=GEOMETRY_SOURCES)
     queries: int = opt(32, "GSM queries = geometry tokens given to the LLM.")
+    gsm_depth: int = opt(1, "GSM (Q-Former) depth: rounds of text then geometry blocks.")
     # False: the plain VLM (for ablations and the benchmark's "GSM off")
     gsm: bool = opt(True, "Train the plain VLM without geometry (ablation).", flag="--no-gsm", invert=True)
     geo_grid: int = opt(8, "Geometry cells per side per frame.")
@@ -102,6 +120,7 @@ class TrainGSMConfig:
     num_workers: int = opt(0, "Data-loading worker processes.", runtime=True)
     log_every: int = opt(10, "Write train_log.jsonl every N steps.", runtime=True)
     scales: tuple[str, ...] = ()  # train on records of these scales only (empty: all); each scale expert uses it
+    fusion: FusionConfig = section(FusionConfig)
     experts: ExpertsConfig = section(ExpertsConfig)
     objective: str = opt("sft", "sft (answer cross-entropy) or grpo (sampled answers rewarded by eval's checker; LoRA "
                          "only).", choices=("sft", "grpo"))
@@ -119,7 +138,8 @@ class TrainGSMConfig:
         check_fields(self)
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
-        for name in ("batch_size", "grad_accum", "num_frames", "queries", "geo_grid", "pointmap_patch", "save_every"):
+        for name in ("batch_size", "grad_accum", "num_frames", "queries", "gsm_depth", "geo_grid", "pointmap_patch",
+                     "save_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.gsm and not self.geometry:
@@ -130,6 +150,8 @@ class TrainGSMConfig:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
         if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
+        if self.fusion.kind != "none" and (self.experts.mode != "none" or self.objective != "sft"):
+            raise UsageError("--fusion trains with --objective sft and --experts none")
         if self.objective == "grpo":
             if self.full_finetune:
                 raise UsageError("--objective grpo is LoRA-only (the reference policy is the base with LoRA off)")

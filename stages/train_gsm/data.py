@@ -16,8 +16,9 @@ class QADataset(Dataset):
 
     def __init__(self, records: list[qa_format.QARecord], scene_urls: dict[str, str], tokenizer, video_cfg,
                  gsm_cfg: gsm.GSMConfig | None, num_frames: int, cache_size: int = 256, *, with_answer: bool = True,
-                 prompt_suffix: str = ""):
+                 prompt_suffix: str = "", genfeat: bool = False):
         self.records, self.scene_urls = records, scene_urls
+        self.genfeat = genfeat  # VEGA-3D fusion: the generative features on the visual-token grid
         self.with_answer, self.prompt_suffix = with_answer, prompt_suffix  # prompts only (GRPO samples answers)
         self.tokenizer, self.video_cfg, self.gsm_cfg, self.num_frames = tokenizer, video_cfg, gsm_cfg, num_frames
         self.cache: OrderedDict[int, dict] = OrderedDict()
@@ -34,7 +35,7 @@ class QADataset(Dataset):
         try:
             example = gsm.prepare_example(r, self.scene_urls[r.scene], self.tokenizer, self.video_cfg, self.gsm_cfg,
                                           num_frames=self.num_frames, with_answer=self.with_answer,
-                                          prompt_suffix=self.prompt_suffix)
+                                          prompt_suffix=self.prompt_suffix, genfeat=self.genfeat)
         except SpatialctlError as e:
             raise SpatialctlError(f"QA record {r.id}: {e}") from e
         self.cache[i] = example

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from spatialctl import gsm, io, jobs, qwen
+from spatialctl import gsm, io, jobs, qwen, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
@@ -132,13 +132,16 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     records, scene_urls = load_records(cfg.qa, cfg.scenes, cfg.scales)
     tokenizer = qwen.load_tokenizer(cfg.base)
     video_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(cfg.base), max_pixels=cfg.max_pixels or None)
+    encoder = vega.EncoderFeatures(cfg.fusion.encoder) if cfg.fusion.kind == "encoder" else None
     dims = _geometry_dims(cfg, records[0], scene_urls)
+    if encoder is not None:
+        dims["genfeat"] = encoder.width
     torch.manual_seed(cfg.seed)  # identical initial LoRA/GSM weights on every process
     model = build(cfg, tokenizer, dims, dtype=torch.bfloat16 if use_bf16 else None)
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
     grpo = cfg.objective == "grpo"
     dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.num_frames, with_answer=not grpo,
-                        prompt_suffix=cfg.grpo.prompt if grpo else "")
+                        prompt_suffix=cfg.grpo.prompt if grpo else "", genfeat=encoder or cfg.fusion.kind == "vega")
 
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / samples_per_step))
@@ -171,13 +174,17 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
 
 
 def _geometry_dims(cfg: TrainGSMConfig, first, scene_urls: dict) -> dict[str, int]:
-    """Channels of each geometry source, read from the first record's scene ({} without a GSM)."""
+    """Channels of each geometry source, read from the first record's scene ({} without a GSM; genfeat's for the
+    VEGA fusion)."""
+    dims = {}
+    if cfg.fusion.kind == "vega":
+        dims["genfeat"] = int(vega.load_genfeat(scene_urls[first.scene], [0]).shape[-1])
     if not cfg.gsm:
-        return {}
+        return dims
     probe_cfg = gsm.GSMConfig(hidden_size=1, num_heads=1, geometry=cfg.geometry, geo_grid=cfg.geo_grid,
                               pointmap_patch=cfg.pointmap_patch, num_queries=cfg.queries)
     frames = gsm.select_frames(_n_frames(scene_urls[first.scene]), first.frames, cfg.num_frames)[:1]
-    return gsm.geometry_dims(gsm.load_geometry(scene_urls[first.scene], frames, probe_cfg))
+    return {**dims, **gsm.geometry_dims(gsm.load_geometry(scene_urls[first.scene], frames, probe_cfg))}
 
 
 def _optimizer_step(cfg: TrainGSMConfig, t: _Training, batches, step: int) -> tuple[float, dict]:
@@ -241,7 +248,7 @@ def _prepare_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
     has_adapter = os.path.isfile(os.path.join(cfg.out, gsm.ADAPTER_CONFIG))
     if cfg.overwrite:
         for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
-                     gsm.GSM_WEIGHTS):
+                     gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS):
             path = os.path.join(cfg.out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spatialctl import gsm, qwen
+from spatialctl import gsm, qwen, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
 
@@ -38,16 +38,23 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
             vlm = get_peft_model(base, lora)
         except ValueError as e:
             raise SpatialctlError(f"{cfg.base}: LoRA targets {list(cfg.lora_targets)} not found ({e})") from e
+    fusion = None
+    if cfg.fusion.kind != "none":
+        if "genfeat" not in geometry_dims:
+            raise SpatialctlError("--fusion vega: the scenes hold no generative features (run extract-gen-features)")
+        fusion = vega.VegaFusion(vega.VegaConfig(
+            base.config.text_config.hidden_size, geometry_dims["genfeat"], cfg.fusion.method,
+            encoder=cfg.fusion.encoder if cfg.fusion.kind == "encoder" else None))
     module = geo_token_id = None
     if cfg.gsm:
         gsm_cfg = gsm_config(cfg, base.config.text_config.hidden_size, geometry_dims)
         geo_token_id = tokenizer.convert_tokens_to_ids(gsm_cfg.geo_token)
         module = gsm.GeometrySelectionModule(gsm_cfg)
-    return gsm.GeometryVLM(vlm, module, geo_token_id)
+    return gsm.GeometryVLM(vlm, module, geo_token_id, fusion)
 
 
 def gsm_config(cfg: TrainGSMConfig, hidden_size: int, geometry_dims: dict[str, int]) -> gsm.GSMConfig:
-    return gsm.GSMConfig(hidden_size=hidden_size, num_queries=cfg.queries, geometry=cfg.geometry,
+    return gsm.GSMConfig(hidden_size=hidden_size, num_queries=cfg.queries, depth=cfg.gsm_depth, geometry=cfg.geometry,
                          input_dims=dict(geometry_dims), geo_grid=cfg.geo_grid, pointmap_patch=cfg.pointmap_patch)
 
 
