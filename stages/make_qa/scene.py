@@ -213,85 +213,22 @@ def source_video(url: str, provenance: dict | None = None) -> str | None:
 
 def load_scene(url: str, scene_id: str | None = None) -> SceneData:
     """Read what make-qa needs from a scene store with tracks; raise SpatialctlError for unusable input."""
-    try:
-        s = store.open_scene(url)
-    except SpatialctlError:
-        raise
-    except Exception as e:
-        raise SpatialctlError(f"{url}: not a readable scene store ({type(e).__name__}: {e})") from e
-    if not s.has("tracks"):
-        raise SpatialctlError(f"{url}: no complete 'tracks' group; run `spatialctl track` (or synth) first")
-    tracks = s.open_group("tracks")
-    attrs = s.attrs
-    objects = list(tracks.attrs.get("objects", []))
-    visible = tracks.read("visible").astype(bool)
-    if len(objects) != visible.shape[0]:
-        raise SpatialctlError(f"{url}/tracks: {len(objects)} objects in attrs but {visible.shape[0]} in arrays")
-    hw = s.hw
-    timestamps = s.read("timestamps")
-    if len(timestamps) > 1 and not (np.diff(timestamps) > 0).all():
-        raise SpatialctlError(f"{url}/timestamps: not strictly increasing")
+    s, tracks = _open_checked(url)
+    attrs, objects = s.attrs, list(tracks.attrs.get("objects", []))
     up = np.asarray(attrs.get("world_up", [0, 0, 1]), dtype=np.float64)
-    if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-6:
-        raise SpatialctlError(f"{url}: world_up {attrs.get('world_up')!r} is not a 3-vector")
-
-    whole: dict[str, np.ndarray] = {}
-
-    def array(group, name: str, owner) -> np.ndarray:
-        # One read of the whole array beats many per-frame reads (each a chunk round trip) when it fits.
-        if name not in whole:
-            value = np.asarray(group[name][:])
-            whole[name] = store.check_finite(owner.url, name, value, "tracks" if owner is tracks else "scene")
-        return whole[name]
-
-    sizes = {"depth": s.group["depth"].nbytes, "masks": tracks.group["masks"].nbytes,
-             "frames": s.group["frames"].nbytes}
-
-    def small(name: str, group) -> bool:
-        return sizes[name] <= WHOLE_ARRAY_BYTES
-
-    def depth_reader(f: int) -> np.ndarray:
-        if small("depth", s.group):
-            return array(s.group, "depth", s)[f]
-        return s.read("depth", frames=[f])[0]
-
-    def points_reader() -> np.ndarray:
-        # Read once and kept: room size asks for the points again whenever its cache is cleared.
-        if "points" not in whole:
-            depth = array(s.group, "depth", s) if small("depth", s.group) else s.read("depth")
-            whole["points"] = s.read("pointmaps")[depth > 0]
-        return whole["points"]
-
-    def mask_reader(o: int, f: int) -> np.ndarray:
-        if small("masks", tracks.group):
-            return store.unpack_mask(array(tracks.group, "masks", tracks)[o, f], hw)
-        return store.read_mask(tracks, o, f, hw)
-
-    def object_masks_reader(o: int) -> np.ndarray:
-        if small("masks", tracks.group):
-            return store.unpack_mask(array(tracks.group, "masks", tracks)[o], hw)
-        return store.unpack_mask(tracks.read("masks", (o,)), hw)
-
-    def frame_reader(f: int) -> np.ndarray:
-        if small("frames", s.group):
-            return array(s.group, "frames", s)[f]
-        return s.read("frames", frames=[f])[0]
-
-    def frames_reader() -> np.ndarray:
-        return array(s.group, "frames", s) if small("frames", s.group) else s.read("frames")
-
+    readers = _Readers(s, tracks)
     return SceneData(
         scene_id=scene_id or _scene_name(url),
-        timestamps=timestamps.astype(np.float64),
+        timestamps=s.read("timestamps").astype(np.float64),
         intrinsics=s.read("intrinsics"),
         cam2world=s.read("cam2world"),
-        hw=hw,
+        hw=s.hw,
         scale=str(attrs.get("scale", "relative")),
         scale_source=str(attrs.get("scale_source", "none")),
         world_up=up / np.linalg.norm(up),
         labels=[str(o.get("label", "object")) for o in objects],
         object_ids=[o.get("id", i) for i, o in enumerate(objects)],
-        visible=visible,
+        visible=tracks.read("visible").astype(bool),
         centroid=tracks.read("centroid").astype(np.float64),
         box=tracks.read("box").astype(np.float64),
         aabb=tracks.read("aabb").astype(np.float64),
@@ -301,13 +238,81 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         front=np.array([float(o.get("front_yaw", np.nan)) for o in objects], dtype=np.float64),
         path=url,
         enclosed=_enclosed(attrs),
-        depth_reader=depth_reader,
-        points_reader=points_reader,
-        mask_reader=mask_reader,
-        object_masks_reader=object_masks_reader,
-        frame_reader=frame_reader,
-        frames_reader=frames_reader,
+        depth_reader=readers.depth,
+        points_reader=readers.points,
+        mask_reader=readers.mask,
+        object_masks_reader=readers.object_masks,
+        frame_reader=readers.frame,
+        frames_reader=readers.frames,
     )
+
+
+def _open_checked(url: str):
+    """The store and its tracks group, refused (one line naming the path) when make-qa cannot use them."""
+    try:
+        s = store.open_scene(url)
+    except SpatialctlError:
+        raise
+    except Exception as e:
+        raise SpatialctlError(f"{url}: not a readable scene store ({type(e).__name__}: {e})") from e
+    if not s.has("tracks"):
+        raise SpatialctlError(f"{url}: no complete 'tracks' group; run `spatialctl track` (or synth) first")
+    tracks = s.open_group("tracks")
+    n_objects, n_visible = len(tracks.attrs.get("objects", [])), tracks.group["visible"].shape[0]
+    if n_objects != n_visible:
+        raise SpatialctlError(f"{url}/tracks: {n_objects} objects in attrs but {n_visible} in arrays")
+    timestamps = s.read("timestamps")
+    if len(timestamps) > 1 and not (np.diff(timestamps) > 0).all():
+        raise SpatialctlError(f"{url}/timestamps: not strictly increasing")
+    up = np.asarray(s.attrs.get("world_up", [0, 0, 1]), dtype=np.float64)
+    if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-6:
+        raise SpatialctlError(f"{url}: world_up {s.attrs.get('world_up')!r} is not a 3-vector")
+    return s, tracks
+
+
+class _Readers:
+    """Lazy per-frame reads of depth, points, masks and frames. An array small enough is read whole once: one
+    read beats many per-frame reads (each a chunk round trip)."""
+
+    def __init__(self, s, tracks):
+        self.s, self.tracks, self.hw = s, tracks, s.hw
+        self.whole: dict[str, np.ndarray] = {}
+        self.small = {"depth": s.group["depth"].nbytes <= WHOLE_ARRAY_BYTES,
+                      "masks": tracks.group["masks"].nbytes <= WHOLE_ARRAY_BYTES,
+                      "frames": s.group["frames"].nbytes <= WHOLE_ARRAY_BYTES}
+
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self.whole:
+            owner = self.tracks if name == "masks" else self.s
+            value = np.asarray(owner.group[name][:])
+            self.whole[name] = store.check_finite(owner.url, name, value, "tracks" if owner is self.tracks else "scene")
+        return self.whole[name]
+
+    def depth(self, f: int) -> np.ndarray:
+        return self._array("depth")[f] if self.small["depth"] else self.s.read("depth", frames=[f])[0]
+
+    def points(self) -> np.ndarray:
+        # Read once and kept: room size asks for the points again whenever its cache is cleared.
+        if "points" not in self.whole:
+            depth = self._array("depth") if self.small["depth"] else self.s.read("depth")
+            self.whole["points"] = self.s.read("pointmaps")[depth > 0]
+        return self.whole["points"]
+
+    def mask(self, o: int, f: int) -> np.ndarray:
+        if self.small["masks"]:
+            return store.unpack_mask(self._array("masks")[o, f], self.hw)
+        return store.read_mask(self.tracks, o, f, self.hw)
+
+    def object_masks(self, o: int) -> np.ndarray:
+        if self.small["masks"]:
+            return store.unpack_mask(self._array("masks")[o], self.hw)
+        return store.unpack_mask(self.tracks.read("masks", (o,)), self.hw)
+
+    def frame(self, f: int) -> np.ndarray:
+        return self._array("frames")[f] if self.small["frames"] else self.s.read("frames", frames=[f])[0]
+
+    def frames(self) -> np.ndarray:
+        return self._array("frames") if self.small["frames"] else self.s.read("frames")
 
 
 def _enclosed(attrs) -> bool:
