@@ -471,7 +471,13 @@ def _frame_index(frames):
 
 
 def open_scene(url: str) -> SceneStore:
-    return SceneStore(url)
+    """A scene store, validated; anything unreadable is one SpatialctlError line naming the path."""
+    try:
+        return SceneStore(url)
+    except SpatialctlError:
+        raise
+    except Exception as e:
+        raise SpatialctlError(f"{url}: not a readable scene store ({type(e).__name__}: {e})") from e
 
 
 def resolve_scene(scene: str, scenes_dir: str | None) -> str:

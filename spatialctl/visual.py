@@ -113,12 +113,7 @@ class SceneView:
 
 def open_view(url: str) -> SceneView:
     """Open a scene store (and its tracks when complete) for display; a bad store is a one-line error."""
-    try:
-        s = store.open_scene(url)
-    except SpatialctlError:
-        raise
-    except Exception as e:
-        raise SpatialctlError(f"{url}: not a readable scene store ({type(e).__name__}: {e})") from e
+    s = store.open_scene(url)
     v = SceneView(url=url, store=s, n_frames=s.n_frames, hw=s.hw, timestamps=s.read("timestamps"),
                   intrinsics=s.read("intrinsics"), cam2world=s.read("cam2world"), attrs=s.attrs,
                   provenance=s.provenance)

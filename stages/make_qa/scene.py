@@ -249,12 +249,7 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
 
 def _open_checked(url: str):
     """The store and its tracks group, refused (one line naming the path) when make-qa cannot use them."""
-    try:
-        s = store.open_scene(url)
-    except SpatialctlError:
-        raise
-    except Exception as e:
-        raise SpatialctlError(f"{url}: not a readable scene store ({type(e).__name__}: {e})") from e
+    s = store.open_scene(url)
     if not s.has("tracks"):
         raise SpatialctlError(f"{url}: no complete 'tracks' group; run `spatialctl track` (or synth) first")
     tracks = s.open_group("tracks")
