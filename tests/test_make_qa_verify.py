@@ -506,6 +506,7 @@ def expect_scale(raw, r):
         return ("object", objs[int(np.argmax(vals))])
     if t == "distance_comparison":
         f = m["frame"]
+        assert len({raw.labels[o] for o in objs}) == 1  # across labels the kind hints at the distance
         d = [np.linalg.norm(raw.box[o, f, :3] - raw.c2w[f, :3, 3]) for o in objs]
         return ("object", objs[int(np.argmin(d))])
     if t == "position_change":

@@ -12,7 +12,8 @@ Definitions (each question says them in words):
 - height: the box's vertical side; width: its longer horizontal side; size: its longest side.
 - depth: the object centre's distance along the camera's viewing axis in one frame.
 - size/height/width comparisons are asked among objects that share a label: between categories ("the cup or the
-  table?", even "the sphere or the box?") the label gives the answer away. Options that compare sizes or
+  table?", even "the sphere or the box?") the label gives the answer away; distance comparisons too (a building
+  stands farther than a book). Options that compare sizes or
   distances never name an object by its pixel box (a box's size in pixels hints at both).
 - position change: the pixel-box centre's shift between two frames, along its dominant image axis.
 - camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
@@ -311,9 +312,14 @@ class ScaleGenerator:
     def _distance_comparison(self, rng):
         s = self.scene
         f = rng.randrange(s.n_frames)
-        seen = self._seen(f)
-        if len(seen) < 2:
+        # Objects of one label only: across labels the kind says how far it usually stands (a building, a book).
+        groups: dict[str, list[int]] = {}
+        for o in self._seen(f):
+            groups.setdefault(s.labels[o], []).append(o)
+        same = [g for _, g in sorted(groups.items()) if len(g) >= 2]
+        if not same:
             return None
+        seen = rng.choice(same)
         objs = rng.sample(seen, min(len(seen), rng.randrange(2, 5)))
         refs = self._refs(objs, f, near=False)
         if refs is None or any("pixel box" in r[0] for r in refs):
