@@ -36,3 +36,16 @@ def no_grad(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def inference_mode(fn):
+    """``torch.inference_mode()`` entered at call time, like `no_grad`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    return wrapper

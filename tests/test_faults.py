@@ -601,6 +601,45 @@ def test_missing_model_fails_fast_naming_the_option(kit, tmp_path, args, option)
     assert f"huggingface-cli download {missing}" in line
 
 
+# A fresh process, as a user's shell runs it: the one line must come before torch's seconds of import. CPU time of
+# the child (user + sys), not wall time, so that other jobs on a loaded machine do not decide the test; and torch
+# must not have been imported at all (importing it alone costs ~2 s of CPU here).
+_FRESH = ("import atexit, os, sys; atexit.register(lambda: open(os.environ['TORCH_FLAG'], 'w').write("
+          "str('torch' in sys.modules))); sys.argv = ['spatialctl'] + sys.argv[1:]; "
+          "from spatialctl.cli import main; main()")
+
+
+@pytest.mark.parametrize("args", [
+    ["reconstruct", "{video}", "--model", "/nonexistent"],
+    ["reconstruct", "{video}", "--model", "nobody/no-dust3r"],
+    ["reconstruct", "{video}", "--backend", "pi3", "--model", "nobody/no-pi3"],
+    ["track", "{scene}", "--detector-model", "nobody/no-detector"],
+    ["track", "{scene}", "--backend", "sam3", "--sam3-model", "/nonexistent"],
+    ["extract-gen-features", "{scene}", "--model", "/nonexistent"],
+    ["extract-gen-features", "{scene}", "--model", "nobody/no-wan"],
+], ids=["dust3r-path", "dust3r-hub", "pi3-hub", "detector-hub", "sam3-path", "wan-path", "wan-hub"])
+def test_missing_model_from_a_fresh_process_under_2s_cpu(kit, tmp_path, args):
+    import resource
+
+    scene = tmp_path / "scene.zarr"
+    shutil.copytree(kit["truth"], scene)
+    args = [a.format(video=kit["video"], scene=scene) for a in args] + ["--quiet"]
+    missing = next(a for a in args if a.startswith(("nobody/", "/nonexistent")))
+    flag = tmp_path.parent / f"{tmp_path.name}.torch"
+    before_tree = tree(tmp_path)
+    env = {**os.environ, "TORCH_FLAG": str(flag), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, "-c", _FRESH, *map(str, args)], capture_output=True, text=True, env=env)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(lines) == 1 and missing in lines[0], lines
+    assert flag.read_text() == "False", "torch was imported before the missing model was reported"
+    assert cpu < 2.0, f"{cpu:.2f} s CPU"
+    assert tree(tmp_path) == before_tree
+
+
 # ---------------------------------------------------------------------------------------------------- 5, 6. runs
 
 

@@ -84,15 +84,15 @@ def resolve_weights(name: str, architecture: str) -> tuple[Path, dict]:
     if not path.exists():
         looks_like_id = name.count("/") == 1 and not name.startswith((".", "/")) and not name.endswith(".safetensors")
         if not looks_like_id:
-            raise SpatialctlError(f"{name}: no such π³ checkpoint file or folder")
+            raise UsageError(f"{name}: no such π³ checkpoint file or folder (--model)")
         from huggingface_hub import snapshot_download
 
         try:
             path = Path(snapshot_download(name, local_files_only=True))
         except Exception:  # not in the cache (or not a repo): never download implicitly
-            raise SpatialctlError(f"{architecture} checkpoint {name} is not in the local Hugging Face cache "
+            raise UsageError(f"{architecture} checkpoint {name} is not in the local Hugging Face cache "
                                   f"(spatialctl never downloads models): run `huggingface-cli download {name}` "
-                                  f"or pass a local folder or .safetensors file") from None
+                                  f"or pass a local folder or .safetensors file with --model") from None
     if path.is_dir():
         folder, weights = path, path / WEIGHTS
         if not weights.is_file():
