@@ -579,6 +579,49 @@ def test_seven_scenes_folder_uses_colour_frames_and_their_numbers(kit, tmp_path)
 # ---------------------------------------------------------------------------------------------------- 4. models
 
 
+def test_tum_folder_names_are_the_timestamps_and_eval_matches_evo(kit, tmp_path):
+    """rgb/1305031102.175304.png: the name is the time in seconds (not frame 175304), so `eval geometry` pairs
+    the store with TUM's groundtruth.txt (same absolute clock) without options, as evo_ape does."""
+    import json
+
+    from evo.core import metrics, sync
+    from evo.core.trajectory import PoseTrajectory3D
+    from evo.tools import file_interface
+
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    rng = np.random.default_rng(3)
+    # Unequal fractions, one with fewer digits: a natural sort would put .9 after .175304
+    names = ["1305031102.175304", "1305031102.211214", "1305031102.243211", "1305031102.9", "1305031103.011762"]
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(rgb / f"{name}.png")
+    out = tmp_path / "est.zarr"
+    res = invoke("reconstruct", rgb, "--out", out, "--model", kit["model"], "--niter", 3, "--quiet")
+    assert res.exit_code == 0, res.output
+    stamps = store.open_scene(str(out)).read("timestamps")
+    np.testing.assert_array_equal(stamps, [float(n) for n in names])
+    # --fps would be a second clock for the same frames: refused, naming the folder
+    fault(tmp_path, ["reconstruct", rgb, "--out", tmp_path / "Y.zarr", "--fps", 30, "--model", kit["model"],
+                     "--quiet"], 2, rgb, says="timestamps in seconds")
+    # Truth at 100 Hz on the same absolute clock, starting before the first frame
+    gt_t = 1305031102.0 + np.arange(150) * 0.01
+    gt = np.tile(np.eye(4), (150, 1, 1))
+    gt[:, :3, 3] = np.cumsum(rng.normal(0, 0.02, (150, 3)), axis=0)
+    file_interface.write_tum_trajectory_file(str(tmp_path / "groundtruth.txt"),
+                                             PoseTrajectory3D(poses_se3=list(gt), timestamps=gt_t))
+    res = invoke("eval", "geometry", out, "--gt", tmp_path / "groundtruth.txt", "--out", tmp_path / "r", "--no-plots")
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    ref = file_interface.read_tum_trajectory_file(str(tmp_path / "groundtruth.txt"))
+    est = PoseTrajectory3D(poses_se3=list(store.open_scene(str(out)).read("cam2world")), timestamps=stamps)
+    ref, est = sync.associate_trajectories(ref, est)  # evo_ape's defaults: max_diff 0.01 s, no offset
+    est.align(ref, correct_scale=True)
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((ref, est))
+    assert rep["n_frames"] == est.num_poses == len(names) and rep["time_offset"] == 0.0
+    assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-5)
+
+
 @pytest.mark.parametrize("args, option", [
     (["reconstruct", "{video}", "--out", "{tmp}/X.zarr", "--model", "nobody/no-dust3r"], "--model"),
     (["reconstruct", "{video}", "--out", "{tmp}/X.zarr", "--model", "{model}", "--metric-scale", "depthpro",
