@@ -236,6 +236,49 @@ def test_make_qa_out_is_a_user_file(kit, tmp_path, name, content):
     fault(tmp_path, args, 2, out, says="not a QA file")
 
 
+def test_eval_run_overwrite_keeps_a_users_file(tmp_path):
+    out = tmp_path / "preds.jsonl"
+    out.write_text('{"my": "notes"}\n')
+    fault(tmp_path, ["eval", "run", "--qa", tmp_path / "qa.jsonl", "--out", out, "--overwrite", "--quiet"], 2, out,
+          says="eval run did not write it")
+
+
+def test_eval_reports_keep_a_users_files(kit, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.md").write_text("my draft")
+    fault(tmp_path, ["eval", "geometry", kit["good"], "--gt", kit["truth"], "--out", out, "--no-plots"], 2,
+          out / "report.md", says="did not write it")
+    fault(tmp_path, ["eval", "qa", tmp_path / "preds.jsonl", "--out", out, "--quiet"], 2, out / "report.md")
+
+
+def test_train_gsm_overwrite_keeps_a_users_adapter(tmp_path):
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "adapter_config.json").write_text('{"r": 8}')
+    (out / "adapter_model.safetensors").write_bytes(b"weights I trained elsewhere")
+    fault(tmp_path, ["train-gsm", "--qa", tmp_path / "qa.jsonl", "--out", out, "--overwrite", "--quiet"], 2,
+          out / "adapter_config.json", says="train-gsm did not write it")
+
+
+def test_view_overwrite_keeps_a_users_file(kit, tmp_path):
+    out = tmp_path / "mine.rrd"
+    out.write_bytes(b"RRF2 a recording some other tool wrote")
+    fault(tmp_path, ["view", kit["good"], "--out", out, "--overwrite", "--quiet"], 2, out,
+          says="not a recording spatialctl view wrote")
+    ours = tmp_path / "ours.rrd"  # ours is replaced on --overwrite
+    assert invoke("view", kit["good"], "--out", ours, "--quiet").exit_code == 0
+    res = invoke("view", kit["good"], "--out", ours, "--overwrite", "--quiet")
+    assert res.exit_code == 0, res.output
+
+
+def test_report_keeps_a_users_folder(kit, tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("<p>my page</p>")
+    fault(tmp_path, ["report", kit["good"], "--out", out, "--overwrite", "--quiet"], 2, out)
+
+
 def test_synth_over_a_users_video(tmp_path):
     out = tmp_path / "holiday"
     out.mkdir()
@@ -600,9 +643,9 @@ def test_tum_folder_names_are_the_timestamps_and_eval_matches_evo(kit, tmp_path)
     assert res.exit_code == 0, res.output
     stamps = store.open_scene(str(out)).read("timestamps")
     np.testing.assert_array_equal(stamps, [float(n) for n in names])
-    # --fps would be a second clock for the same frames: refused, naming the folder
+    # --fps would be a second clock for the same frames: the item is refused (exit 1), naming the folder
     fault(tmp_path, ["reconstruct", rgb, "--out", tmp_path / "Y.zarr", "--fps", 30, "--model", kit["model"],
-                     "--quiet"], 2, rgb, says="timestamps in seconds")
+                     "--quiet"], 1, rgb, says="timestamps in seconds")
     # Truth at 100 Hz on the same absolute clock, starting before the first frame
     gt_t = 1305031102.0 + np.arange(150) * 0.01
     gt = np.tile(np.eye(4), (150, 1, 1))
