@@ -261,6 +261,14 @@ def test_train_gsm_overwrite_keeps_a_users_adapter(tmp_path):
           out / "adapter_config.json", says="train-gsm did not write it")
 
 
+def test_boost_encoder_keeps_a_users_projector(tmp_path):
+    out = tmp_path / "boost"
+    out.mkdir()
+    (out / "projector.safetensors").write_bytes(b"a projector I trained elsewhere")
+    fault(tmp_path, ["boost-encoder", "--qa", tmp_path / "qa.jsonl", "--out", out, "--quiet"], 2,
+          out / "projector.safetensors", says="boost-encoder did not write it")
+
+
 def test_view_overwrite_keeps_a_users_file(kit, tmp_path):
     out = tmp_path / "mine.rrd"
     out.write_bytes(b"RRF2 a recording some other tool wrote")
