@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
     pass
@@ -37,6 +36,8 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def assign(cost: np.ndarray) -> list[tuple[int, int]]:
     """Minimum-cost one-to-one pairs whose cost is allowed."""
+    from scipy.optimize import linear_sum_assignment  # here: scipy's import would delay `track`'s preflight
+
     if cost.size == 0:
         return []
     rows, cols = linear_sum_assignment(np.minimum(cost, _NO))
