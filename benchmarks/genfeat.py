@@ -102,11 +102,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtype", default=None, help="bf16 | fp32 (default: bf16 on cuda, fp32 on cpu)")
     ap.add_argument("--no-end-to-end", action="store_true", help="time the DiT only (skip the VAE runs)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--smoke", action="store_true", help="3 blocks at 64x32, 1 repeat: checks the benchmark runs")
+    ap.add_argument("--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.width, args.height, args.layer, args.repeats = 64, 32, 1, 1
 
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     spec = WAN_1_3B if args.full_size else CPU_SPEC
+    if args.smoke:
+        spec = RandomWanSpec(**{**CPU_SPEC.__dict__, "num_layers": 3})
     with tempfile.TemporaryDirectory() as tmp:  # saved and loaded like a user's checkpoint (fp32 islands kept)
         save_random_wan(tmp, spec, text_encoder=False)
         vae = wf.load_vae(tmp, device)
@@ -130,9 +136,9 @@ def main(argv=None) -> dict:
     variants = ("truncated", "full")
     times = {(w, v): [] for w in ("dit", "end_to_end") for v in variants}
     cpu_times = {(w, v): [] for w in ("dit", "end_to_end") for v in variants}
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
         for what, fn in (("dit", dit), ("end_to_end", end_to_end))[: 1 if args.no_end_to_end else 2]:
-            for v in variants:
+            for v in variants[:: 1 if r % 2 == 0 else -1]:  # the order alternates between rounds
                 _sync(device)
                 t0, c0 = time.perf_counter(), time.process_time()
                 fn(v)
@@ -187,6 +193,18 @@ def main(argv=None) -> dict:
           f"CPU time){e2e}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.append_results:
+        import harness
+
+        table = harness.markdown_table(
+            [{"variant": f"truncated (blocks 0..{args.layer})" if v == "truncated" else "full forward + hook",
+              **rows[v]} for v in variants],
+            [("variant", "variant", ""), ("DiT frames/s (best of repeats)", "dit_frames_per_s", ".3f"),
+             ("end-to-end frames/s", "end_to_end_frames_per_s", ".3f"), ("DiT peak MiB", "dit_peak_mib", ".0f")])
+        harness.append_results(f"extract-gen-features, {result['model']}, {result['resolution']}, {result['dtype']} "
+                               "both variants", table, "python benchmarks/genfeat.py " + " ".join(argv or sys.argv[1:]),
+                               device, notes=f"Outputs torch.equal across variants; DiT speed-up "
+                               f"{result['dit_speedup']:.2f}x.")
     return result
 
 

@@ -27,6 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import harness  # noqa: E402
+
 from spatialctl.models.dust3r import Dust3r, Dust3rConfig, flops_per_pair  # noqa: E402
 from spatialctl.models.dust3r_inference import infer_pairs  # noqa: E402
 from spatialctl.models.dust3r_loading import RELEASED, parse_model_string  # noqa: E402
@@ -82,6 +84,11 @@ def run_reference(model, images: torch.Tensor, pairs, batch_size: int) -> None:
     _sync(device)
 
 
+def _autocast(fn, *args):
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        return fn(*args)
+
+
 def run_ours(model, images: torch.Tensor, pairs, batch_size: int, autocast_dtype=None,
              reduced_heads: bool = False) -> None:
     infer_pairs(model, images, pairs, batch_size=batch_size, autocast_dtype=autocast_dtype, out_device="cpu",
@@ -90,8 +97,9 @@ def run_ours(model, images: torch.Tensor, pairs, batch_size: int, autocast_dtype
 
 
 def network_section(full_size: bool, device: torch.device, frames=(8, 16, 32), batch_size: int = 8,
-                    image_hw: tuple[int, int] | None = None) -> list[dict]:
-    """pairs/s for the reference and ours (fp32, and bf16 autocast on CUDA) on complete graphs."""
+                    image_hw: tuple[int, int] | None = None, repeats: int = 3) -> list[dict]:
+    """pairs/s for the reference and ours (fp32; on CUDA also both under bf16 autocast) on complete graphs; each
+    speed-up is against the reference at the same precision."""
     kwargs = FULL_KWARGS if full_size else CPU_KWARGS
     image_hw = image_hw or ((384, 512) if full_size else (96, 128))
     reference, ours = build_models(kwargs, device)
@@ -101,28 +109,27 @@ def network_section(full_size: bool, device: torch.device, frames=(8, 16, 32), b
                 ("ours (fp32)", lambda im, pr: run_ours(ours, im, pr, batch_size))]
     if device.type == "cuda":
         variants += [
+            ("reference (mini-dust3r, bf16 autocast)", lambda im, pr: _autocast(run_reference, reference, im, pr,
+                                                                                 batch_size)),
             ("ours (bf16 autocast)", lambda im, pr: run_ours(ours, im, pr, batch_size, torch.bfloat16)),
             ("ours (bf16, bf16 heads)", lambda im, pr: run_ours(ours, im, pr, batch_size, torch.bfloat16, True)),
         ]
-    for _, fn in variants:  # warm-up: kernels, caches, allocator
-        fn(all_images[:2], complete_pairs(2))
     rows = []
     for n in frames:
         pairs = complete_pairs(n)
         images = all_images[:n]
-        seconds, cpu_seconds = {}, {}
-        for name, fn in variants:
-            _sync(device)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            fn(images, pairs)
-            seconds[name] = time.perf_counter() - start
-            cpu_seconds[name] = time.process_time() - cpu_start
-        ref_s = seconds[variants[0][0]]
+        # Interleaved (rotating order), repeated, after a warm-up round; medians; CUDA peak reset per run.
+        t = harness.interleave([(name, lambda fn=fn, im=images, pr=pairs: fn(im, pr)) for name, fn in variants],
+                               repeats, 1, device)
+        ref = {"fp32": variants[0][0], "bf16": "reference (mini-dust3r, bf16 autocast)"}
         for name, _ in variants:
-            rows.append({"frames": n, "pairs": len(pairs), "variant": name, "seconds": seconds[name],
-                         "cpu_seconds": cpu_seconds[name], "pairs_per_s": len(pairs) / seconds[name],
-                         "speedup": ref_s / seconds[name],
-                         "cpu_speedup": cpu_seconds[variants[0][0]] / cpu_seconds[name]})
+            base = t[ref["bf16" if "bf16" in name else "fp32"]]  # speed-ups at equal precision
+            r = t[name]
+            rows.append({"frames": n, "pairs": len(pairs), "variant": name, "seconds": r["median_s"],
+                         "spread": f"{r['min_s']:.2f}-{r['max_s']:.2f}", "cpu_seconds": r["median_cpu_s"],
+                         "pairs_per_s": len(pairs) / r["median_s"], "speedup": base["median_s"] / r["median_s"],
+                         "cpu_speedup": base["median_cpu_s"] / r["median_cpu_s"],
+                         "peak_gb": r["peak_cuda_bytes"] / 2**30 if device.type == "cuda" else float("nan")})
     return rows
 
 
@@ -266,8 +273,8 @@ def _run_worker(spec: dict) -> dict:
 
 def alignment_section(device: torch.device, frames=(8, 16, 32), hw=(96, 128), niter: int = 300) -> list[dict]:
     rows = []
-    for n in frames:
-        for variant in ("reference", "ours"):
+    for i, n in enumerate(frames):  # each run its own process (peak = its own); the order alternates
+        for variant in ("reference", "ours")[:: 1 if i % 2 == 0 else -1]:
             r = _run_worker({"variant": variant, "frames": n, "hw": list(hw), "graph": "complete",
                              "niter": niter, "device": str(device)})
             rows.append({"frames": n, "variant": variant, "pairs": n * (n - 1), **r})
@@ -489,10 +496,14 @@ def main(argv=None) -> None:
     ap.add_argument("--section", default="network,align,growth",
                     help="comma list of network, align, growth, backends (default: the first three)")
     ap.add_argument("--niter", type=int, default=300, help="alignment iterations (default 300)")
+    ap.add_argument("--repeats", type=int, default=3, help="network, backends: interleaved timed rounds (default 3)")
+    ap.add_argument("--smoke", action="store_true", help="3 frames at 32x48, 1 repeat: checks the benchmark runs")
+    ap.add_argument("--append-results", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     ap.add_argument("--align-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--backend-worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--repeats", type=int, default=2, help="backends: runs per variant, interleaved (default 2)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.frames, args.repeats, args.niter, args.full_size = "3", 1, 5, False
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.align_worker:
@@ -521,27 +532,36 @@ def main(argv=None) -> None:
                      ("decoders GFLOP", "decoder_gflop", ".2f"), ("heads GFLOP", "head_gflop", ".2f"),
                      ("encoder share", "encoder_share", ".0%"), ("ours GFLOP", "ours_gflop", ".2f"),
                      ("speed-up bound", "bound", ".2f")])
-        print_table("Network throughput, complete graph (both directions)",
-                    network_section(full_size, device, frames, args.batch_size),
-                    [("N", "frames", "d"), ("pairs", "pairs", "d"), ("variant", "variant", "s"),
-                     ("wall s", "seconds", ".2f"), ("process CPU s", "cpu_seconds", ".2f"),
-                     ("pairs/s", "pairs_per_s", ".1f"), ("speed-up (wall)", "speedup", ".2f"),
-                     ("speed-up (CPU time)", "cpu_speedup", ".2f")])
+        columns = [("N", "frames", "d"), ("pairs", "pairs", "d"), ("variant", "variant", "s"),
+                   ("wall s (median)", "seconds", ".2f"), ("min-max", "spread", "s"),
+                   ("process CPU s", "cpu_seconds", ".2f"), ("pairs/s", "pairs_per_s", ".1f"),
+                   ("speed-up (wall, equal precision)", "speedup", ".2f"), ("speed-up (CPU time)", "cpu_speedup", ".2f"),
+                   ("peak CUDA GB (reset per run)", "peak_gb", ".2f")]
+        rows = network_section(full_size, device, frames, args.batch_size, (32, 48) if args.smoke else None,
+                               args.repeats)
+        print_table(f"Network throughput, complete graph (both directions), {args.repeats} interleaved repeats",
+                    rows, columns)
+        if args.append_results:
+            harness.append_results(f"reconstruct network, {size}", harness.markdown_table(rows, columns),
+                                   "python benchmarks/reconstruct.py " + " ".join(argv or sys.argv[1:]), device)
     if "align" in sections:
-        hw = (384, 512) if full_size else (48, 64)  # CPU: small enough for N=32 x 300 iterations of the reference
+        hw = (384, 512) if full_size else (24, 32) if args.smoke else (48, 64)  # CPU: N=32 x 300 its of the reference
         rows = alignment_section(device, frames, hw, args.niter)
         for r in rows:
             r.setdefault("error", "")
             for key in ("seconds", "cpu_seconds", "peak_bytes", "ate_rel", "focal_err"):
                 r.setdefault(key, float("nan"))
             r["peak_mb"] = r["peak_bytes"] / 2**20
-        print_table(f"Global alignment, complete graph, {hw[1]}x{hw[0]}, {args.niter} iterations "
-                    "(peak = memory the alignment adds)", rows,
-                    [("N", "frames", "d"), ("pairs", "pairs", "d"), ("variant", "variant", "s"),
-                     ("wall s", "seconds", ".2f"), ("process CPU s", "cpu_seconds", ".2f"),
-                     ("peak MB", "peak_mb", ".0f"),
-                     ("ATE / scene extent", "ate_rel", ".2e"), ("max focal error", "focal_err", ".2%"),
-                     ("error", "error", "s")])
+        title = (f"Global alignment, complete graph, {hw[1]}x{hw[0]}, {args.niter} iterations "
+                 "(peak = memory the alignment adds, each run in its own process)")
+        columns = [("N", "frames", "d"), ("pairs", "pairs", "d"), ("variant", "variant", "s"),
+                   ("wall s", "seconds", ".2f"), ("process CPU s", "cpu_seconds", ".2f"), ("peak MB", "peak_mb", ".0f"),
+                   ("ATE / scene extent", "ate_rel", ".2e"), ("max focal error", "focal_err", ".2%"),
+                   ("error", "error", "s")]
+        print_table(title, rows, columns)
+        if args.append_results:
+            harness.append_results(title, harness.markdown_table(rows, columns),
+                                   "python benchmarks/reconstruct.py " + " ".join(argv or sys.argv[1:]), device)
     if "backends" in sections:
         niter = 300 if full_size else min(args.niter, 100)
         rows = backends_section(device, frames, args.repeats, niter, full_size)

@@ -3,7 +3,9 @@
     python benchmarks/train_gsm.py --hidden 64 --layers 2 --frames 8 --size 112      # CPU, small
     python benchmarks/train_gsm.py --preset 7b --frames 32 --size 336                 # GPU, 7B-sized random
 
-Each variant runs in its own process (peak RSS / CUDA peak is per process). Prints one JSON line per variant.
+Each run of each variant is its own process (peak RSS / CUDA peak is per process); the variants alternate (off on,
+on off, ...) ``--repeats`` times and the table gives each one's median step time. Both run at the same precision
+(bf16 autocast on GPU, fp32 on CPU). Prints one JSON line per run, then the table.
 """
 
 from __future__ import annotations
@@ -102,9 +104,14 @@ def main() -> None:
     ap.add_argument("--lora-rank", type=int, default=64, help="LoRA rank (default 64)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    ap.add_argument("--repeats", type=int, default=2, help="processes per variant, alternating (default 2)")
+    ap.add_argument("--smoke", action="store_true", help="width 32, 2 frames of 56x56, 2 steps: checks the benchmark runs")
+    ap.add_argument("--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md")
     ap.add_argument("--variant", choices=["on", "off"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.smoke:
+        a.preset, a.hidden, a.layers, a.frames, a.size, a.steps, a.warmup, a.repeats = "", 32, 1, 2, 56, 2, 1, 1
     if a.variant:
         print(json.dumps(variant(a)), flush=True)
         return
@@ -114,13 +121,34 @@ def main() -> None:
         make_base(os.path.join(root, "base"), a)
         make_scenes(root, n_scenes=2, n_frames=a.frames, size=a.size)
         write_records(os.path.join(root, "qa.jsonl"), make_records(8, n_frames=a.frames))
-        for v in ("off", "on"):
-            cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", v, "--workdir", root]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(out.stderr[-3000:])
-            print(out.stdout.strip().splitlines()[-1], flush=True)
+        runs = {"off": [], "on": []}
+        for r in range(a.repeats):
+            for v in ("off", "on")[:: 1 if r % 2 == 0 else -1]:
+                cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", v, "--workdir", root]
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                if out.returncode:
+                    sys.exit(out.stderr[-3000:])
+                line = out.stdout.strip().splitlines()[-1]
+                print(line, flush=True)
+                runs[v].append(json.loads(line))
+    import harness
 
+    rows = []
+    for rs in runs.values():
+        steps = [x["step_s"] for x in rs]
+        rows.append({**rs[0], "step_s": statistics.median(steps), "range": f"{min(steps):.3f}-{max(steps):.3f}",
+                     "tokens_per_s": statistics.median(x["tokens_per_s"] for x in rs),
+                     "peak_mem_gib": max(x["peak_mem_gib"] for x in rs)})
+    table = harness.markdown_table(rows, [
+        ("GSM", "gsm", ""), ("tokens / sample", "tokens_per_sample", "d"), ("step s (median)", "step_s", ".3f"),
+        ("min-max", "range", ""), ("tokens/s", "tokens_per_s", ".0f"),
+        (f"peak GiB ({rows[0]['peak_mem_kind']}, own process)", "peak_mem_gib", ".3f")])
+    print(table)
+    if a.append_results:
+        harness.append_results(f"train-gsm, {rows[0]['preset']}, {a.frames} frames {a.size}x{a.size}, batch {a.batch}, "
+                               f"{a.repeats} processes per variant", table,
+                               "python benchmarks/train_gsm.py " + " ".join(sys.argv[1:]),
+                               "cuda" if rows[0]["device"] == "cuda" else None)
 
 if __name__ == "__main__":
     main()

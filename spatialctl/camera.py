@@ -145,3 +145,12 @@ def parse_intrinsics(text: str, flag: str = "--intrinsics") -> tuple[float, floa
         raise UsageError(f"{flag} {text!r}: focal lengths must be positive")
     return fx, fy, cx, cy
 
+
+def gravity_basis(world_up) -> np.ndarray:
+    """Rows e1, e2, up: an orthonormal frame whose third axis is ``world_up`` (the frame box yaw is measured in)."""
+    up = np.asarray(world_up, dtype=np.float64)
+    up = up / np.linalg.norm(up)
+    ref = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = ref - up * (ref @ up)
+    e1 /= np.linalg.norm(e1)
+    return np.stack([e1, np.cross(up, e1), up])

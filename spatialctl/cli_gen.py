@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from spatialctl.config import is_option
+from spatialctl.config import is_section, option_fields
 from spatialctl.options import finish, progress, setup_logging
 from spatialctl.registry import Stage
 
@@ -43,7 +43,8 @@ def _param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
         hint = list[typing.get_args(hint)[0]]
     if isinstance(default, tuple):
         default = list(default)
-    if m.get("argument"):
+    if m.get("argument"):  # positional arguments are required on the command line (None serves library callers)
+        default = inspect.Parameter.empty if default is None else default
         info = typer.Argument(show_default=show_default, **kw)
     else:
         flags = [m.get("flag") or "--" + f.name.replace("_", "-")] + ([m["short"]] if m.get("short") else [])
@@ -65,6 +66,9 @@ def config_from_options(cls: type, values: dict[str, Any]):
     """The config a command's option values make (parsing text options), not yet validated."""
     kwargs = {}
     for f in dataclasses.fields(cls):
+        if is_section(f):  # a nested config made from the same option values
+            kwargs[f.name] = config_from_options(f.default_factory, values)
+            continue
         if f.name not in values:
             continue
         value = values[f.name]
@@ -97,9 +101,10 @@ def _report_for(stage: Stage) -> Callable[[Any, Any], None]:
 def command(stage: Stage) -> Callable[..., None]:
     """The Typer command function of ``stage``: its parameters are the config's options (plus the inputs)."""
     cls = stage.config_class()
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if is_option(f)]
-    params = ([_inputs_param(stage)] if stage.inputs else []) + [_param(f, hints[f.name]) for f in fields]
+    options = option_fields(cls)
+    names = [f.name for _, f, _ in options]
+    assert len(set(names)) == len(names), f"{stage.name}: an option name is used twice across config sections"
+    params = ([_inputs_param(stage)] if stage.inputs else []) + [_param(f, hint) for _, f, hint in options]
     # Typer lists required parameters first anyway; Python wants them before the defaulted ones.
     params.sort(key=lambda p: p.default is not inspect.Parameter.empty)
     report = _report_for(stage)
@@ -112,8 +117,7 @@ def command(stage: Stage) -> Callable[..., None]:
         config.validate()
         bars = {k: progress(quiet, desc, unit) for k, (desc, unit) in stage.progress.items()}
         run = stage.load().run
-        result = run(config, inputs, **bars) if stage.inputs else run(config, **bars)
-        report(config, result)
+        report(config, run(config, inputs, **bars))
 
     run_command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     run_command.__doc__ = stage.help

@@ -57,6 +57,31 @@ def is_option(f: dataclasses.Field) -> bool:
     return "help" in f.metadata
 
 
+def section(cls: type) -> Any:
+    """A config field holding a nested config (a section, e.g. train-gsm's ``grpo``): its options are the
+    command's options like any other (flags unchanged, names unique across the command), its values live in
+    ``config.<section>.<field>``, and its result-changing fields count in the config hash."""
+    return field(default_factory=cls, metadata={"section": True})
+
+
+def is_section(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("section"))
+
+
+def option_fields(cls: type) -> list[tuple[str | None, dataclasses.Field, Any]]:
+    """(section name or None, field, type hint) of every option of a config class, sections included."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if is_section(f):
+            out += [(f.name, g, hint) for _, g, hint in option_fields(f.default_factory)]
+        elif is_option(f):
+            out.append((None, f, hints[f.name]))
+    return out
+
+
 def flag_of(f: dataclasses.Field) -> str:
     """The option's long flag (``--no-x`` pairs give the first), or the argument's upper-case name."""
     if f.metadata.get("argument"):
@@ -118,6 +143,9 @@ def check_fields(config) -> None:
     """The checks every config shares: each field with ``choices`` holds one of them, each ``check`` passes
     (--shard I/N, --device exists)."""
     for f in dataclasses.fields(config):
+        if is_section(f):
+            check_fields(getattr(config, f.name))
+            continue
         if f.metadata.get("check") is not None and getattr(config, f.name) is not None:
             f.metadata["check"](getattr(config, f.name))
         choices = f.metadata.get("choices")

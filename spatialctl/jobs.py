@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from spatialctl import __version__, lock, schema, store
 from spatialctl.errors import SpatialctlError, UsageError
@@ -105,11 +106,21 @@ def config_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
+def result_values(config) -> dict:
+    """The fields that change results (``runtime`` ones left out), sections as nested dicts."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.metadata.get("runtime"):
+            continue
+        value = getattr(config, f.name)
+        out[f.name] = result_values(value) if f.metadata.get("section") else value
+    return out
+
+
 def config_hash(config) -> str:
     """Hash of the fields that change results; fields with ``metadata={"runtime": True}`` (device, quiet,
     overwrite, batch size, ...) are left out so a rerun on other hardware is still a cache hit."""
-    keep = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not f.metadata.get("runtime")}
-    text = json.dumps(keep, sort_keys=True, default=str)
+    text = json.dumps(result_values(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -132,11 +143,21 @@ def fingerprint(url: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def config_difference(stored: dict, config) -> str:
     """The result-changing fields where a stored config and ``config`` differ, as "name: old -> new"."""
-    now = config_dict(config)
-    keys = [f.name for f in dataclasses.fields(config) if not f.metadata.get("runtime")]
-    diffs = [f"{k}: {stored.get(k)!r} -> {now.get(k)!r}" for k in keys if stored.get(k) != now.get(k)]
+    now, old = _flat(config_dict(config)), _flat(stored)
+    keys = _flat(result_values(config))
+    diffs = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in keys if old.get(k) != now.get(k)]
     return "; ".join(diffs) or f"config hash {config_hash(config)} differs"
 
 
@@ -205,13 +226,26 @@ class Item:
 
 @dataclass
 class Summary:
+    """What every stage's ``run(config, inputs, progress)`` returns: the inputs done, skipped (already done with
+    this config) and failed (input -> one-line error), the outputs written, and ``details``, the stage's own
+    result (a report dict, ``TrainResult``, ...) that its command's ``report`` prints."""
+
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    details: Any = None
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+    def add(self, other: Summary) -> None:
+        """Fold another run's counts into this one (a stage made of several item runs)."""
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.outputs += other.outputs
 
 
 def item_state(output: str, config, input: str | None = None) -> tuple[str, str | None]:
@@ -306,6 +340,7 @@ def _run_item(item: Item, config, work: Callable[[Item], None], overwrite: bool,
         _fail(summary, item, record, f"{item.input}: {type(e).__name__}: {' '.join(str(e).split())}")
     else:
         summary.done.append(item.input)
+        summary.outputs.append(item.output)
 
 
 def _fail(summary: Summary, item: Item, record: str, message: str) -> None:

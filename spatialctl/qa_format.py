@@ -8,6 +8,9 @@ with :func:`read_qa`.
 Answers: ``answer_type`` is ``mc`` (``answer`` is an option letter, ``options`` lists the option texts without
 letters), ``number`` (``answer`` is a float in ``unit``) or ``text``. A multi-turn sample keeps its earlier turns
 in ``history`` (each ``{"question", "answer", "answer_type", "unit"}``); ``question``/``answer`` is its last turn.
+In files, answers (also the history's) are text, so a column has one type in every tool; ``history`` and
+``metadata`` are JSON objects in JSON lines and JSON text only inside parquet (a table column needs one type).
+A record about one image (``frames`` has one frame) is given to a model as that image, never as the video.
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ class QARecord:
                 kw[name] = json.loads(kw[name])
         if kw.get("metadata") is None:
             kw["metadata"] = {}
+        if kw.get("history"):
+            kw["history"] = [{**t, "answer": float(t["answer"])} if t.get("answer_type") == "number" else t
+                             for t in kw["history"]]
         return cls(**kw)
 
     @property
@@ -94,7 +100,8 @@ class QARecord:
 
 def record_id(scene: str, family: str, qtype: str, question: str, options: list[str] | None = None) -> str:
     """A stable id: the same question about the same scene gets the same id in every run."""
-    text = json.dumps([scene, family, qtype, question, options or []])
+    # Fields joined by the unit separator (no field holds it): as unique as JSON, several times cheaper.
+    text = "\x1f".join([scene, family, qtype, question, *(options or [])]) + ("\x1e" if options else "")
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -123,6 +130,9 @@ def _media(record: QARecord) -> tuple[str, list[dict]]:
     # Exported frames are the more specific reference (the question's frames), so they win over the video.
     if record.images:
         return "<image>\n" * len(record.images), [{"type": "image", "image": p} for p in record.images]
+    if len(record.frames) == 1:
+        raise SpatialctlError(f"record {record.id}: a one-frame question needs its image (export it with "
+                              "make-qa's --frames-dir); it is not a video question")
     if record.video:
         return "<video>\n", [{"type": "video", "video": record.video}]
     return "", []
@@ -151,11 +161,11 @@ def to_qwen(record: QARecord) -> dict:
 
 def _plain(record: QARecord) -> dict:
     # Answers are stored as text so one column has one type in every tool (datasets, parquet, pandas);
-    # read_qa turns numbers back into floats. Free-form parts are JSON text for the same reason.
+    # read_qa turns numbers back into floats.
     d = record.to_dict()
     d["answer"] = answer_text(record.answer, record.answer_type)
-    for name in _JSON_COLUMNS:
-        d[name] = json.dumps(d[name], sort_keys=True)
+    if record.history:
+        d["history"] = [{**t, "answer": answer_text(t["answer"], t["answer_type"])} for t in record.history]
     return d
 
 
@@ -203,9 +213,10 @@ def write_qa(path: str | Path, records: list[QARecord], form: str = "sharegpt") 
         import pyarrow.parquet as pq
 
         for row in rows:
-            for key in ("conversations", "messages"):
-                if key in row:  # nested chat structures vary in keys; keep them as JSON text in a table
-                    row[key] = json.dumps(row[key])
+            # Nested structures vary in keys from row to row; a table keeps them as JSON text.
+            for key in ("conversations", "messages", *_JSON_COLUMNS):
+                if key in row:
+                    row[key] = json.dumps(row[key], sort_keys=True)
         with io.aside(path) as tmp:
             pq.write_table(pa.Table.from_pylist(rows, schema=_arrow_schema(rows)), tmp)
     else:
@@ -221,27 +232,43 @@ def _arrow_schema(rows: list[dict]):
     return pa.schema([(n, types.get(n, pa.string())) for n in names])
 
 
-def read_qa(path: str | Path) -> list[QARecord]:
-    """Read records from any file :func:`write_qa` wrote (``.jsonl`` in any form, or ``.parquet``)."""
+def read_rows(path: str | Path, what: str = "file", json_list: bool = True) -> list[dict]:
+    """Rows of a .parquet or JSON-lines file (or, with ``json_list``, a .json list of records), as dicts."""
     path = Path(path)
     if not path.is_file():
-        raise SpatialctlError(f"{path}: no such QA file")
+        raise SpatialctlError(f"{path}: no such {what}")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
-            rows = pq.read_table(path).to_pylist()
+            return pq.read_table(path).to_pylist()
         except Exception as e:
             raise SpatialctlError(f"{path}: not a readable parquet file ({type(e).__name__})") from e
-    else:
-        rows = []
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise SpatialctlError(f"{path}: line {n} is not JSON") from None
+    text = path.read_text()
+    if json_list and path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpatialctlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(rows, dict):  # {"data": [...]} and similar wrappers
+            lists = [v for v in rows.values() if isinstance(v, list)]
+            rows = lists[0] if len(lists) == 1 else None
+        if not isinstance(rows, list):
+            raise SpatialctlError(f"{path}: expected a JSON list of records")
+        return rows
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise SpatialctlError(f"{path}: line {n} is not JSON") from None
+    return rows
+
+
+def read_qa(path: str | Path) -> list[QARecord]:
+    """Read records from any file :func:`write_qa` wrote (``.jsonl`` in any form, or ``.parquet``)."""
+    rows = read_rows(path, "QA file", json_list=False)
     out = []
     for n, row in enumerate(rows, 1):
         try:

@@ -2,9 +2,10 @@
 of guessing modules from names.
 
 The stage protocol: a module with a typed config class (options made with ``spatialctl.config.opt``) whose
-``validate()`` checks and parses the whole config, ``run(config, inputs, progress=...)`` (a stage without inputs,
-train-gsm, takes the config alone; synth's "inputs" is the folder it writes), and, for stages that run item by
-item through ``jobs.run_items``, ``output_for(input, out)`` naming each item's output.
+``validate()`` checks and parses the whole config; ``run(config, inputs, progress=...) -> jobs.Summary`` (inputs:
+what the stage reads, None for stages whose config names everything, synth and train-gsm; progress: a wrapper
+over an iterable, a tqdm bar on the command line; the stage's own result rides in ``Summary.details``); and, for
+stages that run item by item through ``jobs.run_items``, ``output_for(input, out)`` naming each item's output.
 Modules are imported only when a stage is used, so ``spatialctl --version`` does not import torch.
 """
 
@@ -51,8 +52,6 @@ _S = "spatialctl.stages."
 STAGES: tuple[Stage, ...] = (
     Stage("synth", _S + "synth", "SynthConfig",
           "Render a synthetic scene with exact ground truth: video.mp4 + scene.zarr (geometry and tracks).",
-          Inputs("out", "Output folder: OUT/video.mp4 and OUT/scene.zarr (with --count: OUT/seed-NNNNNN/...).",
-                 many=False),
           progress={"progress": ("synth", "item")}),
     Stage("reconstruct", _S + "reconstruct", "ReconstructConfig",
           "Reconstruct each input with DUSt3R and our global alignment, or with π³ / Pi3X (--backend), into a scene\n"
@@ -91,6 +90,10 @@ STAGES: tuple[Stage, ...] = (
           "ATE (Sim(3)/SE(3)), RPE, depth AbsRel / δ<1.25 and point-cloud accuracy / completeness against truth.",
           Inputs("estimate", "The estimate: a scene store (scene.zarr) or a trajectory file (TUM/KITTI .txt, "
                  "EuRoC .csv).", many=False)),
+    Stage("eval blind", _S + "make_qa.audit", "BlindConfig",
+          "Blind audit of QA records: text-only baselines per family and type, fitted on half the scenes and scored "
+          "on the other half.",
+          Inputs("qa_file", "QA records (qa.jsonl or .parquet, as make-qa writes).", many=False)),
     Stage("eval probe", _S + "probe", "ProbeConfig",
           "Linear depth probe on frozen patch features of synth frames: AbsRel of the base (and boosted) encoder.",
           Inputs("scenes", "Scene stores with depth: a store, a folder of them (synth --count), or a manifest.",
@@ -104,7 +107,8 @@ STAGES: tuple[Stage, ...] = (
           Inputs("scenes", "Scene stores (paths or URLs), or manifests of them."),
           progress={"progress": ("report scenes", "scene"), "question_progress": ("report questions", "question")}),
 )
-GROUPS = {"eval": "Evaluate: benchmark scoring (qa), a Qwen2.5-VL runner (run), reconstruction metrics (geometry)."}
+GROUPS = {"eval": "Evaluate: benchmark scoring (qa), a Qwen2.5-VL runner (run), reconstruction metrics (geometry), "
+                  "blind QA audit (blind)."}
 
 
 def get(name: str) -> Stage:

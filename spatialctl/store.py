@@ -474,6 +474,18 @@ def open_scene(url: str) -> SceneStore:
     return SceneStore(url)
 
 
+def resolve_scene(scene: str, scenes_dir: str | None) -> str:
+    """A record's ``scene`` (a name, as make-qa writes it, or a path) -> the scene store's URL."""
+    candidates = [scene] if os.path.isabs(scene) or scenes_dir is None else []
+    if scenes_dir is not None:
+        candidates += [os.path.join(scenes_dir, scene, "scene.zarr"), os.path.join(scenes_dir, f"{scene}.zarr"),
+                       os.path.join(scenes_dir, scene)]
+    for url in candidates:
+        if exists(url) and node_header(url) is not None:
+            return url
+    raise SpatialctlError(f"scene {scene!r}: no scene store at {' or '.join(candidates)}")
+
+
 # ---------------------------------------------------------------------------------------------------- masks
 
 

@@ -28,16 +28,6 @@ def hex_colour(index: int) -> str:
     return "#{:02x}{:02x}{:02x}".format(*object_colour(index))
 
 
-def gravity_basis(world_up) -> np.ndarray:
-    """Rows e1, e2, up: the frame in which the schema's box yaw is measured (same rule as the track stage)."""
-    up = np.asarray(world_up, dtype=np.float64)
-    up = up / np.linalg.norm(up)
-    ref = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = ref - up * (ref @ up)
-    e1 /= np.linalg.norm(e1)
-    return np.stack([e1, np.cross(up, e1), up])
-
-
 def box_rotation(yaw: float, basis: np.ndarray) -> np.ndarray:
     """3x3 rotation whose columns are the box's x, y and up axes in world coordinates."""
     e1, e2, up = basis

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,17 +142,25 @@ def probe_model(model, family, prep, data: dict, config: ProbeConfig, device) ->
     pred = np.exp(np.clip(predict(x_test, mean, std, w), -30, 30))
     test = depth_metrics(pred, y_test, align="none")
     train_pred = np.exp(np.clip(predict(x_train, mean, std, w), -30, 30))
+    # The floor a probe must beat: the training set's mean depth (geometric, as the probe fits log depth, or
+    # arithmetic, whichever scores better) predicted for every test patch. A probe that learnt nothing from the
+    # features lands here, however small its AbsRel looks on a shallow scene; "beats" asks for 5% below it.
+    floor = min(depth_metrics(np.full_like(y_test, c), y_test, align="none")["abs_rel"]
+                for c in (np.exp(np.log(y_train).mean()), y_train.mean()))
     return {"abs_rel": test["abs_rel"], "delta1": test["delta1"], "n_test_patches": int(len(y_test)),
-            "n_train_patches": int(len(y_train)), "train_abs_rel": depth_metrics(train_pred, y_train, "none")["abs_rel"]}
+            "n_train_patches": int(len(y_train)), "train_abs_rel": depth_metrics(train_pred, y_train, "none")["abs_rel"],
+            "mean_depth_abs_rel": floor, "beats_mean_depth": bool(test["abs_rel"] < 0.95 * floor)}
 
 
-def run(config: ProbeConfig, scenes: list[str]) -> dict:
-    """Load scenes and encoder(s); returns the report (base, and boosted with its AbsRel change)."""
+def run(config: ProbeConfig, scenes: list[str], progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
+    """Load scenes and encoder(s); ``Summary.details`` is the report (base, and boosted with its AbsRel change).
+    ``progress`` wraps the scenes read."""
 
     config.validate()
     urls = find_scenes(scenes)
     data_raw = {}
-    for url in urls:
+    for url in progress(urls) if progress else urls:
         s = store.open_scene(url)
         if s.n_frames < (2 if len(urls) == 1 else 1):
             raise SpatialctlError(f"{url}: the probe needs at least 2 frames")
@@ -176,4 +185,4 @@ def run(config: ProbeConfig, scenes: list[str]) -> dict:
             raise SpatialctlError(f"probe: {key} AbsRel is not finite")
     if config.out:
         io.write_json(config.out, report)
-    return report
+    return jobs.Summary(done=urls, outputs=[config.out] if config.out else [], details=report)

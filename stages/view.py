@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import __version__, camera, jobs
+from spatialctl.camera import gravity_basis
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt
 from spatialctl.errors import SpatialctlError, UsageError
-from spatialctl.visual import SceneView, box_rotation, gravity_basis, object_colour, open_view
+from spatialctl.visual import SceneView, box_rotation, object_colour, open_view
 
 log = logging.getLogger("spatialctl.view")
 
@@ -83,9 +84,9 @@ def _our_recording(path: Path) -> bool:
     return head.startswith(b"RRF") and APP_ID.encode() in head
 
 
-def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dict:
-    """Write the recording of the store ``scene``; returns ``{"out", "frames", "entities", "spawned",
-    "open_command"}``."""
+def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> jobs.Summary:
+    """Write the recording of the store ``scene``; ``Summary.details`` is ``{"out", "frames", "entities",
+    "spawned", "open_command"}``."""
     config.validate()
     rr = import_rerun()
     if "://" in (config.out or scene):
@@ -129,8 +130,9 @@ def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> dic
     tmp.replace(out)
     command = f"rerun {out}"
     spawned = _spawn(out) if config.spawn else False
-    return {"out": str(out), "frames": len(pairs) if pairs else est.n_frames, "entities": sorted(set(entities)),
-            "spawned": spawned, "open_command": command}
+    details = {"out": str(out), "frames": len(pairs) if pairs else est.n_frames, "entities": sorted(set(entities)),
+               "spawned": spawned, "open_command": command}
+    return jobs.Summary(done=[scene], outputs=[str(out)], details=details)
 
 
 def _spawn(out: Path) -> bool:

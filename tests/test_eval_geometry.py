@@ -48,7 +48,7 @@ def test_synth_against_itself_under_a_known_sim3(tmp_path, synth_truth):
     store.write_scene(est_url, perturbed(arrays, s, rot, t), {**attrs, "scale": "relative", "scale_source": "none"},
                       PROV)
     out = run(GeometryEvalConfig(gt=gt_url, out=str(tmp_path / "report")), est_url)
-    r = out.report
+    r = out.details
     assert r["n_frames"] == 8 and r["gt_kind"] == "store"
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["trajectory"]["ate"]["scale"] == pytest.approx(1 / s, rel=1e-6)
@@ -71,7 +71,7 @@ def test_a_wrong_trajectory_scores_worse(tmp_path, synth_truth):
     bad["cam2world"] = poses
     est_url = str(tmp_path / "bad.zarr")
     store.write_scene(est_url, bad, attrs, PROV)
-    r = run(GeometryEvalConfig(align="se3", plots=False, gt=gt_url, out=str(tmp_path / "r")), est_url).report
+    r = run(GeometryEvalConfig(align="se3", plots=False, gt=gt_url, out=str(tmp_path / "r")), est_url).details
     assert 0.01 < r["trajectory"]["ate"]["rmse"] < 0.1
     # Exactly one of the seven consecutive pairs sees the 10 cm jump.
     assert r["trajectory"]["rpe"]["trans_mean"] == pytest.approx(0.1 / 7, rel=1e-4)
@@ -104,7 +104,7 @@ def test_tum_folder(tmp_path, synth_truth):
         run(GeometryEvalConfig(plots=False, gt=str(tmp_path / "tum"), out=str(tmp_path / "r")), est_url)
     cfg = GeometryEvalConfig(gt=str(tmp_path / "tum"), out=str(tmp_path / "r"), plots=False, time_offset="start",
                              gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
-    r = run(cfg, est_url).report
+    r = run(cfg, est_url).details
     assert r["gt_kind"] == "tum" and r["n_frames"] == 8
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["depth"]["abs_rel"] < 1e-3 and r["depth"]["delta1"] == 1.0  # 0.2 mm quantisation only
@@ -125,7 +125,7 @@ def test_seven_scenes_folder(tmp_path, synth_truth):
     fps = 1.0 / float(arrays["timestamps"][1] - arrays["timestamps"][0])
     cfg = GeometryEvalConfig(gt=str(folder), out=str(tmp_path / "r"), gt_fps=fps, plots=False,
                              gt_intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
-    r = run(cfg, est_url).report
+    r = run(cfg, est_url).details
     assert r["gt_kind"] == "7scenes" and r["n_frames"] == 8
     assert r["trajectory"]["ate"]["rmse"] < 1e-6
     assert r["depth"]["abs_rel"] < 2e-3
@@ -156,7 +156,7 @@ def test_seven_scenes_frame_numbers_are_the_clock(tmp_path, synth_truth):
     est["timestamps"] = np.arange(8) * 3 / 30.0
     est_url = str(tmp_path / "est.zarr")
     store.write_scene(est_url, est, attrs, PROV)
-    r = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r")), est_url).report
+    r = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r")), est_url).details
     assert r["n_frames"] == 8 and r["trajectory"]["ate"]["rmse"] < 1e-6
     # The same frames read from a folder that starts at frame 9 (times from 0, as the folder rule gives):
     # --time-offset start puts the estimate's first frame on the truth's first frame, 9/30 s.
@@ -167,5 +167,5 @@ def test_seven_scenes_frame_numbers_are_the_clock(tmp_path, synth_truth):
         est[name] = arrays[name][3:]
     store.write_scene(str(tmp_path / "late.zarr"), est, attrs, PROV)
     r = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r"), time_offset="start"),
-            str(tmp_path / "late.zarr")).report
+            str(tmp_path / "late.zarr")).details
     assert r["n_frames"] == 5 and r["time_offset"] == pytest.approx(9 / 30) and r["trajectory"]["ate"]["rmse"] < 1e-6

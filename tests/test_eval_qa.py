@@ -44,7 +44,7 @@ def test_vsibench_aggregation_matches_the_official_rule(tmp_path):
         {"id": 4, "prediction": "A"}, {"id": 5, "prediction": "C"}, {"id": 6, "prediction": "B"},
         {"id": 7, "prediction": "The answer is A"},  # the original parser reads "The": wrong
     ])
-    rep = run(QAEvalConfig(bench="vsibench", n_boot=200, gt=str(tmp_path / "vsi.parquet"), out=str(tmp_path / "out")), preds).report
+    rep = run(QAEvalConfig(bench="vsibench", n_boot=200, gt=str(tmp_path / "vsi.parquet"), out=str(tmp_path / "out")), preds).details
     # counting: MRA(3,4)=0.6 and MRA(2,2)=1 -> 0.8; directions: easy 1, medium 0, hard 1 -> 2/3 (levels first);
     # route planning 0.5; overall = mean of the three tasks.
     assert rep["tasks"]["object_counting"]["score"] == pytest.approx(0.8)
@@ -63,7 +63,7 @@ def test_vsibench_aggregation_matches_the_official_rule(tmp_path):
 def test_missing_predictions_score_zero(tmp_path):
     gt = write_jsonl(tmp_path / "vsi.jsonl", VSI_ROWS)
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": 6, "prediction": "B"}, {"id": 99, "prediction": "A"}])
-    rep = run(QAEvalConfig(bench="vsibench", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).report
+    rep = run(QAEvalConfig(bench="vsibench", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).details
     assert rep["n_missing"] == 6 and rep["n_unmatched_predictions"] == 1
     assert rep["tasks"]["route_planning"]["score"] == 0.5
     with pytest.raises(SpatialctlError, match="no prediction id matches"):
@@ -86,7 +86,7 @@ def test_dsr_parquet_is_item_accuracy(tmp_path):
     assert items[0]["options"] == ["A. up", "B. down", "C. left", "D. right"]
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "0", "prediction": "(A)"}, {"id": "1", "prediction": "C"},
                                                {"id": "2", "prediction": "The answer is C."}])
-    rep = run(QAEvalConfig(bench="dsr", n_boot=50, plots=False, gt=str(tmp_path / "dsr.parquet"), out=str(tmp_path / "o")), preds).report
+    rep = run(QAEvalConfig(bench="dsr", n_boot=50, plots=False, gt=str(tmp_path / "dsr.parquet"), out=str(tmp_path / "o")), preds).details
     assert rep["parser"] == "lmms"
     assert rep["tasks"]["abs_dis"]["score"] == 0.5 and rep["tasks"]["rel_dir"]["score"] == 1.0
     assert rep["overall"] == pytest.approx(2 / 3)  # items, not tasks: (1 + 0 + 1) / 3
@@ -104,7 +104,7 @@ def test_ours_merges_levels_and_breaks_down_by_scale(tmp_path):
     write_qa(tmp_path / "qa.jsonl", recs)
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prediction": "A"}, {"id": "b", "prediction": "A"},
                                                {"id": "c", "prediction": "0.3 m/s"}])
-    rep = run(QAEvalConfig(bench="ours", n_boot=50, plots=False, gt=str(tmp_path / "qa.jsonl"), out=str(tmp_path / "o")), preds).report
+    rep = run(QAEvalConfig(bench="ours", n_boot=50, plots=False, gt=str(tmp_path / "qa.jsonl"), out=str(tmp_path / "o")), preds).details
     assert rep["tasks"]["rel_dir"]["score"] == 0.5 and rep["tasks"]["rel_dir"]["members"] == ["rel_dir_easy",
                                                                                                 "rel_dir_hard"]
     # gt 0: the absolute error 0.3 passes thresholds up to 0.7 -> 0.5
@@ -126,7 +126,7 @@ def test_spacevista_rows(tmp_path):
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "s1", "prediction": "<answer>zero</answer>"},
                                                {"id": "s2", "prediction": "b) no"},
                                                {"id": "s3", "prediction": "<answer>Chair.</answer>"}])
-    rep = run(QAEvalConfig(bench="spacevista", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).report
+    rep = run(QAEvalConfig(bench="spacevista", n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).details
     # SpaceVista's exact_match: "chair." is not "chair"; overall = item mean 2/3.
     assert rep["overall"] == pytest.approx(2 / 3) and rep["by_scale"]["Tabletop"]["score"] == 1.0
 
@@ -174,7 +174,7 @@ def test_vsibench_equals_the_official_scorer_without_bench(tmp_path, case):
     stay separate tasks."""
     gt, preds = _golden_files(tmp_path, case)
     official = GOLDEN["cases"][case]["official"]
-    rep = run(QAEvalConfig(n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).report
+    rep = run(QAEvalConfig(n_boot=20, plots=False, gt=gt, out=str(tmp_path / "o")), preds).details
     assert rep["bench"] == "vsibench" and rep["bench_source"] == "detected" and rep["parser"] == "vsibench"
     assert rep["overall"] * 100 == pytest.approx(official["overall"], abs=1e-9)
     scores = [json.loads(line)["score"] for line in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()]
@@ -208,7 +208,7 @@ def test_cli_vsibench_file_without_bench_gives_the_official_score(tmp_path, cli)
         {"doc_id": n, "doc": {k: v for k, v in r.items() if k != "prediction"}, "target": r["ground_truth"],
          "resps": [[r["prediction"]]], "filtered_resps": [r["prediction"]]} for n, r in enumerate(recs)])
     for path in (carried, samples):
-        rep = run(QAEvalConfig(n_boot=10, plots=False, gt=None, out=str(tmp_path / "o2")), path).report
+        rep = run(QAEvalConfig(n_boot=10, plots=False, gt=None, out=str(tmp_path / "o2")), path).details
         assert rep["bench"] == "vsibench"
         assert rep["overall"] * 100 == pytest.approx(GOLDEN["cases"]["full"]["official"]["overall"], abs=1e-9)
 
@@ -228,7 +228,7 @@ def test_declared_bench_must_match_the_records(tmp_path, cli):
     # Records that mark no layout (DSR rows without videoID) are read by the declared bench's reader.
     plain = write_jsonl(tmp_path / "plain.jsonl", [{"id": 1, "question": "q", "options": ["A. x", "B. y"],
                                                     "answer": "B", "type": "dir"}])
-    rep = run(QAEvalConfig(bench="dsr", n_boot=5, plots=False, gt=plain, out=str(tmp_path / "o3")), preds).report
+    rep = run(QAEvalConfig(bench="dsr", n_boot=5, plots=False, gt=plain, out=str(tmp_path / "o3")), preds).details
     assert rep["bench"] == "dsr" and rep["n_items"] == 1
 
 
@@ -250,15 +250,15 @@ def test_parser_auto_reads_reasoning_and_keeps_short_answers_official(tmp_path):
         {"id": 4, "prediction": "B: right"}, {"id": 5, "prediction": "C"}, {"id": 6, "prediction": "B"},
         {"id": 7, "prediction": "A"}])
     # By default the official reading: "B: right" -> "B:" (wrong, and counted as unreadable).
-    rep = run(QAEvalConfig(n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), short).report
+    rep = run(QAEvalConfig(n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), short).details
     assert rep["parser"] == "vsibench" and rep["n_unreadable"] == 1 and rep["overall"] < 1
     # auto: the official parser leaves one answer unread that reasoning reads, so reasoning scores all seven.
-    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), short).report
+    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), short).details
     assert rep["parser"] == "reasoning" and rep["parser_source"] == "auto: vsibench leaves 1 predictions unread, " \
         "reasoning 0" and rep["n_unreadable"] == 0 and rep["overall"] == 1.0
     # Well-formed short answers keep the official parser under auto.
     clean = write_jsonl(tmp_path / "clean.jsonl", [{"id": 3, "prediction": "A"}, {"id": 6, "prediction": "A."}])
-    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), clean).report
+    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), clean).details
     assert rep["parser"] == "vsibench" and rep["parser_source"].startswith("auto: short answers")
     cot = write_jsonl(tmp_path / "cot.jsonl", [
         {"id": 1, "prediction": "<think>I count chairs: A, B, C, D.</think><answer>4</answer>"},
@@ -268,12 +268,12 @@ def test_parser_auto_reads_reasoning_and_keeps_short_answers_official(tmp_path):
         {"id": 5, "prediction": "Answer: C"},
         {"id": 6, "prediction": "A route via the hall... **Final answer:** B"},
         {"id": 7, "prediction": "A door, then a table.\nThe correct option is A."}])
-    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), cot).report
+    rep = run(QAEvalConfig(parser="auto", n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), cot).details
     assert rep["parser"] == "reasoning" and rep["parser_source"].startswith("auto: 7 of 7")
     assert rep["overall"] == 1.0 and rep["n_unreadable"] == 0
     # The official parser reads the first token: "B", "A" are letters (wrong, except id 7's "A door" which is
     # right by accident), the other four are no answer at all; route planning 1/2, the rest 0.
-    rep = run(QAEvalConfig(n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), cot).report
+    rep = run(QAEvalConfig(n_boot=5, plots=False, gt=gt, out=str(tmp_path / "o")), cot).details
     assert rep["overall"] == pytest.approx(0.5 / 3) and rep["n_unreadable"] == 4
 
 
@@ -284,7 +284,7 @@ def test_vlm4d_outputs_score_like_its_judge(tmp_path):
     sample = json.loads((Path(__file__).parent / "golden" / "vlm4d_judge_sample.json").read_text())
     path = tmp_path / "vlm4d_outputs.json"
     path.write_text(json.dumps(sample))
-    rep = run(QAEvalConfig(n_boot=10, plots=False, gt=None, out=str(tmp_path / "o")), str(path)).report
+    rep = run(QAEvalConfig(n_boot=10, plots=False, gt=None, out=str(tmp_path / "o")), str(path)).details
     assert rep["bench"] == "vlm4d" and rep["parser"] == "reasoning" and rep["aggregation"] == "mean of item scores"
     rows = {json.loads(line)["id"]: json.loads(line)
             for line in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()}

@@ -67,7 +67,7 @@ def test_runner_end_to_end_and_resume(qa_setup, tiny_model, cli):
     cfg = RunnerConfig(out=str(out), model=tiny_model, num_frames=4, max_new_tokens=4, scenes_dir=str(tmp_path),
                        batch_size=2, device="cpu")
     res = run(cfg, qa)
-    assert res.n_done == 4 and res.n_skipped == 0
+    assert len(res.done) == 4 and not res.skipped
     first = lines(out)
     assert [r["id"] for r in first] == ["q1", "q2", "q3", "q4"]
     assert all(isinstance(r["prediction"], str) for r in first)
@@ -84,11 +84,11 @@ def test_runner_end_to_end_and_resume(qa_setup, tiny_model, cli):
     out.write_text("".join(text[:2]) + text[2][:10])
     assert read_done(out) == {"q1", "q2"}
     res = run(cfg, qa)
-    assert res.n_done == 2 and res.n_skipped == 2
+    assert len(res.done) == 2 and len(res.skipped) == 2
     assert lines(out) == first
 
     # Everything done: nothing is loaded or rerun.
-    assert run(cfg, qa).n_done == 0
+    assert run(cfg, qa).done == []
     # Another model setting on the same file is refused rather than mixed in.
     with pytest.raises(SpatialctlError, match="another config"):
         run(RunnerConfig(out=str(out), model=tiny_model, num_frames=2, max_new_tokens=4, scenes_dir=str(tmp_path),

@@ -177,7 +177,7 @@ def test_cli_tum_absolute_stamps_match_evo_ape_without_options(tmp_path, cli):
     (folder / "groundtruth.txt").write_text((tmp_path / "groundtruth.txt").read_text())
     (folder / "rgb.txt").write_text(f"{T0 + 0.3:.6f} rgb/x.png\n")
     url = write_store(str(tmp_path / "est.zarr"), est, est_t)
-    rep = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r2")), url).report
+    rep = run(GeometryEvalConfig(plots=False, gt=str(folder), out=str(tmp_path / "r2")), url).details
     assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(sim3, rel=1e-6)
 
 
@@ -186,7 +186,7 @@ def test_kitti_pairs_by_index(tmp_path):
     est = noisy_sim3(gt, 1.0, 13)
     file_interface.write_kitti_poses_file(str(tmp_path / "gt.txt"), evo_traj(gt))
     file_interface.write_kitti_poses_file(str(tmp_path / "est.txt"), evo_traj(est))
-    rep = run(GeometryEvalConfig(align="se3", plots=False, gt=str(tmp_path / "gt.txt"), out=str(tmp_path / "r")), str(tmp_path / "est.txt")).report
+    rep = run(GeometryEvalConfig(align="se3", plots=False, gt=str(tmp_path / "gt.txt"), out=str(tmp_path / "r")), str(tmp_path / "est.txt")).details
     assert rep["association"] == "by index" and rep["n_frames"] == 30
     ref = file_interface.read_kitti_poses_file(str(tmp_path / "gt.txt"))
     e = file_interface.read_kitti_poses_file(str(tmp_path / "est.txt"))
@@ -222,7 +222,7 @@ def test_store_against_euroc_and_kitti(tmp_path):
     euroc.write_text("\n".join(lines) + "\n")
     est = noisy_sim3(gt[::4], 0.8, 15)  # a 50 Hz estimate on the same clock
     url = write_store(str(tmp_path / "est.zarr"), est, np.round(t_ns[::4]) / 1e9)
-    rep = run(GeometryEvalConfig(plots=False, gt=str(tmp_path / "MH_01"), out=str(tmp_path / "r")), url).report
+    rep = run(GeometryEvalConfig(plots=False, gt=str(tmp_path / "MH_01"), out=str(tmp_path / "r")), url).details
     ref = file_interface.read_euroc_csv_trajectory(str(euroc))
     e = PoseTrajectory3D(poses_se3=list(est), timestamps=np.round(t_ns[::4]) / 1e9)
     ref, e = sync.associate_trajectories(ref, e)
@@ -233,6 +233,6 @@ def test_store_against_euroc_and_kitti(tmp_path):
     assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-6)
     # A KITTI file has no stamps: the store pairs with it by index.
     file_interface.write_kitti_poses_file(str(tmp_path / "gt_kitti.txt"), evo_traj(gt[::4]))
-    rep = run(GeometryEvalConfig(plots=False, gt=str(tmp_path / "gt_kitti.txt"), out=str(tmp_path / "r")), url).report
+    rep = run(GeometryEvalConfig(plots=False, gt=str(tmp_path / "gt_kitti.txt"), out=str(tmp_path / "r")), url).details
     assert rep["gt_kind"] == "kitti" and rep["association"] == "by index"
     assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-6)

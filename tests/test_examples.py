@@ -34,7 +34,7 @@ def models(tmp_path_factory):
 
 
 def test_pipeline_script(tmp_path, models):
-    env = {**models, "SYNTH_ARGS": "--preset indoor --frames 4 --size 64x48 --objects 2",
+    env = {**models, "SYNTH_ARGS": "--preset indoor --frames 4 --size 64x48 --objects 2 --moving 0",
            "EXTRA_RECONSTRUCT": "--niter 10 --device cpu",
            "EXTRA_TRACK": "--box-threshold 0.05 --text-threshold 0.05 --device cpu"}
     work = tmp_path / "work"

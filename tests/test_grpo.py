@@ -9,14 +9,16 @@ from gsm_fixtures import make_records, make_scenes, write_records
 from safetensors.torch import load_file
 from tiny_qwen import make_tiny_qwen
 
-from spatialctl import gsm, qwen, scoring
+from spatialctl import gsm, qwen, scoring, store
 from spatialctl.qa_format import QARecord
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
+from spatialctl.stages.train_gsm.config import GRPOConfig
 from spatialctl.stages.train_gsm.grpo import grpo_loss
 from spatialctl.stages.train_gsm.rewards import (
     RewardFunction,
     format_reward,
     group_advantages,
+    parse_progressive,
     progressive_mra,
 )
 
@@ -53,7 +55,7 @@ def test_rewards():
     assert format_reward("<answer>A</answer>") == 0.0 and format_reward("x <think></think><answer>A</answer>") == 0.0
     mc = QARecord(id="m", scene="s", question="q", answer="B", answer_type="mc", family="f", type="t",
                   options=["a", "b", "c", "d"], scale="indoor")
-    fn = RewardFunction("answer_tag", 0.5, ("0.8", "outdoor=0.9"))
+    fn = RewardFunction("answer_tag", 0.5, parse_progressive(("0.8", "outdoor=0.9")))
     r = fn(mc, "<think>hmm</think><answer>B</answer>", 0.0)
     assert (r.answer, r.format, r.total) == (1.0, 1.0, 1.5)
     assert fn(mc, "B", 0.0).total == 0.0  # untagged: no answer under the strict parser
@@ -89,17 +91,17 @@ def data(tmp_path_factory):
     return base, scenes, write_records(root / "qa.jsonl", records), records
 
 
-def _cfg(data, out, **kw):
+def _cfg(data, out, grpo=None, **kw):
     base, scenes, qa, _ = data
-    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, objective="grpo", group_size=4, max_new_tokens=1,
-                reward_parser="lmms", format_weight=0.0, grpo_prompt="", lora_rank=8, lora_dropout=0.0, lr=5e-3,
-                batch_size=2, num_frames=2, queries=4, geo_grid=2, warmup_ratio=0.0, max_steps=6, kl_beta=0.01,
+    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, objective="grpo", lora_rank=8, lora_dropout=0.0,
+                lr=5e-3, batch_size=2, num_frames=2, queries=4, geo_grid=2, warmup_ratio=0.0, max_steps=6,
                 gradient_checkpointing=False, save_every=1000, quiet=True)
-    return TrainGSMConfig(**{**args, **kw})
+    section = dict(group_size=4, max_new_tokens=1, reward_parser="lmms", format_weight=0.0, prompt="", kl_beta=0.01)
+    return TrainGSMConfig(**{**args, **kw}, grpo=GRPOConfig(**{**section, **(grpo or {})}))
 
 
 def test_grpo_rewards_rise_and_the_adapter_answers(data, tmp_path):
-    result = run(_cfg(data, tmp_path / "run", lr=2e-3))
+    result = run(_cfg(data, tmp_path / "run", lr=2e-3)).details
     assert result.rewards[0] < 0.7, result.rewards  # sampled before any update: the base is right sometimes
     assert np.mean(result.rewards[-2:]) == 1.0, result.rewards
     base, scenes, _, records = data
@@ -109,14 +111,14 @@ def test_grpo_rewards_rise_and_the_adapter_answers(data, tmp_path):
     # The adapter carries the instruction it was trained with (none here), so `eval run --adapter` asks the same way.
     suffix = gsm.adapter_prompt_suffix(str(tmp_path / "run"))
     assert suffix == ""
-    examples = [gsm.prepare_example(r, gsm.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=2,
+    examples = [gsm.prepare_example(r, store.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=2,
                                     with_answer=False, prompt_suffix=suffix) for r in records]
     assert [a[:1] for a in model.answer(examples, tok, max_new_tokens=1)] == [TARGET] * len(records)
 
 
 def test_grpo_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     kw = dict(max_steps=3, save_every=1, lr=1e-3)
-    full = run(_cfg(data, tmp_path / "full", **kw))
+    full = run(_cfg(data, tmp_path / "full", **kw)).details
 
     class Killed(Exception):
         pass
@@ -127,7 +129,7 @@ def test_grpo_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
 
     with pytest.raises(Killed):
         run(_cfg(data, tmp_path / "resumed", **kw), on_step=kill)
-    again = run(_cfg(data, tmp_path / "resumed", resume=True, **kw))
+    again = run(_cfg(data, tmp_path / "resumed", resume=True, **kw)).details
     assert again.start_step == 2 and again.rewards == full.rewards[2:] and again.losses == full.losses[2:]
     a, b = load_file(tmp_path / "full" / "adapter_model.safetensors"), load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -139,9 +141,9 @@ def test_grpo_usage_errors(data, tmp_path):
     with pytest.raises(UsageError, match="LoRA-only"):
         run(_cfg(data, tmp_path / "x", full_finetune=True))
     with pytest.raises(UsageError, match="group-size"):
-        run(_cfg(data, tmp_path / "x", group_size=1))
+        run(_cfg(data, tmp_path / "x", grpo={"group_size": 1}))
     with pytest.raises(UsageError, match="progressive"):
-        run(_cfg(data, tmp_path / "x", progressive=("indoor=1.5",)))
+        run(_cfg(data, tmp_path / "x", grpo={"progressive": ("indoor=1.5",)}))
 
 
 def test_cli_options_reach_the_config(cli, data, tmp_path):

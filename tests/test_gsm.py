@@ -8,7 +8,7 @@ import torch
 from gsm_fixtures import ENC_CHANNELS, GEN_CHANNELS, make_records, make_scenes
 from tiny_qwen import make_tiny_qwen
 
-from spatialctl import gsm, qwen
+from spatialctl import gsm, qwen, store
 from spatialctl.errors import SpatialctlError
 
 
@@ -74,7 +74,7 @@ def _gsm(geometry=("dust3r", "pointmap"), d=64, k=5):
 
 
 def _examples(cfg, scenes, tok, vc, n=3):
-    return [gsm.prepare_example(r, gsm.resolve_scene(r.scene, scenes), tok, vc, cfg, num_frames=4 - (i % 2))
+    return [gsm.prepare_example(r, store.resolve_scene(r.scene, scenes), tok, vc, cfg, num_frames=4 - (i % 2))
             for i, r in enumerate(make_records(n))]
 
 
@@ -128,7 +128,7 @@ def test_missing_geometry_is_a_clear_error(tiny, tmp_path):
     with pytest.raises(SpatialctlError, match="encoder_features"):
         gsm.load_geometry(url, [0, 1], cfg)
     with pytest.raises(SpatialctlError, match="no scene store"):
-        gsm.resolve_scene("absent", str(tmp_path))
+        store.resolve_scene("absent", str(tmp_path))
 
 
 def test_adapter_round_trip_gives_the_same_outputs(tiny, tmp_path):
@@ -167,7 +167,7 @@ def test_prompt_suffix_goes_after_the_question(tiny):
     tok = qwen.load_tokenizer(path)
     vc = qwen.VideoProcessorConfig.from_model_dir(path)
     record = make_records(1)[0]
-    url = gsm.resolve_scene(record.scene, scenes)
+    url = store.resolve_scene(record.scene, scenes)
     plain = gsm.prepare_example(record, url, tok, vc, None, num_frames=2, with_answer=False)
     asked = gsm.prepare_example(record, url, tok, vc, None, num_frames=2, with_answer=False, prompt_suffix="answer")
     extra = len(asked["input_ids"]) - len(plain["input_ids"])

@@ -45,7 +45,7 @@ def test_probe_runs_on_scene_stores(tmp_path, make_scene):
     manifest = tmp_path / "scenes.txt"
     manifest.write_text("\n".join(urls) + "\n")
     config = probe.ProbeConfig(encoder=enc, image_size=32, max_frames=3)
-    report = probe.run(config, [str(manifest)])
+    report = probe.run(config, [str(manifest)]).details
     assert report["family"] == "dinov2" and report["frames"] == {"train": 3, "test": 3}
     base = report["base"]
     assert base["n_train_patches"] > 0 and base["n_test_patches"] > 0
@@ -55,3 +55,38 @@ def test_probe_runs_on_scene_stores(tmp_path, make_scene):
     assert probe.find_scenes([str(tmp_path)]) == sorted(urls)
     with pytest.raises(SpatialctlError, match="no scene store"):
         probe.find_scenes([str(tmp_path / "enc")])
+
+
+def _depth_coded_scene(tmp_path, name: str, seed: int) -> str:
+    """32x32 frames whose 8x8 patches each show one grey level g, with depth 1 + 4 g / 255 m on that patch: the
+    features carry the depth, and depth spans 1-5 m, so a mean-depth guess is far off (AbsRel ~0.4)."""
+    from conftest import SCENE_ATTRS, scene_arrays
+
+    from spatialctl import store
+
+    arrays = scene_arrays(n=6, h=32, w=32, seed=seed)
+    grey = np.random.default_rng(seed).integers(0, 256, (6, 4, 4)).repeat(8, 1).repeat(8, 2)
+    arrays["frames"] = np.repeat(grey[..., None], 3, -1).astype(np.uint8)
+    arrays["depth"] = (1.0 + 4.0 * grey / 255.0).astype(np.float32)
+    url = str(tmp_path / name)
+    store.write_scene(url, arrays, SCENE_ATTRS, {"stage": "test", "config_hash": "x"})
+    return url
+
+
+def test_probe_beats_a_mean_depth_predictor_and_a_constant_does_not(tmp_path, monkeypatch):
+    """The probe's AbsRel is judged against predicting the mean training depth everywhere: on scenes whose depth
+    varies and shows in the pixels, a working probe is far below that floor; a probe that ignores its features
+    (a constant prediction) sits on it and is reported as not beating it."""
+    enc = make_tiny_encoder(tmp_path / "enc", "dinov2")
+    urls = [_depth_coded_scene(tmp_path, "a.zarr", 0), _depth_coded_scene(tmp_path, "b.zarr", 1)]
+    config = probe.ProbeConfig(encoder=enc, image_size=32, max_frames=6, ridge=1e-3)
+    base = probe.run(config, urls).details["base"]
+    assert base["mean_depth_abs_rel"] > 0.25  # the floor is not trivially small on these scenes
+    assert base["beats_mean_depth"] and base["abs_rel"] < 0.5 * base["mean_depth_abs_rel"], base
+
+    fit = probe.fit_ridge
+    monkeypatch.setattr(probe, "fit_ridge", lambda x, y, ridge: (lambda m, s, w: (m, s, np.r_[0 * w[:-1], w[-1]]))(
+        *fit(x, y, ridge)))  # the same intercept, every feature weight zero: a constant
+    constant = probe.run(config, urls).details["base"]
+    assert not constant["beats_mean_depth"]
+    assert constant["abs_rel"] == pytest.approx(constant["mean_depth_abs_rel"], rel=0.05)

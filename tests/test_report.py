@@ -29,7 +29,7 @@ def synth_qa(tmp_path_factory):
     from spatialctl.stages.synth import run as synth_run
 
     root = tmp_path_factory.mktemp("report")
-    assert synth_run(SynthConfig(seed=3, frames=10, width=128, height=96, quiet=True), str(root / "s3")).exit_code == 0
+    assert synth_run(SynthConfig(seed=3, frames=10, width=128, height=96, quiet=True, out=str(root / "s3"))).exit_code == 0
     scene = str(root / "s3" / "scene.zarr")
     qa = root / "qa.jsonl"
     make_qa(MakeQAConfig(out=str(qa), per_scene=4, quiet=True), [scene])

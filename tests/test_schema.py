@@ -148,12 +148,18 @@ def test_mask_packing_roundtrip():
     assert np.array_equal(store.unpack_mask(packed, (7, 9)), masks)
 
 
-def test_readme_documents_the_schema():
+def test_readme_schema_section_is_generated_from_the_schema():
+    """The README's tables are exactly ``schema.markdown()`` (regenerate: ``python -m spatialctl.schema README.md``),
+    so an array, dtype, shape or doc changed in schema.py without the README fails here."""
     readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert schema.with_schema_section(readme) == readme, "README schema section is stale: python -m spatialctl.schema README.md"
+    assert schema.markdown() in readme
     for spec in schema.NODES.values():
         for a in spec.arrays:
-            assert f"`{a.name}`" in readme, f"README misses array {a.name}"
+            assert f"| `{a.name}` | {a.dtype} |" in readme, f"README misses array {a.name}"
     assert "OpenCV" in readme and "right-handed" in readme
+    stale = readme.replace("| `depth` | float32 |", "| `depth` | float16 |")
+    assert schema.with_schema_section(stale) != stale  # the comparison sees a one-word drift
 
 
 def test_describe_lists_everything(make_scene):

@@ -18,6 +18,7 @@ import typer
 
 from spatialctl import cli_gen, registry
 from spatialctl.cli import app
+from spatialctl.config import option_fields
 
 # Text for options whose values have a syntax of their own, and the typed value it must become.
 SPECIAL = {
@@ -42,7 +43,8 @@ SPECIAL = {
     "time_offset": ("start", None),
     "sam3_threshold": ("0.3", 0.3),
 }
-REQUIRED = {  # (command, option) -> a value that validates
+REQUIRED = {  # (command, option or positional argument) -> a value that validates
+    "synth": {"out": "outdir"},
     "train-gsm": {"--qa": "qa.jsonl", "--out": "run"},
     "boost-encoder": {"--out": "boost", "--qa": "qa.jsonl"},
     "eval run": {"--qa": "qa.jsonl", "--out": "preds.jsonl"},
@@ -106,7 +108,6 @@ def test_every_option_reaches_its_config_field(stage, tmp_path, monkeypatch):
     """Each option of each (sub)command, given a non-default value on the command line, arrives in the config that
     the stage's run receives, validated; nothing else changes."""
     cls = stage.config_class()
-    hints = typing.get_type_hints(cls)
     seen = []
     module = stage.load()
     monkeypatch.setattr(module, "run", lambda config, *args, **kw: seen.append((config, args)))
@@ -116,8 +117,9 @@ def test_every_option_reaches_its_config_field(stage, tmp_path, monkeypatch):
     if " " in stage.name:
         command = command.commands[stage.name.split()[1]]
     params = [p for p in command.params if p.name not in ("help",)]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    base_words = [stage.name.split()] + [[k, v] for k, v in REQUIRED.get(stage.name, {}).items()]
+    fields = {f.name: (sec, f, hint) for sec, f, hint in option_fields(cls)}  # sections (train-gsm's grpo) included
+    base_words = [stage.name.split()] + [[k, v] if k.startswith("-") else [v]
+                                         for k, v in REQUIRED.get(stage.name, {}).items()]
     base_argv = [w for ws in base_words for w in ws]
     inputs = [] if stage.inputs is None or stage.inputs.flag else ["in1.zarr"]
     assert params, stage.name
@@ -126,8 +128,8 @@ def test_every_option_reaches_its_config_field(stage, tmp_path, monkeypatch):
         if stage.inputs is not None and param.name == stage.inputs.name:
             continue
         assert param.name in fields, f"{stage.name} {param.opts}: no config field {param.name}"
-        field = fields[param.name]
-        words, expected = _sample(field, hints[field.name], tmp_path)
+        sec, field, hint = fields[param.name]
+        words, expected = _sample(field, hint, tmp_path)
         if param.opts and param.opts[0] in REQUIRED.get(stage.name, {}):
             words, expected = [], {field.name: REQUIRED[stage.name][param.opts[0]]}
         seen.clear()
@@ -137,10 +139,11 @@ def test_every_option_reaches_its_config_field(stage, tmp_path, monkeypatch):
         if inputs:
             got = args[0]
             assert got == (inputs if stage.inputs.many else inputs[0])
+        holder = getattr(config, sec) if sec else config
         for name, value in expected.items():
-            assert getattr(config, name) == value, f"{stage.name} {words}: {name}={getattr(config, name)!r}"
+            assert getattr(holder, name) == value, f"{stage.name} {words}: {name}={getattr(holder, name)!r}"
         checked += 1
-    assert checked == sum(1 for f in fields.values() if "help" in f.metadata)
+    assert checked == len(fields)
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -208,7 +211,7 @@ def test_make_qa_bad_store_does_not_abort_the_others(tmp_path, cli):
     stores = []
     for seed in (21, 22):
         cfg = SynthConfig(seed=seed, preset="indoor", frames=12, width=48, height=32, moving=2, objects=6, quiet=True)
-        assert synth_run(cfg, str(tmp_path / f"s{seed}")).exit_code == 0
+        assert synth_run(dataclasses.replace(cfg, out=str(tmp_path / f"s{seed}"))).exit_code == 0
         stores.append(str(tmp_path / f"s{seed}" / "scene.zarr"))
     bad = tmp_path / "broken" / "scene.zarr"
     bad.mkdir(parents=True)
@@ -225,3 +228,42 @@ def test_make_qa_bad_store_does_not_abort_the_others(tmp_path, cli):
     prov = json.loads((tmp_path / "qa.provenance.json").read_text())
     assert prov["stage"] == "make-qa" and sorted(prov["inputs"]) == sorted(stores)
     assert list(prov["failed"]) == [str(bad)]
+
+
+def test_stale_output_is_redone_not_skipped(tmp_path):
+    """Input changed, config unchanged: the item is redone (its output then matches a fresh run on the new input),
+    never skipped as done. Through a real item stage (extract-gen-features on a video, tiny random Wan)."""
+    import numpy as np
+
+    from spatialctl import jobs
+    from spatialctl.models.wan_random import RandomWanSpec, save_random_wan
+    from spatialctl.stages import extract_gen_features as stage
+    from spatialctl.video import write_video
+
+    wan = str(save_random_wan(tmp_path / "wan", RandomWanSpec(num_layers=2)))
+    config = stage.GenFeatConfig(model=wan, layer=1, grid="2x2", resolution="48x32", seed=5, quiet=True,
+                                 prompt_cache=str(tmp_path / "ctx.safetensors"), out=str(tmp_path / "feats"))
+    config.validate()
+    video = str(tmp_path / "clip.mp4")
+    rng = np.random.default_rng(0)
+    write_video(video, rng.integers(0, 255, (3, 32, 48, 3), dtype=np.uint8), fps=10, lossless=True)
+    url = stage.output_for(video, config.out)
+    assert stage.run(config, video).done == [video]
+    first = _features(url)
+    assert stage.run(config, video).skipped == [video]  # unchanged: a cache hit
+
+    write_video(video, rng.integers(0, 255, (3, 32, 48, 3), dtype=np.uint8), fps=10, lossless=True)  # new frames
+    again = stage.run(config, video)
+    assert again.done == [video] and not again.skipped and not again.failed
+    assert jobs.item_state(url, config, video)[0] == "done"
+    redone = _features(url)
+    assert not np.array_equal(redone, first)
+    fresh = stage.output_for(video, str(tmp_path / "fresh"))
+    stage.run(dataclasses.replace(config, out=str(tmp_path / "fresh")), video)
+    np.testing.assert_array_equal(redone, _features(fresh))
+
+
+def _features(url: str):
+    import zarr
+
+    return zarr.open_group(url, mode="r")["features"][:]

@@ -11,7 +11,7 @@ import pytest
 from spatialctl import camera, store
 from spatialctl.stages.synth import SynthConfig, generate, make_scene, run
 from spatialctl.stages.synth.render import render_frame
-from spatialctl.stages.synth.scene import MOTIONS, PRESETS, Motion, _make_object, _sample_motion
+from spatialctl.stages.synth.scene import MOTIONS, PRESETS, TURNING, Motion, _make_object, _sample_motion
 from spatialctl.video import read_video
 
 SMALL = dict(frames=8, width=64, height=48)
@@ -166,11 +166,11 @@ def test_moving_objects_move_and_velocity_is_the_derivative(scenes):
             assert np.isnan(tr["centroid"][o][~vis]).all() and np.isnan(tr["box"][o][~vis]).all()
 
 
-@pytest.mark.parametrize("kind", MOTIONS)
+@pytest.mark.parametrize("kind", [*MOTIONS, TURNING])
 def test_velocity_matches_finite_differences(kind):
     rng = np.random.Generator(np.random.PCG64(7))
-    for _ in range(20):
-        m = _sample_motion(rng, True, rng.uniform(-1, 1, 2), duration=3.0, span=2.0)
+    for _ in range(200):  # a person, so that every kind (turning included) can come up
+        m = _sample_motion(rng, kind != TURNING, rng.uniform(-1, 1, 2), duration=3.0, span=2.0, category="person")
         if m.kind == kind:
             break
     assert m.kind == kind
@@ -180,23 +180,37 @@ def test_velocity_matches_finite_differences(kind):
     fd = (m.position(t + dt) - m.position(t - dt)) / (2 * dt)
     v = m.velocity(t)
     assert np.allclose(v, fd, atol=1e-6 * np.abs(v).max())
-    # Moving objects face where they go: their box x axis (yaw) is the direction of travel.
+    # Facing: the direction of travel (forwards, for back-and-forth the outward one), turned by the offset and
+    # the turn rate; yaw's finite difference is the turn rate (plus the arc's own turning).
     going = np.linalg.norm(v, axis=-1) > 1e-9
-    yaw = m.yaw(t)[going]
+    yaw = m.yaw(t)[going] - m.facing_offset - m.turn_rate * t[going]
     heading = v[going] / np.linalg.norm(v[going], axis=-1, keepdims=True)
+    if kind == "back-and-forth":
+        heading = heading * np.sign(np.cos(m.omega * t[going]))[:, None]
     assert np.allclose(np.stack([np.cos(yaw), np.sin(yaw)], -1), heading, atol=1e-9)
-    assert np.linalg.norm(m.position(3.0) - m.position(0.0)) > 0.5
+    arc = m.omega if kind == "curved" else 0.0
+    assert np.allclose((m.yaw(t + dt) - m.yaw(t - dt)) / (2 * dt), m.turn_rate + arc, atol=1e-5)
+    if kind == TURNING:
+        assert not m.is_moving() and not going.any() and abs(m.turn_rate) * 3.0 >= np.radians(90) - 1e-9
+    elif kind == "back-and-forth":  # out and back: the way travelled along its direction grows, then shrinks
+        d = (m.position(t) - m.position(0.0)) @ m.direction
+        assert d.max() > 0.5 and d[-1] < d.max() - 0.1
+    else:
+        assert np.linalg.norm(m.position(3.0) - m.position(0.0)) > 0.5
     if kind == "stopping":
         late = t[t > m.t_stop]
         assert len(late) and np.all(m.velocity(late) == 0)
-    if kind == "accelerating":
+    if kind in ("accelerating", "starting"):
         speed = np.linalg.norm(v, axis=-1)
-        assert np.all(np.diff(speed) > 0)
+        assert np.all(np.diff(speed) >= 0) and speed[-1] > speed[0]
+    if kind == "starting":
+        early = t[t < m.t_stop]
+        assert len(early) and np.all(m.velocity(early) == 0)
 
 
 def test_writes_valid_store_and_video_roundtrip(tmp_path):
     cfg = SynthConfig(seed=3, preset="tabletop", frames=6, width=64, height=48, lossless=True)
-    summary = run(cfg, str(tmp_path / "a"))
+    summary = run(dataclasses.replace(cfg, out=str(tmp_path / "a")))
     assert summary.done and not summary.failed
     s = store.open_scene(str(tmp_path / "a" / "scene.zarr"))
     assert s.n_frames == 6 and s.hw == (48, 64) and s.is_metric
@@ -213,7 +227,7 @@ def test_writes_valid_store_and_video_roundtrip(tmp_path):
     assert np.allclose(times, np.arange(6) / 10.0, atol=1e-3)
 
     lossy = dataclasses.replace(cfg, lossless=False)
-    run(lossy, str(tmp_path / "b"))
+    run(dataclasses.replace(lossy, out=str(tmp_path / "b")))
     frames, _ = read_video(str(tmp_path / "b" / "video.mp4"))
     err = np.abs(frames.astype(np.int16) - truth.scene_arrays["frames"]).astype(np.float64)
     assert frames.shape == truth.scene_arrays["frames"].shape

@@ -18,7 +18,7 @@ from track_models import build_clip, build_sam3_video
 from spatialctl import store
 from spatialctl.stages.synth import SynthConfig, generate
 from spatialctl.stages.track import PackedMasks
-from spatialctl.stages.track.sam3 import LazyFrames, Sam3Tracker, _Live, track_video
+from spatialctl.stages.track.sam3 import LazyFrames, Sam3Tracker, _Live, preprocess_frame, track_video
 from spatialctl.stages.track.tagger import TEMPLATE, VOCABULARY, Tagger
 
 LABELS = ["cup", "ball"]
@@ -79,7 +79,7 @@ def test_seed_feeds_masks_back(sam3_model, truth):
     low = tracker.model.low_res_mask_size
     logits = F.interpolate(torch.from_numpy(masks[:2]).float()[:, None], size=(low, low), mode="nearest")[:, 0]
     logits = logits * 20 - 10
-    session = tracker.session(LazyFrames(lambda i: truth.scene_arrays["frames"][i], 6, tracker.size), (64, 96),
+    session = tracker.session(LazyFrames(lambda i: truth.scene_arrays["frames"][i], 6, tracker.size, preprocess_frame), (64, 96),
                               LABELS)
     with torch.inference_mode():
         tracker.seed(session, 2, {5: _Live("ball", 0.9, logits[0], 0, 30, []),

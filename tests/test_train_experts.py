@@ -13,9 +13,10 @@ from gsm_fixtures import make_scenes, write_records
 from safetensors.torch import load_file
 from tiny_qwen import make_tiny_qwen
 
-from spatialctl import gsm, qa_format, qwen
+from spatialctl import gsm, qa_format, qwen, store
 from spatialctl.errors import SpatialctlError
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
+from spatialctl.stages.train_gsm.config import ExpertsConfig
 from spatialctl.stages.train_gsm.experts import decision_stats, record_scales, separation
 
 # Two scales built to be separable: tabletop questions (scene s0, small objects) always answer A, outdoor
@@ -49,15 +50,16 @@ def data(tmp_path_factory):
 
 def _cfg(data, out, **kw) -> TrainGSMConfig:
     base, scenes, qa = data
-    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, experts="scale", lora_rank=8, lora_dropout=0.0, lr=1e-2,
-                batch_size=8, num_frames=2, queries=4, geo_grid=2, warmup_ratio=0.0, max_steps=40, router_lr=1e-2, gsm=False,
+    args = dict(qa=qa, out=str(out), scenes=scenes, base=base, experts=ExpertsConfig(mode="scale", router_lr=1e-2),
+                lora_rank=8, lora_dropout=0.0, lr=1e-2, batch_size=8, num_frames=2, queries=4, geo_grid=2,
+                warmup_ratio=0.0, max_steps=40, gsm=False,
                 gradient_checkpointing=False, save_every=1000, quiet=True)
     return TrainGSMConfig(**{**args, **kw})
 
 
 def test_scale_experts_train_route_save_and_load(data, tmp_path):
     out = tmp_path / "run"
-    result = run(_cfg(data, out))
+    result = run(_cfg(data, out)).details
     # phase 1: one expert per scale, each fitted to its own scale's records
     assert set(result.experts) == {"tabletop", "outdoor"}
     for scale, r in result.experts.items():
@@ -90,7 +92,7 @@ def test_scale_experts_train_route_save_and_load(data, tmp_path):
     assert model.xlora is not None
     vc = qwen.VideoProcessorConfig.from_model_dir(base)
     records = scale_records()
-    examples = [gsm.prepare_example(r, gsm.resolve_scene(r.scene, scenes), tok, vc, None, num_frames=2,
+    examples = [gsm.prepare_example(r, store.resolve_scene(r.scene, scenes), tok, vc, None, num_frames=2,
                                     with_answer=False) for r in records]
     answers = model.answer(examples, tok, max_new_tokens=2)
     # Base and experts are frozen and shared, so only routing that follows the scale answers both scales right

@@ -13,7 +13,7 @@ from gsm_fixtures import make_records, make_scenes, write_records
 from safetensors.torch import load_file
 from tiny_qwen import make_tiny_qwen
 
-from spatialctl import gsm, qwen
+from spatialctl import gsm, qwen, store
 from spatialctl.stages.train_gsm import TrainGSMConfig, run
 from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
 from spatialctl.stages.train_gsm.model import build_model
@@ -66,7 +66,7 @@ def test_gradients_reach_exactly_the_trainable_parameters(data, tmp_path, full_f
 
 def test_overfit_16_items_then_answer_them(data, tmp_path):
     out = tmp_path / "run"
-    result = run(_cfg(data, out, max_steps=30, lora_rank=16, lr=5e-3))
+    result = run(_cfg(data, out, max_steps=30, lora_rank=16, lr=5e-3)).details
     assert result.losses[-1] < 0.1 * result.losses[0], result.losses
     assert result.losses[-1] < 0.2
     for name in ("adapter_model.safetensors", "adapter_config.json", "gsm.safetensors", "gsm_config.json",
@@ -80,7 +80,7 @@ def test_overfit_16_items_then_answer_them(data, tmp_path):
     model = gsm.load_adapter(qwen.load_model(base), str(out), tokenizer=tok)
     vc = qwen.VideoProcessorConfig.from_model_dir(base)
     records = make_records(16)
-    examples = [gsm.prepare_example(r, gsm.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=4,
+    examples = [gsm.prepare_example(r, store.resolve_scene(r.scene, scenes), tok, vc, model.gsm.cfg, num_frames=4,
                                     with_answer=False) for r in records]
     answers = model.answer(examples, tok, max_new_tokens=4)
     assert answers == [r.answer for r in records]
@@ -89,7 +89,7 @@ def test_overfit_16_items_then_answer_them(data, tmp_path):
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     kw = dict(max_steps=5, batch_size=4, grad_accum=2, save_every=2, lora_dropout=0.1, lr=3e-3)
-    full = run(_cfg(data, tmp_path / "full", **kw))
+    full = run(_cfg(data, tmp_path / "full", **kw)).details
 
     class Killed(Exception):
         pass
@@ -101,7 +101,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     with pytest.raises(Killed):
         run(_cfg(data, tmp_path / "resumed", **kw), on_step=kill)
     assert not (tmp_path / "resumed" / "adapter_model.safetensors").exists()
-    again = run(_cfg(data, tmp_path / "resumed", resume=True, **kw))
+    again = run(_cfg(data, tmp_path / "resumed", resume=True, **kw)).details
     assert again.start_step == 2
     assert again.losses == full.losses[2:]
     for name in ("adapter_model.safetensors", "gsm.safetensors"):

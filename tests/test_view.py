@@ -22,7 +22,7 @@ def synth_scene(tmp_path_factory):
     from spatialctl.stages.synth import run as synth_run
 
     root = tmp_path_factory.mktemp("view")
-    assert synth_run(SynthConfig(seed=5, frames=8, width=96, height=72, quiet=True), str(root / "s5")).exit_code == 0
+    assert synth_run(SynthConfig(seed=5, frames=8, width=96, height=72, quiet=True, out=str(root / "s5"))).exit_code == 0
     return str(root / "s5" / "scene.zarr")
 
 

@@ -7,5 +7,5 @@ import json
 import typer
 
 
-def report(config, result) -> None:
-    typer.echo(json.dumps({"out": result.out, "files": result.files, "stages": result.stages}))
+def report(config, summary) -> None:
+    typer.echo(json.dumps({"out": config.out, "files": summary.outputs, "stages": summary.details}))

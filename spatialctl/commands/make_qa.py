@@ -1,4 +1,5 @@
-"""What `spatialctl make-qa` prints: the stats summary (with --stats) on stderr, the result as JSON on stdout."""
+"""What `spatialctl make-qa` prints: the stats summary (with --stats) and the blind audit on stderr, the result as
+JSON on stdout."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import json
 import typer
 
 
-def report(config, result: dict) -> None:
+def report(config, summary) -> None:
+    result = summary.details
     if config.stats and not config.quiet:
         from spatialctl.stages.make_qa.stats import render
 
         typer.echo(render(result["stats"]), err=True)
-    typer.echo(json.dumps({k: v for k, v in result.items() if k != "stats"}))
-    raise typer.Exit(1 if result["failed"] else 0)
+    if "audit" in result and not config.quiet:
+        from spatialctl.stages.make_qa.audit import render as render_audit
+
+        typer.echo(render_audit(result["audit"]), err=True)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k not in ("stats", "audit")}))
+    raise typer.Exit(summary.exit_code)

@@ -7,5 +7,5 @@ import json
 import typer
 
 
-def report(config, result: dict) -> None:
-    typer.echo(json.dumps(result))
+def report(config, summary) -> None:
+    typer.echo(json.dumps(summary.details))

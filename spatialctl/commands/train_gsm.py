@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 
 
-def report(config, result) -> None:
+def report(config, summary) -> None:
+    result = summary.details
     if config.quiet:
         return
     first, last = (result.losses[0], result.losses[-1]) if result.losses else (float("nan"),) * 2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 
-def report(config, result: dict) -> None:
+def report(config, summary) -> None:
+    result = summary.details
     typer.echo(result["out"])
     if config.spawn and not result["spawned"]:
         # Printed even with --quiet: the user asked for a viewer and did not get one.

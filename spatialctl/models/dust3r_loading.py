@@ -23,6 +23,7 @@ import torch
 from spatialctl.errors import SpatialctlError
 from spatialctl.models.checkpoints import PTH_URL, RELEASED, resolve_checkpoint  # noqa: F401 - public here too
 from spatialctl.models.dust3r import Dust3r, Dust3rConfig
+from spatialctl.models.weights import load_state
 
 DEFAULT_DUST3R = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
 
@@ -106,17 +107,6 @@ def write_config_json(config: Dust3rConfig, path: Path) -> None:
 
 
 
-def _load_strict(model: Dust3r, state: dict, source: str) -> None:
-    result = model.load_state_dict(state, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
-    if result.unexpected_keys:
-        problems.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
-    if problems:
-        raise SpatialctlError(f"{source}: weights do not match the config: " + ", ".join(problems))
-
-
 def load_pth(path: Path) -> tuple[dict, Dust3rConfig]:
     """(state_dict, config) from Naver's ``.pth`` form, without unpickling arbitrary objects."""
     try:
@@ -150,7 +140,9 @@ def load_dust3r(name_or_path: str | Path = DEFAULT_DUST3R, device: str | torch.d
 
     Returns ``(model, config)``, the model in eval mode on ``device`` (default: CUDA when available).
     """
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    from spatialctl.devices import resolve_device
+
+    device = resolve_device(device) if device is None or isinstance(device, str) else torch.device(device)
     path = resolve_checkpoint(name_or_path)
     if path.is_dir():
         config_path, weights = path / "config.json", path / "model.safetensors"
@@ -162,7 +154,7 @@ def load_dust3r(name_or_path: str | Path = DEFAULT_DUST3R, device: str | torch.d
         path = pths[0]
     state, config = load_pth(path)
     model = Dust3r(config)
-    _load_strict(model, state, str(path))
+    load_state(model, state, str(path))
     return model.to(device).eval(), config
 
 
@@ -185,7 +177,7 @@ def _load_folder(config_path: Path, weights: Path, device: torch.device) -> tupl
         for n in names:
             if present and n not in state:
                 state[n] = state[present[0]]
-    _load_strict(model, state, str(weights))
+    load_state(model, state, str(weights))
     return model.to(device).eval(), config
 
 

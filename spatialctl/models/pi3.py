@@ -40,6 +40,7 @@ from spatialctl.models.checkpoints import (  # noqa: F401 - public here too
     detect_architecture,
     resolve_weights,
 )
+from spatialctl.models.weights import load_state
 
 PATCH = 14
 N_REGISTERS = 5  # decoder register tokens per frame
@@ -376,17 +377,6 @@ class Pi3(Pi3Trunk):
 
 ARCHITECTURES = ("pi3", "pi3x")
 
-
-
-def load_state(model: nn.Module, state: dict, source: str) -> None:
-    result = model.load_state_dict(state, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
-    if result.unexpected_keys:
-        problems.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
-    if problems:
-        raise SpatialctlError(f"{source}: weights do not match the model: " + ", ".join(problems))
 
 
 def load_model(name: str, architecture: str, device: str | torch.device = "cpu", conditioned: bool = True):

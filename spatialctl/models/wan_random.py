@@ -16,16 +16,21 @@ import torch
 
 @dataclass
 class RandomWanSpec:
+    """Sizes of a random Wan2.1 (the arguments of diffusers' and transformers' own constructors)."""
+
+    # VAE (AutoencoderKLWan); z_dim is also the DiT's channel count
     z_dim: int = 4
     vae_base_dim: int = 8
     vae_dim_mult: tuple[int, ...] = (1, 1, 1, 1)  # four stages = 8x spatial compression, as in Wan
     vae_res_blocks: int = 1
+    # DiT (WanTransformer3DModel)
     heads: int = 2
     head_dim: int = 12  # multiple of 6 keeps Wan's 3-axis rope split even
     ffn_dim: int = 32
     num_layers: int = 4
-    text_dim: int = 16
     freq_dim: int = 16
+    # text encoder (UMT5); text_dim is also the DiT's context width
+    text_dim: int = 16
     text_layers: int = 1
     vocab_size: int = 64
     seed: int = 0

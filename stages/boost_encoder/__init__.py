@@ -88,13 +88,6 @@ class BoostConfig:
         return [1, 2, 3] if self.stage == "all" else [int(self.stage)]
 
 
-@dataclass
-class BoostOutputs:
-    out: str
-    files: list[str]
-    stages: dict[str, dict]
-
-
 def _read_records(paths: list[str], limit: int | None) -> list[qa_format.QARecord]:
     records = []
     for p in paths:
@@ -144,11 +137,9 @@ def _remove_stale(out: str, first_stage: int) -> None:
             os.remove(path)
 
 
-def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable], Iterable] | None = None) -> BoostOutputs:
-    import torch
-
-    from . import data, projector, train
-
+def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
+    """Run the stages ``config.stages`` into ``config.out``; ``Summary.details`` holds each stage's numbers."""
     config.validate()
     _check_owned(config.out)
     os.makedirs(config.out, exist_ok=True)
@@ -157,11 +148,39 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
     if state and state.get("encoder") != config.encoder and config.stages[0] != 1:
         raise SpatialctlError(f"{config.out}: earlier stages used encoder {state.get('encoder')!r}, not "
                               f"{config.encoder!r}; use another --out")
+    tokenizer, models = _load_models(config)
+    if config.stages[0] == 1:
+        state = {}
+    _remove_stale(config.out, config.stages[0])
+    provenance = jobs.provenance("boost-encoder", config, qa_paths)
+    state.update({"encoder": config.encoder, "llm": config.llm, "family": models.family.name,
+                  "provenance": provenance})
+    state.setdefault("stages", {})
+    files: list[str] = []
+    for stage in config.stages:
+        stats, written = _run_stage(stage, config, models, tokenizer, records, qa_paths, provenance, progress)
+        files += written
+        state["stages"][str(stage)] = stats
+        io.write_json(os.path.join(config.out, STATE_FILE), state)
+        log.info("stage %d: loss %.4f -> %.4f over %d steps", stage, stats["first_loss"], stats["last_loss"],
+                 stats["steps"])
+    if config.merge:
+        files.append(boost.merge(config.encoder, config.out, os.path.join(config.out, "merged")))
+    files.append(os.path.join(config.out, STATE_FILE))
+    return jobs.Summary(done=list(qa_paths), outputs=sorted(set(files)), details=dict(state["stages"]))
+
+
+def _load_models(config: BoostConfig):
+    """(tokenizer, Models): the LLM, the base encoder and the projector as the first stage to run needs them (a
+    new projector for stage 1, the saved one after it; stage 3 starts from the LLM with stage 2's LoRA merged)."""
+    import torch
+
+    from . import projector, train
+
     device = resolve_device(config.device)
     dtype = getattr(torch, config.dtype)
     torch.manual_seed(config.seed)
-
-    tokenizer, llm, llm_dir = train.load_llm(config.llm, dtype, device)
+    tokenizer, llm, _ = train.load_llm(config.llm, dtype, device)
     encoder, family, encoder_dir = boost.load_encoder(config.encoder, dtype=dtype)
     if boost.boosted_modules(encoder):
         raise SpatialctlError(f"{encoder_dir}: already a boosted (merged) encoder; pass the base encoder")
@@ -170,60 +189,57 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
     in_dim, out_dim = int(encoder.config.hidden_size), int(llm.config.hidden_size)
     if config.stages[0] == 1:
         proj = projector.Projector(in_dim, out_dim, config.pool)
-        state = {}
     else:
         proj = projector.load_projector(config.out, in_dim, out_dim)
     proj.to(device=device, dtype=dtype)
     if config.stages[0] == 3:
         llm = train.merge_lora(llm, config.out)
-    models = train.Models(encoder, family, prep, proj, llm, device, dtype)
-    _remove_stale(config.out, config.stages[0])
+    return tokenizer, train.Models(encoder, family, prep, proj, llm, device, dtype)
+
+
+def _run_stage(stage: int, config: BoostConfig, models, tokenizer, records, qa_paths: list[str], provenance: dict,
+               progress) -> tuple[dict, list[str]]:
+    """Train one stage and save what it makes; returns its numbers and the files written."""
+    from . import data, projector, train
+
+    layers = None
+    if stage == 2:
+        models.llm = train.add_lora(models.llm, config.lora_rank, config.lora_alpha)
+    if stage == 3:
+        if hasattr(models.llm, "merge_and_unload"):
+            models.llm = models.llm.merge_and_unload()
+        layers = boost.wrap(models.encoder, models.family, config.layers, config.per_channel)
     frames = data.FrameSource(str(Path(qa_paths[0]).parent), config.scenes_dir)
-    provenance = jobs.provenance("boost-encoder", config, qa_paths)
-    state.update({"encoder": config.encoder, "llm": config.llm, "family": family.name, "provenance": provenance})
-    state.setdefault("stages", {})
-    files: list[str] = []
-    log_file = os.path.join(config.out, LOG_FILE)
-    lrs = {1: config.lr_projector, 2: config.lr_llm, 3: config.lr_boost}
-
-    for stage in config.stages:
-        if stage == 2:
-            models.llm = train.add_lora(models.llm, config.lora_rank, config.lora_alpha)
-        if stage == 3:
-            if hasattr(models.llm, "merge_and_unload"):
-                models.llm = models.llm.merge_and_unload()
-            layers = boost.wrap(models.encoder, family, config.layers, config.per_channel)
-        examples = data.build_examples(data.select_records(records, stage, qa_paths[0]), stage, tokenizer, frames,
-                                       config.max_length)
-        log.info("stage %d: %d examples", stage, len(examples))
-        wrap = (lambda it, s=stage: progress(it, f"stage {s}")) if progress else None  # noqa: E731
-        stats = train.train(models, examples, stage, lr=lrs[stage], epochs=config.epochs, max_steps=config.max_steps,
-                            seed=config.seed + stage, log_file=log_file, progress=wrap)
-        stats["examples"] = len(examples)
-        if stage in (1, 2):
-            files.append(projector.save_projector(models.projector, config.out))
-        if stage == 2:
-            files.append(train.save_lora(models.llm, config.out))
-        if stage == 3:
-            # A local folder is recorded absolute so `boost.load` works from any working directory.
-            encoder_ref = os.path.abspath(config.encoder) if os.path.isdir(config.encoder) else config.encoder
-            spec = boost.BoostSpec(encoder=encoder_ref, family=family.name, layers=layers,
-                                   per_channel=config.per_channel, model_type=str(encoder.config.model_type))
-            io.write_json(os.path.join(config.out, boost.BOOST_CONFIG), {
-                "llm": config.llm, "projector": models.projector.meta(), "image_size": config.image_size,
-                "provenance": provenance})
-            boost.save_delta(models.encoder, spec, config.out)
-            files += [os.path.join(config.out, boost.BOOST_WEIGHTS), os.path.join(config.out, boost.BOOST_CONFIG)]
-            alphas = [float(m.alpha.mean()) for _, m in boost.boosted_modules(models.encoder)]
-            stats["alpha_mean"] = float(sum(alphas) / len(alphas))
-        state["stages"][str(stage)] = stats
-        io.write_json(os.path.join(config.out, STATE_FILE), state)
-        log.info("stage %d: loss %.4f -> %.4f over %d steps", stage, stats["first_loss"], stats["last_loss"],
-                 stats["steps"])
-    if config.merge:
-        files.append(boost.merge(config.encoder, config.out, os.path.join(config.out, "merged")))
-    files.append(os.path.join(config.out, STATE_FILE))
-    return BoostOutputs(config.out, sorted(set(files)), {k: v for k, v in state["stages"].items()})
+    examples = data.build_examples(data.select_records(records, stage, qa_paths[0]), stage, tokenizer, frames,
+                                   config.max_length)
+    log.info("stage %d: %d examples", stage, len(examples))
+    lr = {1: config.lr_projector, 2: config.lr_llm, 3: config.lr_boost}[stage]
+    wrap = (lambda it: progress(it, f"stage {stage}")) if progress else None  # noqa: E731
+    stats = train.train(models, examples, stage, lr=lr, epochs=config.epochs, max_steps=config.max_steps,
+                        seed=config.seed + stage, log_file=os.path.join(config.out, LOG_FILE), progress=wrap)
+    stats["examples"] = len(examples)
+    files = []
+    if stage in (1, 2):
+        files.append(projector.save_projector(models.projector, config.out))
+    if stage == 2:
+        files.append(train.save_lora(models.llm, config.out))
+    if stage == 3:
+        files += _save_boost(config, models, layers, provenance)
+        alphas = [float(m.alpha.mean()) for _, m in boost.boosted_modules(models.encoder)]
+        stats["alpha_mean"] = float(sum(alphas) / len(alphas))
+    return stats, files
 
 
-__all__ = ["BoostConfig", "BoostOutputs", "run", "STAGES"]
+def _save_boost(config: BoostConfig, models, layers, provenance: dict) -> list[str]:
+    # A local folder is recorded absolute so `boost.load` works from any working directory.
+    encoder_ref = os.path.abspath(config.encoder) if os.path.isdir(config.encoder) else config.encoder
+    spec = boost.BoostSpec(encoder=encoder_ref, family=models.family.name, layers=layers,
+                           per_channel=config.per_channel, model_type=str(models.encoder.config.model_type))
+    io.write_json(os.path.join(config.out, boost.BOOST_CONFIG), {
+        "llm": config.llm, "projector": models.projector.meta(), "image_size": config.image_size,
+        "provenance": provenance})
+    boost.save_delta(models.encoder, spec, config.out)
+    return [os.path.join(config.out, boost.BOOST_WEIGHTS), os.path.join(config.out, boost.BOOST_CONFIG)]
+
+
+__all__ = ["BoostConfig", "run", "STAGES"]

@@ -56,11 +56,9 @@ class FrameSource:
         return str(beside) if beside.exists() or not os.path.exists(p) else p
 
     def _scene_url(self, record) -> str | None:
-        from spatialctl import gsm
-
         if self.scenes_dir is not None or os.path.isabs(record.scene):
             try:
-                return gsm.resolve_scene(record.scene, self.scenes_dir)
+                return store.resolve_scene(record.scene, self.scenes_dir)
             except SpatialctlError:
                 return None
         if record.video:  # synth and reconstruct keep the store beside the video

@@ -43,40 +43,6 @@ VSI_MC_TYPES = (
 VSI_NUMBER_TYPES = ("object_abs_distance", "object_counting", "object_size_estimation", "room_size_estimation")
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a .parquet, .jsonl or .json file, as dicts."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpatialctlError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as e:
-            raise SpatialctlError(f"{path}: not a readable parquet file ({type(e).__name__})") from e
-    text = path.read_text()
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpatialctlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(rows, dict):  # {"data": [...]} and similar wrappers
-            lists = [v for v in rows.values() if isinstance(v, list)]
-            rows = lists[0] if len(lists) == 1 else None
-        if not isinstance(rows, list):
-            raise SpatialctlError(f"{path}: expected a JSON list of records")
-        return rows
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise SpatialctlError(f"{path}: line {n} is not JSON") from None
-    return rows
-
-
 # What marks each layout's rows. A row must match exactly one; a file must be one layout throughout.
 _LAYOUT_KEYS = {
     "vsibench": lambda k: {"question_type", "ground_truth"} <= k and "answer_type" not in k,
@@ -236,7 +202,7 @@ def load_items(path: str | Path, layout: str = "auto") -> tuple[list[dict], str]
     path = Path(path)
     if layout not in LAYOUTS:
         raise SpatialctlError(f"{path}: unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
-    rows = read_rows(path)
+    rows = qa_format.read_rows(path)
     if not rows:
         raise SpatialctlError(f"{path}: no records")
     return items_from_rows(rows, path, layout, carried=False)
@@ -302,7 +268,7 @@ def read_predictions(path: str | Path) -> dict[str, dict]:
     it would score 0 without saying why."""
     path = Path(path)
     out: dict[str, dict] = {}
-    for n, row in enumerate(read_rows(path), 1):
+    for n, row in enumerate(qa_format.read_rows(path), 1):
         if isinstance(row, dict) and isinstance(row.get("doc"), dict) and ("filtered_resps" in row or "resps" in row):
             row = _from_lmms_sample(row)
         if isinstance(row, dict) and "prediction" not in row and "response" in row:  # VLM4D's output files

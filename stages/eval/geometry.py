@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from spatialctl import camera, geometry_metrics, store, trajectory_io
+from spatialctl import camera, geometry_metrics, jobs, store, trajectory_io
 from spatialctl.camera import parse_intrinsics
 from spatialctl.config import check_fields, opt, quiet_opt
 from spatialctl.errors import SpatialctlError, UsageError
@@ -117,12 +117,6 @@ class GroundTruth:
     load_points: Callable[[int], np.ndarray] | None = None  # same index -> (P,3) world points
     world_up: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GeometryEvalOutputs:
-    report: dict
-    files: list[str]
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -340,7 +334,8 @@ def _trajectory(est_poses: np.ndarray, gt_poses: np.ndarray, config: GeometryEva
     return trajectory, ate_main
 
 
-def _depth(est: Estimate, gt: GroundTruth, q: np.ndarray, ei, gi, config: GeometryEvalConfig, notes: list) -> dict | None:
+def _depth(est: Estimate, gt: GroundTruth, q: np.ndarray, ei, gi, config: GeometryEvalConfig, notes: list,
+           bar=lambda x: x) -> dict | None:
     if gt.load_depth is None or est.store is None or not est.store.has("depth"):
         if gt.load_depth is not None:
             notes.append("estimate has no depth: depth metrics skipped")
@@ -359,7 +354,7 @@ def _depth(est: Estimate, gt: GroundTruth, q: np.ndarray, ei, gi, config: Geomet
                      f"estimate's {hw[1]}x{hw[0]}")
         return None
     preds, truths = [], []
-    for e_i, g_i in zip(d_ei, d_gi, strict=True):
+    for e_i, g_i in bar(list(zip(d_ei, d_gi, strict=True))):
         preds.append(est.store.read("depth", [int(e_i)])[0].astype(np.float64))
         truths.append(_resize_nearest(gt.load_depth(int(g_i)), hw))
     out = geometry_metrics.depth_metrics(np.stack(preds), np.stack(truths), config.depth_align,
@@ -405,9 +400,11 @@ def _pointcloud(est: Estimate, gt: GroundTruth, q: np.ndarray, ei, gi, gt_poses,
         raise SpatialctlError(f"{est.kind} point cloud: {e}") from None
 
 
-def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
+def run(config: GeometryEvalConfig, estimate: str, progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
     """Metrics of `estimate` (a scene store or trajectory file) against ``config.gt``; the report goes to
-    ``config.out`` (default: ESTIMATE_geometry/ beside the input)."""
+    ``config.out`` (default: ESTIMATE_geometry/ beside the input). ``progress`` wraps the per-frame depth reads;
+    ``Summary.details`` is the report dict."""
     config.validate()
     gt_path, out_dir = config.gt, config.out or report.default_out(estimate, "_geometry")
     report.check_out(out_dir)  # before any work: a user's file of a report's name is never replaced
@@ -429,7 +426,7 @@ def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
     }
     q = None if offset is None else est.times + offset
     if offset is not None:
-        depth = _depth(est, gt, q, ei, gi, config, notes)
+        depth = _depth(est, gt, q, ei, gi, config, notes, progress or (lambda x: x))
         if depth is not None:
             summary["depth"] = depth
         cloud = _pointcloud(est, gt, q, ei, gi, gt_poses, ate_main.alignment, config)
@@ -442,4 +439,4 @@ def run(config: GeometryEvalConfig, estimate: str) -> GeometryEvalOutputs:
     out.mkdir(parents=True, exist_ok=True)
     files = report.write_geometry_report(summary, out, ate_main.aligned, gt_poses[:, :3, 3], gt.world_up,
                                          plots=config.plots)
-    return GeometryEvalOutputs(summary, files)
+    return jobs.Summary(done=[str(estimate)], outputs=files, details=summary)

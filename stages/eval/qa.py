@@ -31,12 +31,13 @@ import json
 import logging
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from spatialctl import io
+from spatialctl import io, jobs
 from spatialctl.config import check_fields, opt, quiet_opt
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.scoring import PARSERS, choose_parser, is_readable, score_item
@@ -83,12 +84,6 @@ class QAEvalConfig:
         check_fields(self)
         if self.n_boot < 1 or not 0 < self.ci < 1:
             raise UsageError(f"--n-boot {self.n_boot} --ci {self.ci}: need at least 1 resample and 0 < ci < 1")
-
-
-@dataclass
-class QAEvalOutputs:
-    report: dict
-    files: list[str] = field(default_factory=list)
 
 
 def task_groups(tasks: list[str], bench: str) -> dict[str, list[str]]:
@@ -152,11 +147,12 @@ def bootstrap(scores_by_task: dict[str, np.ndarray], bench: str, n_boot: int, ci
     return {t: interval(v) for t, v in tasks.items()}, interval(overall)
 
 
-def score(items: list[dict], preds: dict[str, dict], bench: str, parser: str) -> list[dict]:
+def score(items: list[dict], preds: dict[str, dict], bench: str, parser: str,
+          progress: Callable[[Iterable], Iterable] | None = None) -> list[dict]:
     """Per-item rows: id, task, scale, family, answer_type, score, parsed, missing, readable."""
     zero_gt = ZERO_GT[bench]
     rows = []
-    for it in items:
+    for it in progress(items) if progress else items:
         pred = preds.get(it["id"])
         text = None if pred is None else pred.get("prediction")
         try:
@@ -226,13 +222,13 @@ def load(config: QAEvalConfig, predictions: str, gt: str | None) -> tuple[list[d
     return items, preds, bench
 
 
-def pick_parser(requested: str | None, bench: str, items: list[dict], preds: dict[str, dict]
-                ) -> tuple[str, str, list[dict]]:
+def pick_parser(requested: str | None, bench: str, items: list[dict], preds: dict[str, dict],
+                progress: Callable[[Iterable], Iterable] | None = None) -> tuple[str, str, list[dict]]:
     """(parser, why, rows). ``auto`` takes `choose_parser`'s pick, and then ``reasoning`` over the bench's own
     parser when the latter leaves predictions unread that ``reasoning`` reads ("C: text", "Answer: D")."""
     own = DEFAULT_PARSER[bench]
     parser, why = choose_parser(requested, own, [p.get("prediction") for p in preds.values()])
-    rows = score(items, preds, bench, parser)
+    rows = score(items, preds, bench, parser, progress)
     if requested == "auto" and parser != "reasoning":
         unread = sum(not r["readable"] for r in rows)
         if unread:
@@ -243,14 +239,16 @@ def pick_parser(requested: str | None, bench: str, items: list[dict], preds: dic
     return parser, why, rows
 
 
-def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
+def run(config: QAEvalConfig, predictions: str, progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
     """Score `predictions` (JSONL) against `config.gt` (or the truth carried in the predictions) into
-    `config.out` (default: PREDICTIONS_report/)."""
+    `config.out` (default: PREDICTIONS_report/); ``progress`` wraps the items scored. ``Summary.details`` is the
+    report dict."""
     config.validate()
     gt, out_dir = config.gt, config.out or report.default_out(predictions, "_report")
     report.check_out(out_dir)  # before any work: a user's file of a report's name is never replaced
     items, preds, bench = load(config, predictions, gt)
-    parser, why, rows = pick_parser(config.parser, bench, items, preds)
+    parser, why, rows = pick_parser(config.parser, bench, items, preds, progress)
     summary = summarise(rows, bench, parser, config)
     summary["bench_source"] = "declared" if config.bench != "auto" else "detected"
     summary["parser_source"] = why
@@ -266,4 +264,4 @@ def run(config: QAEvalConfig, predictions: str) -> QAEvalOutputs:
     scores_path = out / "scores.jsonl"
     io.write_lines(scores_path, (json.dumps(r, default=str) for r in rows))
     files = [str(scores_path)] + report.write_qa_report(summary, out, plots=config.plots)
-    return QAEvalOutputs(summary, files)
+    return jobs.Summary(done=[str(predictions)], outputs=files, details=summary)

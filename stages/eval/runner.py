@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialctl import gsm, io, jobs, qa_format, qwen
+from spatialctl import gsm, io, jobs, qa_format, qwen, store
 from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
@@ -50,13 +50,6 @@ class RunnerConfig:
         check_fields(self)
         if self.num_frames < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise UsageError("--frames, --batch-size and --max-new-tokens must be >= 1")
-
-
-@dataclass
-class RunnerOutputs:
-    predictions: str
-    n_done: int
-    n_skipped: int
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -193,7 +186,7 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
     scene_url = None
     if config.scenes_dir is not None or os.path.isabs(record.scene):
         try:
-            scene_url = gsm.resolve_scene(record.scene, config.scenes_dir)
+            scene_url = store.resolve_scene(record.scene, config.scenes_dir)
         except SpatialctlError:
             scene_url = None
     if scene_url is not None:
@@ -216,8 +209,9 @@ def _line(record: qa_format.QARecord, prediction: str, config: RunnerConfig) -> 
             "scene": record.scene, "unit": record.unit, "model": config.model, "adapter": config.adapter}
 
 
-def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Iterable] | None = None) -> RunnerOutputs:
-    """Answer every record of `qa_path` not yet in `config.out`; returns counts."""
+def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Iterable] | None = None) -> jobs.Summary:
+    """Answer every record of `qa_path` not yet in `config.out`: ``Summary.done`` / ``skipped`` are record ids
+    answered now / already in the predictions file."""
     import torch
 
     config.validate()
@@ -230,20 +224,20 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     _check_sidecar(out_path, config, qa_path)
     done = read_done(out_path)
     todo = [r for r in records if r.id not in done]
+    summary = jobs.Summary(skipped=[r.id for r in records if r.id in done], outputs=[str(out_path)])
     if not todo:
-        return RunnerOutputs(str(out_path), 0, len(records))
+        return summary
     model, tokenizer, video_cfg, gsm_cfg = load(config)
     prompt_suffix = gsm.adapter_prompt_suffix(config.adapter) if config.adapter else ""  # e.g. GRPO's format
     qa_dir = Path(qa_path).parent
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
-    n = 0
     with open(out_path, "a") as f, torch.inference_mode():
         for batch in (progress(batches) if progress else batches):
             examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix) for r in batch]
             answers = model.answer(examples, tokenizer, max_new_tokens=config.max_new_tokens)
             for record, answer in zip(batch, answers, strict=True):
                 f.write(json.dumps(_line(record, answer, config), ensure_ascii=False) + "\n")
-                n += 1
+                summary.done.append(record.id)
             f.flush()
             os.fsync(f.fileno())
-    return RunnerOutputs(str(out_path), n, len(records) - len(todo))
+    return summary

@@ -23,7 +23,7 @@ from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.qa_format import QARecord, check_replaceable
 
 from .common import GENERATOR_VERSION, finish, rebalance_letters
-from .dsr import DSRGenerator
+from .dsr import KEY_TIMES, DSRGenerator
 from .multiturn import MultiTurnGenerator
 from .scale import ScaleGenerator
 from .scene import SceneData, load_scene
@@ -34,7 +34,9 @@ log = logging.getLogger("spatialctl.make_qa")
 
 FAMILIES = {"dsr": DSRGenerator, "static": StaticGenerator, "multiturn": MultiTurnGenerator, "scale": ScaleGenerator}
 FORMATS = ("sharegpt", "qwen", "parquet")
+MAX_KEY_TIMES = max(max(v) for v in KEY_TIMES.values())  # frames an exported question must keep
 GIVE_UP_AFTER = 25  # consecutive failed attempts after which a task type is dropped for a scene
+GIVE_UP_FIRST = 8  # ... and for a type that has not given one question yet (most often impossible in the scene)
 
 __all__ = ["MakeQAConfig", "run", "generate_scene", "FAMILIES", "GENERATOR_VERSION"]
 
@@ -57,8 +59,14 @@ class MakeQAConfig:
                                      show_default=False)
     max_turns: int = opt(12, "Turns per multi-turn sample (2-12).")
     frames_dir: str | None = opt(None, "Export the frames each question uses as JPEGs here and reference them "
-                                 "instead of the video. Default: reference the video.", show_default=False)
+                                 "instead of the video. Default: reference the video, and export one-frame (image) "
+                                 "questions' frames to OUT's stem + .frames/.", show_default=False)
     max_images: int = opt(16, "With --frames-dir: at most this many frames per question.")
+    balance: bool = opt(True, "Cap each answer (and step label) per type so answers are as flat as the scenes allow, "
+                        "and draw wrong options from other questions' true answers.", flag="--balance/--no-balance")
+    audit: bool = opt(True, "Blind audit: text-only baselines per type, fitted on half the scenes and scored on the "
+                      "other half; printed and written to OUT.audit.json/.md.", flag="--audit/--no-audit",
+                      runtime=True)
     shard: str | None = shard_opt()
     quiet: bool = quiet_opt()
 
@@ -70,6 +78,9 @@ class MakeQAConfig:
             raise UsageError(f"--split {self.split}: give the benchmark fraction, 0 <= F < 1")
         if self.per_scene < 1:
             raise UsageError("--per-scene must be at least 1")
+        if self.frames_dir and self.max_images < MAX_KEY_TIMES:
+            raise UsageError(f"--max-images {self.max_images}: a question can refer to {MAX_KEY_TIMES} key frames; "
+                             f"give at least {MAX_KEY_TIMES}")
         if not 2 <= self.max_turns <= 12:
             raise UsageError("--max-turns must be between 2 and 12")
 
@@ -92,6 +103,7 @@ def generate_scene(scene: SceneData, config: MakeQAConfig) -> list[QARecord]:
 def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QARecord]:
     """Round-robin over the family's types so every type is represented, until n questions or no type is left."""
     alive = {t: 0 for t in gen.types}  # consecutive failures
+    asked: set[str] = set()  # types that gave a question: they get GIVE_UP_AFTER tries, the others GIVE_UP_FIRST
     seen: set[tuple] = set()
     out: list[QARecord] = []
     while len(out) < n and alive:
@@ -100,10 +112,11 @@ def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QA
             key = None if draft is None else (t, draft.question, tuple(h["question"] for h in draft.history or []))
             if draft is None or key in seen:
                 alive[t] += 1
-                if alive[t] >= GIVE_UP_AFTER:
+                if alive[t] >= (GIVE_UP_AFTER if t in asked else GIVE_UP_FIRST):
                     del alive[t]
                 continue
             alive[t] = 0
+            asked.add(t)
             seen.add(key)
             out.append(finish(scene, gen.family, draft))
             if len(out) >= n:
@@ -156,14 +169,15 @@ def provenance_file(out: str) -> str:
     return f"{out.rpartition('.')[0] or out}.provenance.json"
 
 
-def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None = None) -> dict:
-    """Generate, split and write QA for the scene stores ``inputs``; returns what was written and counts.
+def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None = None) -> jobs.Summary:
+    """Generate, split and write QA for the scene stores ``inputs``; ``Summary.details`` holds what was written and
+    counts.
 
     A whole-run stage (the split and letter balance need every scene): a scene that fails is logged, recorded in
     ``<OUT stem>.errors/`` and left out, the others still make the output; ``<OUT stem>.provenance.json`` names
-    the config, the inputs used and the failures. ``result["failed"]`` maps each failed input to its error.
+    the config, the inputs used and the failures. ``Summary.failed`` maps each failed input to its error.
     """
-    from . import formats, stats
+    from . import balance, formats, stats
 
     config.validate()
     shard = jobs.resolve_shard(config.shard)
@@ -185,8 +199,11 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
         try:
             scene = load_scene(url, sid)
             scene_records = generate_scene(scene, config)
-            if config.frames_dir:
-                formats.export_frames(scene, scene_records, config.frames_dir, config.max_images)
+            # One-frame questions are image questions: their frame is always exported (beside OUT by default).
+            chosen = scene_records if config.frames_dir else [r for r in scene_records if len(r.frames) == 1]
+            if chosen:
+                formats.export_frames(scene, chosen, config.frames_dir or formats.default_frames_dir(config),
+                                      config.max_images)
         except Exception as e:  # one bad store must not stop the others
             message = str(e) if isinstance(e, SpatialctlError) else f"{url}: {type(e).__name__}: {' '.join(str(e).split())}"
             if len(inputs) > 1:  # with one input, the error that ends the run is this message: say it once
@@ -201,6 +218,8 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
                                             "geometry?)")
         raise SpatialctlError(first)
     records = dedup(records)
+    if config.balance:
+        records = balance.balance(records, config.seed)
     rejected = 0
     if config.rephrase_model:
         from .rephrase import Rephraser
@@ -216,12 +235,18 @@ def run(config: MakeQAConfig, inputs: str | list[str], progress: Callable | None
     result = {"scenes": len(used), "records": len(records), "files": written, "rephrase_rejected": rejected,
               "per_split": {k: sum(1 for r in records if r.metadata["split"] == k) for k in ("train", "bench")},
               "failed": failed}
+    if config.audit:
+        from . import audit
+
+        report = audit.audit(records, seed=config.seed)
+        result["audit"] = report
+        result["audit_files"] = list(audit.write_audit(report, config.out))
     if config.stats:
         report = stats.distribution(records)
         path = stats.write_report(report, config.out)
         result["stats"] = report
         result["stats_file"] = path
-    return result
+    return jobs.Summary(done=used, failed=failed, outputs=list(written.values()), details=result)
 
 
 def outputs_for(config: MakeQAConfig) -> list[str]:

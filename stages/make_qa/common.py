@@ -28,15 +28,21 @@ class Draft:
     metadata: dict | None = None
     scale: str | None = None
     history: list[dict] | None = None
+    ref_frames: list[int] | None = None  # frames the question's object phrases cite (always among ``frames``)
 
 
 def finish(scene: SceneData, family: str, d: Draft) -> QARecord:
     frames = sorted(set(map(int, d.frames))) if d.frames is not None else list(range(scene.n_frames))
+    if d.ref_frames:
+        assert set(d.ref_frames) <= set(frames), "an object phrase cites a frame the question does not show"
     times = scene._cache.get("timestamps_4")
     if times is None:
         times = scene._cache["timestamps_4"] = [round(t, 4) for t in scene.timestamps.tolist()]
     meta = dict(d.metadata or {})
     meta.setdefault("scale_kind", scene.scale)
+    scale = d.scale or (scene_scale(scene)[0] if scene.metric else None)
+    if d.ref_frames:
+        meta["ref_frames"] = sorted(set(map(int, d.ref_frames)))
     return QARecord(
         id=record_id(scene.scene_id, family, d.type, "\n".join([h["question"] for h in d.history or []] + [d.question]),
                      d.options),
@@ -48,7 +54,7 @@ def finish(scene: SceneData, family: str, d: Draft) -> QARecord:
         type=d.type,
         options=d.options,
         unit=d.unit,
-        scale=d.scale,
+        scale=scale,
         frames=frames,
         timestamps=[times[f] for f in frames],
         video=scene.video,
@@ -75,14 +81,20 @@ def mc(answer: str, distractors: list[str], rng: random.Random, n: int = 4) -> t
 
 
 def rebalance_letters(records: list[QARecord], rng: np.random.Generator) -> None:
-    """Move each MC answer to a letter so that, per option count, letters are used equally often (±1)."""
+    """Move each MC answer to a letter so that letters are used equally often (±1) per option count, and also per
+    type and option count: each type takes a contiguous run of one letter cycle, shuffled within the run."""
     by_n: dict[int, list[QARecord]] = {}
     for r in records:
         if r.answer_type == "mc" and r.metadata.get("options_ordered") is not True:
             by_n.setdefault(len(r.options), []).append(r)
     for n, group in sorted(by_n.items()):
-        targets = np.arange(len(group)) % n
-        rng.shuffle(targets)
+        group = sorted(group, key=lambda r: (r.family, r.type))  # stable: the input order within a type
+        targets = (np.arange(len(group)) + int(rng.integers(n))) % n
+        start = 0
+        for i in range(1, len(group) + 1):
+            if i == len(group) or (group[i].family, group[i].type) != (group[start].family, group[start].type):
+                rng.shuffle(targets[start:i])
+                start = i
         for r, t in zip(group, targets, strict=True):
             i = r.answer_index
             if i == t:
@@ -93,22 +105,30 @@ def rebalance_letters(records: list[QARecord], rng: np.random.Generator) -> None
             r.answer = LETTERS[int(t)]
 
 
-def ref(scene: SceneData, o: int, frame: int | None = None) -> tuple[str, int | None]:
-    """An unambiguous way to name object o: its label when unique, else label + pixel box in a named frame.
+BOX_KEEP = 0.12  # a question that can only name an object by its pixel box is kept with this probability
 
-    Returns (phrase, frame the phrase refers to or None)."""
-    label = scene.labels[o]
-    if scene.label_count(label) == 1:
-        return f"the {label}", None
-    table = ref_table(scene)
-    # The hint frame if the object is clearly seen there, else the frame (of a few spread over the video)
-    # where its box is largest: a sliver at the image border names nothing.
-    if frame is not None and table.hint_ok[o, frame]:
-        return table.phrase(o, int(frame)), int(frame)
-    f = table.fallback[o]
-    if f is not None:
-        return table.phrase(o, f), f
-    raise LookupError(f"object {o} cannot be referred to unambiguously")
+
+def last_resort(d: Draft | None, rng: random.Random) -> Draft | None:
+    """Pixel boxes only as a last resort: a draft that needs one survives with probability BOX_KEEP (the other
+    types of the scene fill its place)."""
+    if d is None:
+        return None
+    text = " ".join([d.question, *(d.options or []), *(h["question"] for h in d.history or [])])
+    return d if "pixel box" not in text or rng.random() < BOX_KEEP else None
+
+
+def ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False,
+        near: bool = True) -> tuple[str, int | None]:
+    """A phrase a person would use for object o (see ``refer.py``), and the frame it cites (None if none).
+
+    ``frame``: the one frame the phrase may cite (a shown frame); ``size=False`` for questions about sizes;
+    ``image=True`` for questions about one image ("in this image"). LookupError when o cannot be singled out."""
+    from .refer import namer
+
+    got = namer(scene).name(o, frame, size, image, near)
+    if got is None:
+        raise LookupError(f"object {o} cannot be referred to unambiguously")
+    return got
 
 
 class RefTable:
@@ -116,7 +136,7 @@ class RefTable:
 
     ``hint_ok[o, f]``: the object's box in frame f is big enough and no same-label object's box overlaps it
     much; ``fallback[o]``: the frame, of up to 8 spread over the frames where it is seen, with the largest such
-    box (None if none); ``ok[o, f]``: ``ref(o, f)`` succeeds."""
+    box (None if none)."""
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -147,17 +167,9 @@ class RefTable:
                     if self.hint_ok[o, f] and (best is None or area[o, f] > best[0]):
                         best = (area[o, f], int(f))
             self.fallback.append(None if best is None else best[1])
-        unique = np.array([scene.label_count(x) == 1 for x in scene.labels], dtype=bool)
-        named = np.array([f is not None for f in self.fallback], dtype=bool)
-        self.ok = (unique | named)[:, None] | self.hint_ok
         self.boxes = boxes
-        self._phrases: dict = {}
-
-    def phrase(self, o: int, f: int) -> str:
-        key = (o, f)
-        if key not in self._phrases:
-            self._phrases[key] = _phrase(self.scene, o, f, self.boxes[o, f].tolist())
-        return self._phrases[key]
+        self.big = big
+        self.area = area
 
 
 def ref_table(scene: SceneData) -> RefTable:
@@ -166,22 +178,11 @@ def ref_table(scene: SceneData) -> RefTable:
     return scene._cache["ref_table"]
 
 
-def _phrase(scene: SceneData, o: int, f: int, b: list[int]) -> str:
-    return f"the {scene.labels[o]} at pixel box [{b[0]}, {b[1]}, {b[2]}, {b[3]}] in the frame at {scene.timestamps[f]:.2f} s"
+def try_ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False,
+            near: bool = True) -> tuple[str, int | None] | None:
+    from .refer import namer
 
-
-def try_ref(scene: SceneData, o: int, frame: int | None = None) -> tuple[str, int | None] | None:
-    try:
-        return ref(scene, o, frame)
-    except LookupError:
-        return None
-
-
-def unique_label_objects(scene: SceneData, static: bool = True) -> list[int]:
-    """Objects whose label is unique in the scene (VSI-style questions name objects by label alone)."""
-    return [o for o in range(scene.n_objects)
-            if scene.label_count(scene.labels[o]) == 1 and (not static or not scene.moving[o])
-            and scene.static_box(o) is not None]
+    return namer(scene).name(o, frame, size, image, near)
 
 
 def ground_xy(scene: SceneData, p: np.ndarray) -> np.ndarray:
@@ -197,13 +198,38 @@ def round_unit(value_m: float, unit: str) -> float:
 
 
 UNITS = {"mm": (1000.0, 0), "cm": (100.0, 1), "m": (1.0, 2), "km": (0.001, 3)}
+UNIT_NAMES = {"mm": "millimetres", "cm": "centimetres", "m": "metres", "km": "kilometres"}
+# SpaceVista's scales: (scale, natural unit, largest extent in metres that still belongs to it). Outdoor lengths are
+# in metres; kilometres only for a length past 1 km (:func:`natural_unit`).
+SCALES = (("tiny_tabletop", "mm", 0.5), ("tabletop", "cm", 3.0), ("indoor", "m", 20.0), ("outdoor", "m", float("inf")))
+KM_FROM = 1000.0
+
+
+def scale_of(extent_m: float) -> tuple[str, str]:
+    for name, unit, limit in SCALES:
+        if extent_m < limit:
+            return name, unit
+    return SCALES[-1][:2]
+
+
+def scene_scale(scene: SceneData) -> tuple[str, str]:
+    """(scale tag, natural unit) from the scene's true extent (objects and camera path)."""
+    if "scale_tag" not in scene._cache:
+        scene._cache["scale_tag"] = scale_of(scene.extent())
+    return scene._cache["scale_tag"]
+
+
+def natural_unit(scene_unit: str, value_m: float) -> str:
+    return "km" if scene_unit == "m" and value_m >= KM_FROM else scene_unit
 
 
 def ref_ok(scene: SceneData) -> np.ndarray:
     """(O, N) bool: ``ref(scene, o, f)`` succeeds (all True when every label is unique: no boxes needed)."""
+    from .refer import namer
+
     if "ref_ok" not in scene._cache:
         if all(scene.label_count(x) == 1 for x in scene.labels):
             scene._cache["ref_ok"] = np.ones((scene.n_objects, scene.n_frames), dtype=bool)
         else:
-            scene._cache["ref_ok"] = ref_table(scene).ok
+            scene._cache["ref_ok"] = namer(scene).ok_in_frame
     return scene._cache["ref_ok"]

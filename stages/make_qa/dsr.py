@@ -1,30 +1,39 @@
-"""Dynamic spatial reasoning questions in the manner of DSR Suite.
+"""Dynamic spatial reasoning questions with DSR Suite's meanings.
 
 Templates: {relative, absolute} x {distance, direction, orientation, speed, speed comparison, direction prediction}.
-The viewpoint is the camera or an *agent* object. *Relative*: the viewpoint moves with the camera/agent, so each
-key time is seen from where the viewer is then. *Absolute*: the viewpoint is frozen where the viewer was at the
-first key time. Viewpoint axes are (right, forward, up), gravity-aligned. An agent faces its direction of motion
-(no orientation model is used), and every record says so in ``metadata["agent_orientation_source"]``.
+The viewpoint is the camera or an *agent*: an object with a facing (``SceneData.front``: synth people, cars, chairs,
+sofas; tracked objects only when the tracks carry an orientation). Viewpoint axes are (right, forward, up),
+gravity-aligned, forward = the camera's view direction or the agent's facing. *Relative*: the viewpoint moves with
+the viewer, so each key time is seen from where the viewer is then. *Absolute*: the viewpoint is frozen where the
+viewer was at the first key time.
 
-Answers are four options that describe the change step by step ("Keep nearly constant and then become larger").
-A distance or speed change counts when the ratio changes by more than 0.2; a displacement component counts when
-it is more than 0.3 of the unit displacement. Questions whose values fall near a threshold, or whose motion is
-below the noise floor, are not asked.
+- distance: how the distance between two objects changes (ratio 0.2 between consecutive key times);
+- direction: where object A is relative to object B in the viewpoint's frame (front/back, left/right,
+  above/below, combined; a unit-offset component counts above 0.3);
+- direction prediction: the same at key times after the end of what is shown;
+- orientation: which way an object *with a facing* faces in the viewpoint's frame (same way, toward the viewpoint,
+  left, right; 45-degree sectors);
+- speed: how the speed of an object relative to the viewpoint changes (ratio 0.2);
+- speed comparison: which of two objects is faster in each interval (ratio 0.2).
 
-Speed comes from evaluating every candidate at once: for a (template, mode, viewer), every key-frame set x target
-is labelled with array maths and the ambiguous ones are dropped, then one valid candidate is drawn, with the
-probability the key-frame sampler gives it (window length uniform, then start uniform). A candidate that would be
-rejected costs nothing per question.
+Answers describe runs of change with a variable number of phases, "(1) getting closer (2) staying about the same":
+consecutive key times with the same state or change form one phase. Questions whose values fall near a threshold,
+or whose motion is below the noise floor, are not asked.
+
+Every (template, mode, viewer, number of key times) is evaluated for all key-frame sets and targets at once with
+array maths; ambiguous candidates are dropped; then the answer is drawn first (each answer the scene allows equally
+likely, ``balance.ClassDraw``), then a candidate giving it, weighted as the key-frame sampler would pick it (window
+length uniform, then start uniform). Wrong options are other questions' true answers (``balance.py``).
 """
 
 from __future__ import annotations
 
-import bisect
 import random
 from functools import lru_cache
 
 import numpy as np
 
+from .balance import ClassDraw
 from .common import Draft, mc, ref_ok, try_ref
 from .scene import SceneData
 
@@ -32,32 +41,28 @@ TYPES = ("distance", "direction", "orientation", "speed", "speed_comparison", "d
 MODES = ("relative", "absolute")
 RATIO = 0.2  # a distance/speed change counts above this relative change
 RATIO_MARGIN = 0.05  # values within this of RATIO are ambiguous
-DIR_THRESHOLD = 0.3  # a unit-displacement component counts above this
+DIR_THRESHOLD = 0.3  # a unit-offset component counts above this
 DIR_MARGIN = 0.05
 ANGLE_MARGIN = 10.0  # degrees from a sector boundary
 NOISE_FRACTION = 0.01  # position noise as a fraction of the scene extent
+KEY_TIMES = {"distance": (3, 4, 5), "direction": (3, 4, 5), "direction_prediction": (3, 4, 5),
+             "orientation": (2, 3, 4), "speed": (4, 5), "speed_comparison": (3, 4, 5)}
 
-CHANGE_PHRASE = {"up": "become larger", "down": "become smaller", "flat": "keep nearly constant"}
-SPEED_PHRASE = {"up": "become faster", "down": "become slower", "flat": "keep nearly constant"}
-FACING_PHRASE = {"same": "face the same direction as the viewpoint", "opposite": "face toward the viewpoint",
-                 "left": "face left", "right": "face right"}
-COMPARE_PHRASE = {"a": "object 1 is faster", "b": "object 2 is faster", "same": "they move at about the same speed"}
-CHANGE_KEYS = ("up", "down", "flat")  # codes 0, 1, 2 of change_codes
-FACING_KEYS = ("same", "opposite", "left", "right")
-COMPARE_KEYS = ("a", "b", "same")
-
-
-def direction_name(fb: str, lr: str, ud: str) -> str:
-    horiz = "-".join(x for x in (fb, lr) if x)
-    return " and ".join(x for x in (horiz, ud) if x)
+DISTANCE_PHRASE = ("getting farther apart", "getting closer", "staying about the same distance apart")
+SPEED_PHRASE = ("speeding up", "slowing down", "keeping about the same speed")
+FACING_PHRASE = ("facing the same way as the viewpoint", "facing toward the viewpoint", "facing left",
+                 "facing right")
+COMPARE_PHRASE = ("object 1 is faster", "object 2 is faster", "they move at about the same speed")
 
 
-ALL_DIRECTIONS = [direction_name(fb, lr, ud) for fb in ("forward", "backward", "") for lr in ("left", "right", "")
-                  for ud in ("upward", "downward", "") if fb or lr or ud]
-# direction code fb * 9 + lr * 3 + ud (each 0, 1 or 2 = none) -> name
-DIRECTION_NAMES = [direction_name(fb, lr, ud) for fb in ("forward", "backward", "") for lr in ("left", "right", "")
-                   for ud in ("upward", "downward", "")]
-MOVE_PHRASE = {d: "move " + d for d in ALL_DIRECTIONS}
+def position_name(fb: int, lr: int, ud: int) -> str:
+    """Codes (0 = front/left/above, 1 = back/right/below, 2 = neither) -> "front-left and above" etc."""
+    horiz = "-".join(x for x in (("front", "back", "")[fb], ("left", "right", "")[lr]) if x)
+    return " and ".join(x for x in (horiz, ("above", "below", "")[ud]) if x)
+
+
+# position code fb * 9 + lr * 3 + ud -> name (code 26, no component, cannot occur for a unit vector)
+POSITION_PHRASE = tuple(position_name(c // 9, c // 3 % 3, c % 3) for c in range(27))
 
 
 def _three_way(x: np.ndarray, t: float) -> np.ndarray:
@@ -66,14 +71,14 @@ def _three_way(x: np.ndarray, t: float) -> np.ndarray:
 
 
 def change_codes(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Consecutive values (..., k) -> (codes (..., k-1) into CHANGE_KEYS, ambiguous (...)): ratio change vs RATIO."""
+    """Consecutive values (..., k) -> (codes (..., k-1): 0 up, 1 down, 2 flat; ambiguous (...)): ratio vs RATIO."""
     r = v[..., 1:] / v[..., :-1] - 1.0
     return _three_way(r, RATIO), (np.abs(np.abs(r) - RATIO) < RATIO_MARGIN).any(-1)
 
 
-def direction_codes(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Displacements (3, ...) as (right, forward, up) -> (codes into DIRECTION_NAMES, ambiguous), per step."""
-    u = steps / _norm(steps)
+def position_codes(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (3, ...) as (right, forward, up) -> (codes into POSITION_PHRASE, ambiguous)."""
+    u = d / _norm(d)
     amb = (np.abs(np.abs(u) - DIR_THRESHOLD) < DIR_MARGIN).any(0)
     fb = _three_way(u[1], DIR_THRESHOLD)
     lr = np.where(u[0] < -DIR_THRESHOLD, 0, np.where(u[0] > DIR_THRESHOLD, 1, 2))
@@ -81,37 +86,60 @@ def direction_codes(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def facing_codes(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Horizontal headings (2, ...) as (right, forward) -> (codes into FACING_KEYS, ambiguous)."""
+    """Horizontal facings (2, ...) as (right, forward) -> (codes into FACING_PHRASE, ambiguous)."""
     ang = np.degrees(np.arctan2(h[0], h[1]))
     a = np.abs(ang)
     amb = np.minimum(np.abs(a - 45), np.abs(a - 135)) < ANGLE_MARGIN
     return np.where(a < 45, 0, np.where(a > 135, 1, np.where(ang > 0, 3, 2))), amb
 
 
-def sequence_text(labels, phrase: dict, joiner: str = " and then ") -> str:
-    text = joiner.join(phrase[x] for x in labels)
-    return text[0].upper() + text[1:]
+def runs(codes) -> list:
+    """Consecutive equal codes merged: [0, 0, 2, 2, 0] -> [0, 2, 0]."""
+    out = []
+    for c in codes:
+        if not out or out[-1] != c:
+            out.append(c)
+    return out
 
 
-def sequence_options(answer: tuple, vocab: list, phrase: dict, rng, joiner: str = " and then "):
-    """The answer plus three plausible wrong sequences: one step changed where possible, else two."""
-    answer = tuple(answer)
-    seen, cands = {answer}, []
-    n = len(answer)
-    for changes in (1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2):
-        seq = list(answer)
-        if changes == 1 or n == 1:
-            seq[rng.randrange(n)] = rng.choice(vocab)
-        else:
-            for i in rng.sample(range(n), 2):
-                seq[i] = rng.choice(vocab)
-        seq = tuple(seq)
-        if seq not in seen:
-            seen.add(seq)
-            cands.append(sequence_text(seq, phrase, joiner))
-        if len(cands) == 3:
+def run_classes(codes: np.ndarray, base: int) -> np.ndarray:
+    """(n, k) codes -> (n,) int64: one number per distinct run sequence (equal runs, equal number)."""
+    acc = codes[:, 0].astype(np.int64) + 1
+    for j in range(1, codes.shape[1]):
+        acc = np.where(codes[:, j] != codes[:, j - 1], acc * base + codes[:, j] + 1, acc)
+    return acc
+
+
+def pool_phases(k: int, states: int) -> tuple[int, ...]:
+    """The numbers of phases whose answers share a pool of wrong options: k alone when there are at least 6
+    sequences of k phases (states (states-1)^(k-1)), else k and k+1 (one phase of three states: three answers,
+    too few for four options)."""
+    if states * (states - 1) ** (k - 1) >= 6:
+        return (k,) if k == 1 or states * (states - 1) ** (k - 2) >= 6 else (k - 1, k)
+    return (k, k + 1)
+
+
+def phases_text(phrases: list[str]) -> str:
+    return " ".join(f"({i}) {p}" for i, p in enumerate(phrases, 1))
+
+
+@lru_cache(maxsize=64)
+def _fallback_options(phrases: tuple[str, ...], counts: tuple[int, ...]) -> list[str]:
+    """Up to 16 fixed answers with one of ``counts`` phases (each phase differs from the one before): the wrong
+    options a question keeps only when its run has too few true answers to draw from (balance.py)."""
+    rng = random.Random(len(phrases) * 100 + sum(counts))
+    states = [c for c, p in enumerate(phrases) if p]
+    out: list[str] = []
+    for _ in range(64):
+        seq = [rng.choice(states)]
+        for _ in range(rng.choice(counts) - 1):
+            seq.append(rng.choice([c for c in states if c != seq[-1]]))
+        text = phases_text([phrases[c] for c in seq])
+        if text not in out:
+            out.append(text)
+        if len(out) == 16:
             break
-    return mc(sequence_text(answer, phrase, joiner), cands, rng)
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -141,86 +169,98 @@ def _norm(v: np.ndarray) -> np.ndarray:
 
 class ViewTables:
     """Every viewer's pose at every frame, and every object seen from it at every key-frame set, for all viewers
-    at once (viewer 0 is the camera, viewer i >= 1 the i-th moving object), computed once per scene.
+    at once (viewer 0 is the camera, viewer i >= 1 the i-th agent), computed once per scene.
 
     Arrays are component-first, so that every step is one elementwise operation over all candidates.
     ``positions(mode, m)`` -> (loc (3, V, O, K, m), ok (V, O, K)): object positions at the key frames of every set
-    of size m, in viewpoint coordinates (right, forward, up); ``headings(mode)`` -> (h (2, V, O, K, 3), ok) the
-    objects' horizontal velocities (right, forward) at the key frames of every 3-frame set."""
+    of size m, in viewpoint coordinates (right, forward, up); ``facings(mode, m)`` -> (h (2, V, O, K, m), ok): the
+    objects' facings (right, forward) in the same frames."""
 
-    def __init__(self, scene: SceneData, v_floor: float, movers: list[int]):
-        self.scene, self.v_floor = scene, v_floor
+    def __init__(self, scene: SceneData, agents: list[int]):
+        self.scene = scene
         self._cache: dict = {}
         self._seen = scene.seen
         self._cen = np.nan_to_num(scene.centroid).transpose(2, 0, 1)  # (3, O, N)
         up = scene.horizontal_basis()[2]
         n = scene.n_frames
-        pos = np.concatenate([scene.cam2world[None, :, :3, 3], scene.centroid[movers]])  # (V, N, 3)
-        fwd = np.concatenate([scene.cam2world[None, :, :3, 2], scene.velocity[movers]])
-        floor = np.array([1e-3] + [v_floor] * len(movers))[:, None]
-        ok = np.concatenate([np.ones((1, n), bool), self._seen[movers] & np.isfinite(fwd[1:]).all(-1)])
+        facing = scene.facing()  # (O, N, 3)
+        pos = np.concatenate([scene.cam2world[None, :, :3, 3], scene.centroid[agents]])  # (V, N, 3)
+        fwd = np.concatenate([scene.cam2world[None, :, :3, 2], facing[agents]])
+        ok = np.concatenate([np.ones((1, n), bool), self._seen[agents] & np.isfinite(fwd[1:]).all(-1)])
         fwd = np.nan_to_num(fwd - (fwd @ up)[..., None] * up)
         norm = np.linalg.norm(fwd, axis=-1)
-        self.ok = ok & (norm >= floor)  # no heading: camera looking straight down, or an agent standing still
+        self.ok = ok & (norm >= 1e-3)  # no heading: a camera looking straight down
         fwd = fwd / np.maximum(norm, 1e-12)[..., None]
         rows = np.stack([np.cross(fwd, up), fwd, np.broadcast_to(up, fwd.shape)], axis=2)  # (V, N, 3, 3)
         self.rows = rows.transpose(2, 3, 0, 1)  # (3, 3, V, N): rows[i, j] is component j of axis i
         self.pos = np.nan_to_num(pos).transpose(2, 0, 1)  # (3, V, N)
+        self._facing = np.nan_to_num(facing).transpose(2, 0, 1)  # (3, O, N)
+        self._has_facing = np.isfinite(facing).all(-1)  # (O, N)
+
+    def _rotate(self, vec, fs, mode):
+        """World vectors (3, O, K, m) at key frames fs (K, m) -> components (3, V, O, K, m) in the axes each viewer
+        had at the first key frame (absolute mode)."""
+        rr = self.rows[..., fs[:, 0]]  # (3, 3, V, K)
+        return np.stack([sum(rr[i, j][:, None, :, None] * vec[j][None] for j in range(3)) for i in range(3)])
+
+    def _viewer_ok(self, fs, mode):
+        return self.ok[:, fs].all(-1) if mode == "relative" else self.ok[:, fs[:, 0]]  # (V, K)
+
+    def _relative(self, name, vec, offset):
+        """Every frame at once, relative mode: (vec - viewer position if offset) in each viewer's own axes then,
+        (3, V, O, N); key-frame sets then only gather from it."""
+        if name not in self._cache:
+            r = self.rows
+            d = [vec[j][None] - self.pos[j][:, None] if offset else vec[j][None] for j in range(3)]  # (V|1, O, N)
+            self._cache[name] = np.stack([sum(r[i, j][:, None] * d[j] for j in range(3)) for i in range(3)])
+        return self._cache[name]
 
     def positions(self, mode, m):
         ck = ("pos", mode, m)
         if ck not in self._cache:
             fs = key_frame_sets(self.scene.n_frames, m)[0]
-            seen = self._seen[:, fs].all(-1)[None]  # (1, O, K)
-            r = self.rows
             if mode == "relative":
-                if "rel" not in self._cache:
-                    d = [self._cen[j][None] - self.pos[j][:, None] for j in range(3)]  # (V, O, N)
-                    self._cache["rel"] = np.stack([sum(r[i, j][:, None] * d[j] for j in range(3)) for i in range(3)])
-                loc = self._cache["rel"][..., fs]
-                ok = self.ok[:, fs].all(-1)[:, None] & seen
+                loc = self._relative("rel_pos", self._cen, True)[..., fs]
             else:
-                f0 = fs[:, 0]
-                d = [self._cen[j][None][:, :, fs] - self.pos[j][:, f0][:, None, :, None] for j in range(3)]
-                loc = np.stack([sum(r[i, j][:, f0][:, None, :, None] * d[j] for j in range(3)) for i in range(3)])
-                ok = self.ok[:, f0][:, None] & seen
+                loc = self._rotate(self._cen[:, :, fs], fs, mode)
+                # minus the viewer's position, in the same axes
+                p = self.pos[:, :, fs[:, 0]][..., None]  # (3, V, K, 1)
+                r = self.rows[..., fs[:, 0]][..., None]
+                ploc = np.stack([sum(r[i, j] * p[j] for j in range(3)) for i in range(3)])  # (3, V, K, 1)
+                loc = loc - ploc[:, :, None]
+            ok = self._viewer_ok(fs, mode)[:, None] & self._seen[:, fs].all(-1)[None]
             self._cache[ck] = (loc, ok)
         return self._cache[ck]
 
-    def headings(self, mode):
-        ck = ("head", mode)
+    def facings(self, mode, m):
+        ck = ("facing", mode, m)
         if ck not in self._cache:
-            fs = key_frame_sets(self.scene.n_frames, 3)[0]
-            v = self.scene.velocity[:, fs]  # (O, K, 3, 3)
-            ok = (self._seen[:, fs].all(-1) & np.isfinite(v).all(-1).all(-1))[None]
-            v = np.nan_to_num(v).transpose(3, 0, 1, 2)[:, None]  # (3, 1, O, K, 3)
-            r = self.rows
+            fs = key_frame_sets(self.scene.n_frames, m)[0]
             if mode == "relative":
-                h = np.stack([sum(r[i, j][:, fs][:, None] * v[j] for j in range(3)) for i in range(2)])
-                ok = ok & self.ok[:, fs].all(-1)[:, None]
+                h = self._relative("rel_facing", self._facing, False)[:2][..., fs]
             else:
-                f0 = fs[:, 0]
-                h = np.stack([sum(r[i, j][:, f0][:, None, :, None] * v[j] for j in range(3)) for i in range(2)])
-                ok = ok & self.ok[:, f0][:, None]
+                h = self._rotate(self._facing[:, :, fs], fs, mode)[:2]
+            ok = self._viewer_ok(fs, mode)[:, None] & (self._seen & self._has_facing)[:, fs].all(-1)[None]
             self._cache[ck] = (h, ok)
         return self._cache[ck]
 
 
 class _Candidates:
-    """The valid candidates of one (template, mode, viewer): index arrays, per-candidate values, and weights."""
+    """The valid candidates of one (template, mode, viewer, key times): index arrays, per-candidate values, and
+    a sampler that draws the answer first."""
 
-    def __init__(self, valid: np.ndarray, weight: np.ndarray, values: dict):
+    def __init__(self, valid: np.ndarray, weight: np.ndarray, values: dict, base: int):
         idx = np.nonzero(valid)
         self.index = [i.tolist() for i in idx]  # per axis of ``valid``; the key-frame set is the last
         self.values = {k: v[idx] for k, v in values.items()}
-        self.cum = np.cumsum(weight[idx[-1]]).tolist() if len(idx[-1]) else []
+        codes = self.values["codes"]
+        self.sampler = ClassDraw(run_classes(codes, base), weight[idx[-1]]) if len(idx[-1]) else None
 
     def __len__(self) -> int:
-        return len(self.cum)
+        return 0 if self.sampler is None else len(self.sampler)
 
     def draw(self, rng: random.Random) -> int:
-        j = bisect.bisect_right(self.cum, rng.random() * self.cum[-1])
-        return min(j, len(self.cum) - 1)
+        return self.sampler.draw(rng)
 
 
 class DSRGenerator:
@@ -230,114 +270,150 @@ class DSRGenerator:
     def __init__(self, scene: SceneData):
         self.scene = scene
         self.noise = NOISE_FRACTION * max(scene.extent(), 1e-6)
-        self.v_floor = 2.0 * self.noise  # world units per second for a heading to count
-        self.movers = [o for o in range(scene.n_objects) if scene.moving[o]]
-        self.viewer = {None: 0, **{o: i + 1 for i, o in enumerate(self.movers)}}  # agent -> viewer index
-        self.tables = ViewTables(scene, self.v_floor, self.movers)
+        self.magnitude = int(np.floor(np.log10(max(scene.extent(), 1e-6))))
+        front = scene.front if scene.front is not None else np.full(scene.n_objects, np.nan)
+        self.with_facing = [o for o in range(scene.n_objects) if np.isfinite(front[o])]
+        self.agents: list[int] = []  # one agent per scene is the viewpoint besides the camera, chosen on first use
+        self.viewer: dict = {None: 0}  # agent -> viewer index
+        self.tables: ViewTables | None = None
         self._tables: dict = {}
         self._candidates: dict = {}
+        self._key_times: dict = {}
 
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         s = self.scene
-        if s.n_objects == 0:
+        self._rng = rng
+        if s.n_objects < (2 if qtype == "speed_comparison" else 1):
             return None
-        mode = rng.choice(MODES)
-        kind = "agent" if self.movers and rng.random() < 0.4 else "camera"
-        agent = rng.choice(self.movers) if kind == "agent" else None
-        key = (qtype, mode, agent)
+        if self.tables is None:
+            self.agents = [rng.choice(self.with_facing)] if self.with_facing else []
+            self.viewer = {None: 0, **{o: i + 1 for i, o in enumerate(self.agents)}}
+            self.tables = ViewTables(s, self.agents)
+        # One number of key times and one mode per scene and type (direction and its prediction share theirs, and
+        # their table): a quarter of the tables to build; the run mixes them over scenes.
+        group = "direction" if qtype == "direction_prediction" else qtype
+        if group not in self._key_times:
+            self._key_times[group] = (rng.choice(KEY_TIMES[group]), rng.choice(MODES))
+        m, mode = self._key_times[group]
+        kind = "agent" if self.agents and rng.random() < 0.4 else "camera"
+        agent = rng.choice(self.agents) if kind == "agent" else None
+        key = (qtype, mode, agent, m)
         if key not in self._candidates:
-            if (qtype, mode) not in self._tables:
-                self._tables[(qtype, mode)] = getattr(self, "_table_" + qtype)(mode)
-            valid, m, values = self._tables[(qtype, mode)]
+            if (qtype, mode, m) not in self._tables:
+                self._tables[(qtype, mode, m)] = getattr(self, "_table_" + qtype)(mode, m)
+            valid, values, base = self._tables[(qtype, mode, m)]
             v = self.viewer[agent]
             self._candidates[key] = _Candidates(valid[v], key_frame_sets(s.n_frames, m)[1],
-                                                {k: x[v] for k, x in values.items()})
+                                                {k: x[v] for k, x in values.items()}, base)
         cands = self._candidates[key]
         if not len(cands):
             return None
-        return getattr(self, "_" + qtype)(rng, mode, kind, agent, cands, cands.draw(rng))
+        return getattr(self, "_" + qtype)(mode, kind, agent, m, cands, cands.draw(rng))
 
-    # -- candidate tables for every viewer at once: (valid (V, O, K) or (V, O, O, K), m, values (V, ...))
+    # -- candidate tables for every viewer at once: (valid (V, O[, O], K), values (V, ...), code base)
 
-    def _targets_ok(self, m, moving_only=False):
-        """(V, O, K): target o may be asked about from viewer v (not the agent itself; both nameable at the
-        first key frame)."""
+    def _named(self, m):
+        """(V, O, K): object o may be asked about from viewer v (not the agent itself; the object and the agent
+        nameable at the first key frame)."""
         s = self.scene
-        ck = ("targets", m, moving_only)
+        ck = ("named", m)
         if ck not in self._tables:
             fs0 = key_frame_sets(s.n_frames, m)[0][:, 0]
             named = ref_ok(s)[:, fs0]  # (O, K)
-            if moving_only:
-                named = named & s.moving[:, None]
-            ok = np.repeat(named[None], len(self.movers) + 1, axis=0)
-            for i, a in enumerate(self.movers):
+            ok = np.repeat(named[None], len(self.agents) + 1, axis=0)
+            for i, a in enumerate(self.agents):
                 ok[i + 1, a] = False
-                ok[i + 1] &= ref_ok(s)[a, fs0][None]  # the agent must be nameable too
+                ok[i + 1] &= ref_ok(s)[a, fs0][None]
             self._tables[ck] = ok
         return self._tables[ck]
 
-    def _table_distance(self, mode):
-        loc, ok = self.tables.positions(mode, 3)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = _norm(loc)  # (V, O, K, 3)
-            codes, amb = change_codes(d)
-            valid = ok & self._targets_ok(3) & (d.min(-1) >= 5 * self.noise) & ~amb
-        return valid, 3, {"codes": codes, "d": d}
+    def _pairs(self, mode, m):
+        """(offset (3, V, O+1, O+1, K, m) of a from b in viewpoint axes, valid pairs (V, O+1, O+1, K)); index O
+        stands for the viewpoint itself (at the origin of its axes): "relative to the viewpoint" asks it of a
+        single object. Only b can be the viewpoint."""
+        loc, ok = self.tables.positions(mode, m)
+        ok = ok & self._named(m)
+        v, o, k = ok.shape
+        fs = key_frame_sets(self.scene.n_frames, m)[0]
+        me = self.tables._viewer_ok(fs, mode).copy()  # (V, K)
+        for i, a in enumerate(self.agents):
+            me[i + 1] &= ref_ok(self.scene)[a, fs[:, 0]]
+        loc = np.concatenate([loc, np.zeros(loc.shape[:2] + (1,) + loc.shape[3:])], axis=2)
+        ok = np.concatenate([ok, me[:, None]], axis=1)
+        pair = ok[:, :, None] & ok[:, None, :] & ~np.eye(o + 1, dtype=bool)[None, :, :, None]
+        pair[:, o] = False
+        return loc[:, :, :, None] - loc[:, :, None, :], pair
 
-    def _direction_table(self, mode):
-        ck = ("direction_steps", mode)
+    def _table_distance(self, mode, m):
+        off, pair = self._pairs(mode, m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = _norm(off)  # (V, O, O, K, m)
+            codes, amb = change_codes(d)
+            valid = pair & (d.min(-1) >= 5 * self.noise) & ~amb
+        # one of each unordered pair: the distance is symmetric
+        valid &= np.triu(np.ones(valid.shape[1:3], bool), 1)[None, :, :, None]
+        return valid, {"codes": codes, "d": d}, 4
+
+    def _position_table(self, mode, m):
+        ck = ("positions", mode, m)
         if ck not in self._tables:
-            loc, ok = self.tables.positions(mode, 3)
-            steps = np.diff(loc, axis=-1)  # (3, V, O, K, 2)
+            off, pair = self._pairs(mode, m)
+            # codes only where the pair can be asked about at all: the offsets are (3, V, O, O, K, m)
+            idx = np.nonzero(pair)
+            sub = off[(slice(None), *idx)]  # (3, n, m)
             with np.errstate(divide="ignore", invalid="ignore"):
-                codes, amb = direction_codes(steps)
-                big = (_norm(steps) >= 3 * self.noise).all(-1)
-            self._tables[ck] = ok & self._targets_ok(3) & big & ~amb.any(-1), codes
+                sub_codes, amb = position_codes(sub)
+                ok = (_norm(sub) >= 3 * self.noise).all(-1) & ~amb.any(-1)
+            valid = np.zeros(pair.shape, bool)
+            valid[idx] = ok
+            codes = np.zeros(pair.shape + (m,), np.int64)
+            codes[idx] = sub_codes
+            self._tables[ck] = valid, codes
         return self._tables[ck]
 
-    def _table_direction(self, mode):
-        valid, codes = self._direction_table(mode)
-        return valid, 3, {"codes": codes}
+    def _table_direction(self, mode, m):
+        valid, codes = self._position_table(mode, m)
+        return valid, {"codes": codes}, 28
 
-    def _table_direction_prediction(self, mode):
-        valid, codes = self._direction_table(mode)
-        return valid & (key_frame_sets(self.scene.n_frames, 3)[0][:, 0] >= 2), 3, {"codes": codes}
+    def _table_direction_prediction(self, mode, m):
+        valid, codes = self._position_table(mode, m)
+        fs0 = key_frame_sets(self.scene.n_frames, m)[0][:, 0]
+        return valid & (fs0 >= 2), {"codes": codes[..., 1:]}, 28  # the states after the last frame shown
 
-    def _table_orientation(self, mode):
-        h, ok = self.tables.headings(mode)
+    def _table_orientation(self, mode, m):
+        h, ok = self.tables.facings(mode, m)
         with np.errstate(divide="ignore", invalid="ignore"):
             codes, amb = facing_codes(h)
-        fast = (np.sqrt(h[0] * h[0] + h[1] * h[1]) >= self.v_floor).all(-1)
-        return ok & self._targets_ok(3, moving_only=True) & fast & ~amb.any(-1), 3, {"codes": codes}
+        return ok & self._named(m) & ~amb.any(-1), {"codes": codes}, 5
 
     def _speeds(self, mode, m):
-        """(speeds (V, O, K, m-1), ok (V, O, K), dt (K, m-1)) between consecutive key frames."""
+        """(speeds (V, O, K, m-1), ok (V, O, K), dt (K, m-1)) between consecutive key frames; only objects that
+        move (a still object's speed is the viewer's own motion, which its label would give away)."""
         loc, ok = self.tables.positions(mode, m)
         dt = np.diff(self.scene.timestamps[key_frame_sets(self.scene.n_frames, m)[0]], axis=1)
-        return _norm(np.diff(loc, axis=-1)) / dt, ok, dt
+        movers = np.asarray(self.scene.moving, bool)[None, :, None]
+        return _norm(np.diff(loc, axis=-1)) / dt, ok & self._named(m) & movers, dt
 
-    def _table_speed(self, mode):
-        sp, ok, dt = self._speeds(mode, 4)
+    def _table_speed(self, mode, m):
+        sp, ok, dt = self._speeds(mode, m)
         with np.errstate(divide="ignore", invalid="ignore"):
             codes, amb = change_codes(sp)
-            valid = ok & self._targets_ok(4) & (sp * dt >= 3 * self.noise).all(-1) & ~amb
-        return valid, 4, {"codes": codes, "sp": sp}
+            valid = ok & (sp * dt >= 3 * self.noise).all(-1) & ~amb
+        return valid, {"codes": codes, "sp": sp}, 4
 
-    def _table_speed_comparison(self, mode):
-        sp, ok, dt = self._speeds(mode, 3)
-        sa, sb = sp[:, :, None], sp[:, None, :]  # (V, O, O, K, 2): object 1, object 2
+    def _table_speed_comparison(self, mode, m):
+        sp, ok, dt = self._speeds(mode, m)
         lim = np.log(1 + RATIO)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_sp = np.log(np.maximum(sp, 1e-12))
-            q = log_sp[:, :, None] - log_sp[:, None, :]
+            q = log_sp[:, :, None] - log_sp[:, None, :]  # (V, O, O, K, m-1): object 1 vs object 2
             amb = (np.abs(np.abs(q) - lim) < RATIO_MARGIN).any(-1)
-            moved = sp * dt >= 3 * self.noise  # the faster of the two moves above the noise in both intervals
+            moved = sp * dt >= 3 * self.noise  # the faster of the two moves above the noise in every interval
             big = (moved[:, :, None] | moved[:, None, :]).all(-1)
-        named = ok & self._targets_ok(3)
-        pair = named[:, :, None] & named[:, None, :] & ~np.eye(sp.shape[1], dtype=bool)[:, :, None]
+        pair = ok[:, :, None] & ok[:, None, :] & ~np.eye(sp.shape[1], dtype=bool)[None, :, :, None]
         codes = np.where(q > lim, 0, np.where(q < -lim, 1, 2))
-        return pair & big & ~amb, 3, {"codes": codes, "sa": np.broadcast_to(sa, q.shape),
-                                       "sb": np.broadcast_to(sb, q.shape)}
+        return pair & big & ~amb, {"codes": codes, "sa": np.broadcast_to(sp[:, :, None], q.shape),
+                                   "sb": np.broadcast_to(sp[:, None, :], q.shape)}, 4
 
     # -- pieces shared by the templates
 
@@ -347,20 +423,26 @@ class DSRGenerator:
             who = "the camera"
         else:
             r = try_ref(self.scene, agent, frames[0])
-            if r is None:
+            if r is None or r[1] not in (None, frames[0]):
                 return None
-            who = r[0] + " (facing its direction of motion)"
+            who = r[0] + " (looking where it faces)"
         if mode == "relative":
             return f"Taking the viewpoint of {who} and moving with it"
         return f"Taking the viewpoint of {who} as it was at {t0:.2f} s, fixed from then on"
 
-    def _meta(self, mode, kind, agent, frames, targets, labels, **extra):
+    def _meta(self, mode, kind, agent, frames, targets, codes, phrases, **extra):
         s = self.scene
+        phases = runs(codes)
+        if targets[-1] == s.n_objects:  # relative to the viewpoint: the one target is the object
+            targets = targets[:-1]
+            extra["relative_to"] = "viewpoint"
         meta = {"mode": mode, "viewpoint": kind, "key_frames": list(frames),
                 "targets": list(targets), "target_ids": [s.object_ids[t] for t in targets],
-                "labels": list(labels), "noise": float(self.noise)}
+                "object_labels": [s.labels[t] for t in targets],
+                "steps": [phrases[c] for c in codes], "phases": [phrases[c] for c in phases],
+                "noise": float(self.noise)}
         if kind == "agent":
-            meta.update(agent=int(agent), agent_id=s.object_ids[agent], agent_orientation_source="direction of motion")
+            meta.update(agent=int(agent), agent_id=s.object_ids[agent], facing_source="box yaw + front_yaw")
         meta.update(extra)
         return meta
 
@@ -373,110 +455,114 @@ class DSRGenerator:
         return ", ".join(f"{t[f]:.2f} s" for f in frames[:-1]) + f" and {t[frames[-1]]:.2f} s"
 
     def _pick(self, cands, j, m):
-        """(target, key frames) of candidate j."""
+        """(objects, key frames) of candidate j."""
         k = cands.index[-1][j]
-        return cands.index[0][j], key_frame_sets(self.scene.n_frames, m)[0][k].tolist()
+        return [i[j] for i in cands.index[:-1]], key_frame_sets(self.scene.n_frames, m)[0][k].tolist()
 
-    def _texts(self, mode, kind, agent, frames, *objs):
-        """(viewpoint text, refs of objs) or None when something cannot be named."""
+    def _texts(self, mode, kind, agent, frames, objs, shown=None):
+        """(viewpoint text, refs of objs) or None when something cannot be named (within ``shown`` frames); object
+        index O is the viewpoint."""
         vp = self._viewpoint_text(mode, kind, agent, frames)
-        refs = [try_ref(self.scene, o, frames[0]) for o in objs]
-        return None if vp is None or None in refs else (vp, refs)
+        refs = [("the viewpoint", None) if o == self.scene.n_objects else try_ref(self.scene, o, frames[0])
+                for o in objs]
+        if vp is None or None in refs or len({r[0] for r in refs}) < len(refs):
+            return None
+        if shown is not None and any(r[1] is not None and r[1] not in shown for r in refs):
+            return None
+        return vp, refs
+
+    def _draft(self, qtype, question, mode, kind, agent, frames, objs, refs, codes, phrases, shown=None, **extra):
+        meta = self._meta(mode, kind, agent, frames, objs, codes, phrases, **extra)
+        answer = phases_text(meta["phases"])
+        counts = tuple(k for k in pool_phases(len(meta["phases"]), sum(1 for p in phrases if p)) if k <= len(codes))
+        # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
+        # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
+        # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
+        # size: no option has more phases than the question allows, and what the question shows of its viewpoint
+        # or (through the object names) of the scene's scale tells nothing about the answer.
+        # Relative to the viewpoint or to another object: seen objects are mostly in front of the camera, so the two
+        # never share a pool.
+        ref = "/to viewpoint" if meta.get("relative_to") == "viewpoint" else ""
+        meta["option_pool"] = (f"dsr/{qtype}{ref}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} "
+                               f"phases/1e{self.magnitude} m")
+        meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
+        fallback = _fallback_options(phrases, counts)
+        rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
+        opts = mc(answer, rng.sample(fallback, 4), rng)
+        if opts is None:
+            return None
+        frames_out = shown if shown is not None else self._frames(frames, *[r[1] for r in refs])
+        return Draft(qtype, question, opts[1], "mc", opts[0], frames=frames_out, metadata=meta)
 
     # -- templates: candidate j of a table -> question
 
-    def _distance(self, rng, mode, kind, agent, cands, j):
-        o, frames = self._pick(cands, j, 3)
-        labels = [CHANGE_KEYS[c] for c in cands.values["codes"][j].tolist()]
-        got = self._texts(mode, kind, agent, frames, o)
+    def _distance(self, mode, kind, agent, m, cands, j):
+        (a, b), frames = self._pick(cands, j, m)
+        got = self._texts(mode, kind, agent, frames, (a, b))
         if got is None:
             return None
-        vp, (r,) = got
-        q = f"{vp}, how does the distance between the viewpoint and {r[0]} change over {self._times(frames)}?"
-        opts = sequence_options(tuple(labels), list(CHANGE_PHRASE), CHANGE_PHRASE, rng)
-        if opts is None:
-            return None
+        vp, (ra, rb) = got
+        q = (f"{vp}, how does the distance between {ra[0]} and {rb[0]} change over {self._times(frames)}? "
+             "Describe each phase.")
         d = [round(x, 4) for x in cands.values["d"][j].tolist()]
-        return Draft("distance", q, opts[1], "mc", opts[0], frames=self._frames(frames, r[1]),
-                     metadata=self._meta(mode, kind, agent, frames, [o], labels, distances=d))
+        return self._draft("distance", q, mode, kind, agent, frames, (a, b), (ra, rb),
+                           cands.values["codes"][j].tolist(), DISTANCE_PHRASE, distances=d)
 
-    def _direction(self, rng, mode, kind, agent, cands, j):
-        o, frames = self._pick(cands, j, 3)
-        labels = [DIRECTION_NAMES[c] for c in cands.values["codes"][j].tolist()]
-        got = self._texts(mode, kind, agent, frames, o)
+    def _direction(self, mode, kind, agent, m, cands, j):
+        (a, b), frames = self._pick(cands, j, m)
+        got = self._texts(mode, kind, agent, frames, (a, b))
         if got is None:
             return None
-        vp, (r,) = got
-        q = f"{vp}, in which direction does {r[0]} move over {self._times(frames)}?"
-        opts = sequence_options(tuple(labels), ALL_DIRECTIONS, MOVE_PHRASE, rng, joiner=", then ")
-        if opts is None:
-            return None
-        return Draft("direction", q, opts[1], "mc", opts[0], frames=self._frames(frames, r[1]),
-                     metadata=self._meta(mode, kind, agent, frames, [o], labels))
+        vp, (ra, rb) = got
+        q = (f"{vp}, where is {ra[0]} relative to {rb[0]} (front/back, left/right, above/below) at "
+             f"{self._times(frames)}? Describe each phase.")
+        return self._draft("direction", q, mode, kind, agent, frames, (a, b), (ra, rb),
+                           cands.values["codes"][j].tolist(), POSITION_PHRASE)
 
-    def _direction_prediction(self, rng, mode, kind, agent, cands, j):
+    def _direction_prediction(self, mode, kind, agent, m, cands, j):
         s = self.scene
-        o, frames = self._pick(cands, j, 3)
-        labels = [DIRECTION_NAMES[c] for c in cands.values["codes"][j].tolist()]
+        (a, b), frames = self._pick(cands, j, m)
         observed = list(range(max(0, frames[0] - (frames[-1] - frames[0])), frames[0] + 1))
-        got = self._texts(mode, kind, agent, frames, o)
+        got = self._texts(mode, kind, agent, frames, (a, b), shown=observed)
+        if got is None:
+            return None
+        vp, (ra, rb) = got
+        q = (f"The video is shown up to {s.timestamps[frames[0]]:.2f} s. {vp}, where will {ra[0]} be relative to "
+             f"{rb[0]} (front/back, left/right, above/below) at {self._times(frames[1:])}? Describe each phase.")
+        return self._draft("direction_prediction", q, mode, kind, agent, frames, (a, b), (ra, rb),
+                           cands.values["codes"][j].tolist(), POSITION_PHRASE, shown=observed,
+                           observed_until=frames[0])
+
+    def _orientation(self, mode, kind, agent, m, cands, j):
+        (o,), frames = self._pick(cands, j, m)
+        got = self._texts(mode, kind, agent, frames, (o,))
         if got is None:
             return None
         vp, (r,) = got
-        horizon = s.timestamps[frames[-1]] - s.timestamps[frames[0]]
-        q = (f"The video is shown up to {s.timestamps[frames[0]]:.2f} s. {vp}, how will {r[0]} move over the next "
-             f"{horizon:.2f} s (at {self._times(frames)})?")
-        opts = sequence_options(tuple(labels), ALL_DIRECTIONS, MOVE_PHRASE, rng, joiner=", then ")
-        if opts is None:
-            return None
-        return Draft("direction_prediction", q, opts[1], "mc", opts[0], frames=observed,
-                     metadata=self._meta(mode, kind, agent, frames, [o], labels, observed_until=frames[0]))
+        q = f"{vp}, which way does {r[0]} face at {self._times(frames)}? Describe each phase."
+        return self._draft("orientation", q, mode, kind, agent, frames, (o,), (r,),
+                           cands.values["codes"][j].tolist(), FACING_PHRASE, facing_source="box yaw + front_yaw")
 
-    def _orientation(self, rng, mode, kind, agent, cands, j):
-        o, frames = self._pick(cands, j, 3)
-        labels = [FACING_KEYS[c] for c in cands.values["codes"][j].tolist()]
-        got = self._texts(mode, kind, agent, frames, o)
-        if got is None:
-            return None
-        vp, (r,) = got
-        q = f"{vp}, which way does {r[0]} face (taken as its direction of motion) at {self._times(frames)}?"
-        opts = sequence_options(tuple(labels), list(FACING_PHRASE), FACING_PHRASE, rng, joiner=", then ")
-        if opts is None:
-            return None
-        return Draft("orientation", q, opts[1], "mc", opts[0], frames=self._frames(frames, r[1]),
-                     metadata=self._meta(mode, kind, agent, frames, [o], labels,
-                                         target_orientation_source="direction of motion"))
-
-    def _speed(self, rng, mode, kind, agent, cands, j):
-        o, frames = self._pick(cands, j, 4)
-        labels = [CHANGE_KEYS[c] for c in cands.values["codes"][j].tolist()]
-        got = self._texts(mode, kind, agent, frames, o)
+    def _speed(self, mode, kind, agent, m, cands, j):
+        (o,), frames = self._pick(cands, j, m)
+        got = self._texts(mode, kind, agent, frames, (o,))
         if got is None:
             return None
         vp, (r,) = got
         q = (f"{vp}, how does the speed of {r[0]} relative to the viewpoint change across the intervals between "
-             f"{self._times(frames)}?")
-        opts = sequence_options(tuple(labels), list(SPEED_PHRASE), SPEED_PHRASE, rng)
-        if opts is None:
-            return None
+             f"{self._times(frames)}? Describe each phase.")
         sp = [round(x, 5) for x in cands.values["sp"][j].tolist()]
-        return Draft("speed", q, opts[1], "mc", opts[0], frames=self._frames(frames, r[1]),
-                     metadata=self._meta(mode, kind, agent, frames, [o], labels, speeds=sp))
+        return self._draft("speed", q, mode, kind, agent, frames, (o,), (r,), cands.values["codes"][j].tolist(),
+                           SPEED_PHRASE, speeds=sp)
 
-    def _speed_comparison(self, rng, mode, kind, agent, cands, j):
-        a, b = cands.index[0][j], cands.index[1][j]
-        frames = key_frame_sets(self.scene.n_frames, 3)[0][cands.index[2][j]].tolist()
-        labels = [COMPARE_KEYS[c] for c in cands.values["codes"][j].tolist()]
-        got = self._texts(mode, kind, agent, frames, a, b)
-        if got is None or got[1][0][0] == got[1][1][0]:
+    def _speed_comparison(self, mode, kind, agent, m, cands, j):
+        (a, b), frames = self._pick(cands, j, m)
+        got = self._texts(mode, kind, agent, frames, (a, b))
+        if got is None:
             return None
         vp, (ra, rb) = got
         q = (f"{vp}, compare the speed relative to the viewpoint of {ra[0]} (object 1) and {rb[0]} (object 2) "
-             f"in the intervals between {self._times(frames)}.")
-        opts = sequence_options(tuple(labels), list(COMPARE_PHRASE), COMPARE_PHRASE, rng,
-                                joiner=" at first, and then ")
-        if opts is None:
-            return None
+             f"in the intervals between {self._times(frames)}. Describe each phase.")
         speeds = [[round(x, 5) for x in cands.values[k][j].tolist()] for k in ("sa", "sb")]
-        return Draft("speed_comparison", q, opts[1], "mc", opts[0], frames=self._frames(frames, ra[1], rb[1]),
-                     metadata=self._meta(mode, kind, agent, frames, [a, b], labels, speeds=speeds))
+        return self._draft("speed_comparison", q, mode, kind, agent, frames, (a, b), (ra, rb),
+                           cands.values["codes"][j].tolist(), COMPARE_PHRASE, speeds=speeds)

@@ -25,6 +25,13 @@ def output_paths(config) -> dict[str, str]:
     return {"all": str(out.with_name(stem + suffix))}
 
 
+def default_frames_dir(config) -> str:
+    """Where one-frame questions' images go without --frames-dir: ``<out stem>.frames`` beside the output."""
+    out = Path(config.out)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return str(out.with_name(stem + ".frames"))
+
+
 def write_outputs(records: list[QARecord], config) -> dict[str, str]:
     paths = output_paths(config)
     for split, path in paths.items():
@@ -51,7 +58,8 @@ def export_frames(scene: SceneData, records: list[QARecord], frames_dir: str, li
     folder.mkdir(parents=True, exist_ok=True)
     for r in records:
         m = r.metadata
-        keep = [int(f) for f in [*m.get("key_frames", []), *([m["frame"]] if "frame" in m else [])]]
+        keep = [int(f) for f in [*m.get("key_frames", []), *m.get("ref_frames", []),
+                                 *([m["frame"]] if "frame" in m else [])]]
         chosen = pick_frames(r.frames, keep, limit)
         paths = []
         for f in chosen:

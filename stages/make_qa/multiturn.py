@@ -2,9 +2,10 @@
 
 Up to 12 turns climb from pixels to the scene: pixel depth (absolute and relative), object 3D boxes and relative
 positions, scene-level distances between objects whose boxes earlier turns gave, then a short description.
-Camera coordinates are OpenCV's (x right, y down, z forward). Depths are rounded to 3 decimals of a metre and
-given in centimetres below 0.5 m. Metric values are only asked of metric scenes; relative scenes get the
-comparison turns.
+Camera coordinates are OpenCV's (x right, y down, z forward). Every length of a sample is in one unit, the scene
+scale's natural unit (mm, cm or m), which each question names; a box whose sides would round to almost nothing in
+that unit is not asked about. Metric values are only asked of metric scenes; relative scenes get the comparison
+turns. The sample is about one image, so objects are named "in this image".
 """
 
 from __future__ import annotations
@@ -14,22 +15,16 @@ import random
 
 import numpy as np
 
-from .common import Draft, ref_ok, try_ref
+from .common import UNIT_NAMES, UNITS, Draft, last_resort, ref_ok, scene_scale, try_ref
+from .refer import namer
 from .scene import SceneData
 
 TYPES = ("hierarchical",)
 MAX_TURNS = 12
-CM_BELOW = 0.5  # metres; shorter lengths are given in centimetres
+MIN_DIGITS = 10  # a box side must be at least this many of its last written digit (rounding loses <= 5%)
 DEPTH_MARGIN = 0.05  # relative depth difference below which "which is closer" is not asked
 SIDE_DEG = 10.0  # caption: "ahead" within this angle of the optical axis
 SIDE_MARGIN = 2.0
-
-
-def length_answer(value_m: float) -> tuple[float, str]:
-    """A metric length as (number, unit): centimetres (1 decimal) below 0.5 m, else metres (3 decimals)."""
-    if value_m < CM_BELOW:
-        return round(value_m * 100.0, 1), "cm"
-    return round(value_m, 3), "m"
 
 
 def side_of(cam_xyz) -> str | None:
@@ -47,6 +42,12 @@ class MultiTurnGenerator:
         self.scene = scene
         self.max_turns = max(2, min(MAX_TURNS, max_turns))
         self.noise = 0.01 * max(scene.extent(), 1e-6)
+        self.unit = scene_scale(scene)[1] if scene.metric else None
+        factor, decimals = UNITS[self.unit] if self.unit else (1.0, 0)
+        self._factor, self._decimals, self._spec = factor, decimals, f".{decimals}f"
+
+    def _len(self, value_m: float) -> float:
+        return round(value_m * self._factor, self._decimals)
 
     def _frame(self, f: int):
         """What every sample about frame f needs, computed once: the objects that can be asked about (seen, boxed,
@@ -64,8 +65,16 @@ class MultiTurnGenerator:
         frames = table["frames"]
         if f not in frames:
             objs = np.flatnonzero(table["usable"][:, f]).tolist()
-            frames[f] = (objs, {o: table["cam"][o][f] for o in objs}, {o: try_ref(s, o, f) for o in objs})
+            frames[f] = (objs, {o: table["cam"][o][f] for o in objs},
+                         {o: try_ref(s, o, f, image=True) for o in objs})
         return frames[f]
+
+    def _plain(self, f: int, usable: list[int]) -> list[int]:
+        key = ("multiturn_plain", f)
+        if key not in self.scene._cache:
+            boxless = namer(self.scene).boxless[:, f]
+            self.scene._cache[key] = [o for o in usable if boxless[o]]
+        return self.scene._cache[key]
 
     def _pixels(self, f: int):
         """(xs, ys, depths) of frame f's valid pixels, found once per frame."""
@@ -84,7 +93,10 @@ class MultiTurnGenerator:
         usable, cam, refs = self._frame(f)
         if len(usable) < 2:
             return None
-        objs = rng.sample(usable, min(3, len(usable)))
+        # Objects a person can name without a pixel box come first; boxes only when fewer than two such objects.
+        plain = self._plain(f, usable)
+        pool = plain if len(plain) >= 2 else usable
+        objs = rng.sample(pool, min(3, len(pool)))
         turns: list[tuple[dict, dict]] = []  # (turn, metadata)
         self._pixel_turns(self._pixels(f), rng, turns)
         boxed = self._object_turns(f, objs, cam, refs, turns)
@@ -99,8 +111,8 @@ class MultiTurnGenerator:
         last = turns[-1][0]
         meta = {"frame": f, "turns": [m for _, m in turns], "objects": objs,
                 "object_ids": [s.object_ids[o] for o in objs]}
-        return Draft("hierarchical", last["question"], last["answer"], last["answer_type"], unit=last["unit"],
-                     frames=[f], metadata=meta, history=history)
+        return last_resort(Draft("hierarchical", last["question"], last["answer"], last["answer_type"],
+                                 unit=last["unit"], frames=[f], metadata=meta, history=history), rng)
 
     @staticmethod
     def _turn(question, answer, answer_type, unit=None):
@@ -114,10 +126,13 @@ class MultiTurnGenerator:
         pick = range(4)
         if self.scene.metric:
             for i in pick[:2]:
-                val, unit = length_answer(depths[i])
+                val = self._len(depths[i])
+                if val <= 0:
+                    continue
                 q = (f"What is the depth (distance along the camera's viewing axis) at pixel ({xs[i]}, {ys[i]}) of "
-                     "this image?")
-                turns.append((self._turn(q, val, "number", unit), {"type": "pixel_depth", "pixel": [xs[i], ys[i]]}))
+                     f"this image, in {UNIT_NAMES[self.unit]}?")
+                turns.append((self._turn(q, val, "number", self.unit),
+                              {"type": "pixel_depth", "pixel": [xs[i], ys[i]]}))
         i, j = pick[2], pick[3]
         (x1, y1, d1), (x2, y2, d2) = (xs[i], ys[i], depths[i]), (xs[j], ys[j], depths[j])
         if abs(d1 - d2) >= DEPTH_MARGIN * max(d1, d2) and (x1, y1) != (x2, y2):
@@ -129,14 +144,20 @@ class MultiTurnGenerator:
         if not self.scene.metric:
             return []
         boxed = []
+        unit = self.unit
+        step = 10.0 ** -UNITS[unit][1]
         for o in objs:
-            c = cam[o]
-            size = self.box[o][f][3:6]
+            size = [self._len(v) for v in self.box[o][f][3:6]]
+            if min(size) < MIN_DIGITS * step:
+                continue  # "size (0.00, 0.01, 0.00) m" says nothing
+            c = [self._len(v) for v in cam[o]]
             q = (f"What is the 3D bounding box of {refs[o][0]} in this camera's coordinates (x right, y down, z "
-                 "forward), in metres? Give its centre and its size along its own length, width and height.")
-            ans = (f"centre ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f}), "
-                   f"size ({size[0]:.2f}, {size[1]:.2f}, {size[2]:.2f})")
-            turns.append((self._turn(q, ans, "text", "m"), {"type": "object_box", "object": o}))
+                 f"forward), in {UNIT_NAMES[unit]}? Give its centre and its size along its own length, width and "
+                 "height.")
+            spec = self._spec
+            ans = (f"centre ({format(c[0], spec)}, {format(c[1], spec)}, {format(c[2], spec)}) {unit}, "
+                   f"size ({format(size[0], spec)}, {format(size[1], spec)}, {format(size[2], spec)}) {unit}")
+            turns.append((self._turn(q, ans, "text", unit), {"type": "object_box", "object": o}))
             boxed.append(o)
         return boxed
 
@@ -159,10 +180,10 @@ class MultiTurnGenerator:
             d = math.dist(self.box[a][f][:3], self.box[b][f][:3])
             if d < 3 * self.noise:
                 continue
-            val, unit = length_answer(d)
+            val = self._len(d)
             q = (f"Using the boxes above, what is the distance between the centres of {refs[a][0]} and "
-                 f"{refs[b][0]}?")
-            turns.append((self._turn(q, val, "number", unit), {"type": "object_distance", "objects": [a, b]}))
+                 f"{refs[b][0]}, in {UNIT_NAMES[self.unit]}?")
+            turns.append((self._turn(q, val, "number", self.unit), {"type": "object_distance", "objects": [a, b]}))
 
     def _caption_turn(self, objs, cam, turns):
         parts, described, depths = [], [], []
@@ -173,8 +194,7 @@ class MultiTurnGenerator:
                 continue
             label = self.scene.labels[o]
             if self.scene.metric:
-                val, unit = length_answer(dist[o])
-                parts.append(f"a {label} {val:g} {unit} away {side}")
+                parts.append(f"a {label} {format(self._len(dist[o]), self._spec)} {self.unit} away {side}")
             else:
                 parts.append(f"a {label} {side}")
             described.append(o)

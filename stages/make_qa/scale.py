@@ -1,8 +1,31 @@
-"""All-scale questions in the manner of SpaceVista: the same numeric and comparison tasks at every scale.
+"""All-scale questions in the manner of SpaceVista, every one tagged with the scene's scale.
 
-Each metric scene is tagged with one scale from its true extent (objects and camera path): tiny tabletop (mm),
-tabletop (cm), indoor (m) or outdoor (km), and its answers are given in that scale's unit. Relative-scale scenes
-have no true extent and get no questions from this family.
+Each metric scene gets one scale from its true extent (objects and camera path): tiny tabletop, tabletop, indoor
+or outdoor, and lengths in that scale's natural unit: millimetres, centimetres, metres (outdoor too; kilometres only
+for a length past 1 km). Relative-scale scenes have no true extent and get no questions from this family.
+
+SpaceVista's task list and where each is asked (the static family's records carry the scale tag as well):
+existence, height/width comparison, position across frames (``position_change``), camera moving
+(``camera_motion``), spatial relation, object matching, depth, height, width, object distance, object rotation and
+camera rotation here; counting, appearance order, room size and relative distance in the static family.
+Definitions (each question says them in words):
+- height: the box's vertical side; width: its longer horizontal side; size: its longest side.
+- depth: the object centre's distance along the camera's viewing axis in one frame.
+- size/height/width comparisons are asked among objects that share a label: between categories ("the cup or the
+  table?", even "the sphere or the box?") the label gives the answer away. Options that compare sizes or
+  distances never name an object by its pixel box (a box's size in pixels hints at both).
+- position change: the pixel-box centre's shift between two frames, along its dominant image axis.
+- camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
+- existence: "Is there a <label> ...?", yes or no; "no" labels are kinds of object usual at the scene's scale
+  (``VOCABULARY``) that the scene lacks.
+  Position change and camera moving offer three options; their wrong options, like those of spatial relation, are
+  redrawn from other questions' true answers (``balance.py``), so no option is one that never is
+  the answer. Where a type's answers can be enumerated, a scene draws the answer first, uniformly over the
+  answers it allows, then a question with that answer (``ClassDraw``).
+- camera/object rotation: the change of heading about the up axis, in degrees.
+- spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
+- object matching: which of four objects is seen in both of two frames (the others are in at most one).
+Ambiguous questions (values near a threshold, below the noise floor) are not asked.
 """
 
 from __future__ import annotations
@@ -12,21 +35,28 @@ import random
 
 import numpy as np
 
-from .common import UNITS, Draft, mc, round_unit, try_ref
+from .common import UNIT_NAMES, UNITS, Draft, last_resort, mc, natural_unit, round_unit, scene_scale, try_ref
+from .balance import ClassDraw
+from .refer import namer
 from .scene import SceneData
 
-TYPES = ("object_size", "object_distance", "camera_distance", "size_comparison", "distance_comparison")
-# (scale, unit, largest extent in metres that still belongs to it)
-SCALES = (("tiny_tabletop", "mm", 0.5), ("tabletop", "cm", 3.0), ("indoor", "m", 20.0), ("outdoor", "km", float("inf")))
-UNIT_NAMES = {"mm": "millimetres", "cm": "centimetres", "m": "metres", "km": "kilometres"}
+TYPES = ("existence", "object_size", "height", "width", "object_distance", "depth", "size_comparison",
+         "height_comparison", "width_comparison", "distance_comparison", "position_change", "camera_motion",
+         "camera_rotation", "object_rotation", "spatial_relation", "object_matching")
+# Labels an existence question may offer as absent, per scale: the kinds of object such scenes hold.
+VOCABULARY = {
+    "tiny_tabletop": ("box", "sphere", "cylinder", "bead", "die", "coin", "battery"),
+    "tabletop": ("box", "sphere", "cylinder", "ball", "can", "cup", "bottle", "book"),
+    "indoor": ("box", "sphere", "cylinder", "person", "chair", "ball", "table", "sofa", "cabinet"),
+    "outdoor": ("box", "sphere", "cylinder", "person", "car", "tree", "building", "container", "pillar"),
+}
 COMPARE_MARGIN = 0.15
-
-
-def scale_of(extent_m: float) -> tuple[str, str]:
-    for name, unit, limit in SCALES:
-        if extent_m < limit:
-            return name, unit
-    return SCALES[-1][:2]
+DOMINANT = 2.0  # a direction counts when its component is this many times every other
+MIN_SHIFT = 0.1  # position change: of the image size
+MIN_TURN_DEG = 10.0
+RELATIONS = ("to the left of", "to the right of", "in front of", "behind", "above", "below")
+CAMERA_MOVES = ("forward", "backward", "to the left", "to the right")  # codes 0..3
+SHIFTS = ("left", "right", "up", "down")
 
 
 class ScaleGenerator:
@@ -35,142 +65,426 @@ class ScaleGenerator:
 
     def __init__(self, scene: SceneData):
         self.scene = scene
-        self.scale, self.unit = scale_of(scene.extent())
         self.noise = 0.01 * max(scene.extent(), 1e-9)
         self.static = [o for o in range(scene.n_objects) if not scene.moving[o] and scene.static_box(o) is not None]
         self._lazy: dict | None = None
 
     def _prepare(self):
-        """Per scene, once: nameable static objects, their centres and longest sides, camera positions."""
         s = self.scene
-        refs = {o: try_ref(s, o) for o in self.static}
-        self.named = [o for o in self.static if refs[o] is not None]
-        self.refs = refs
-        self.centre = {o: s.static_box(o)[:3].tolist() for o in self.named}
-        self.longest = {o: float(np.max(s.static_box(o)[3:6])) for o in self.named}
-        self.cam_pos = s.cam2world[:, :3, 3].tolist()
+        self.scale, self.unit = scene_scale(s)
+        self.extent_m = round(s.extent(), 6)
+        named = [o for o in self.static if try_ref(s, o, size=False) is not None]
+        # Pixel boxes are the last resort: objects named without one are asked about when there are any.
+        plain = [o for o in named if "pixel box" not in try_ref(s, o, size=False)[0]]
+        self.named = plain or named
+        self.boxless = namer(s).boxless  # (O, N)
+        self.centre = {o: s.static_box(o)[:3] for o in self.static}
+        # Sizes hold for moving objects too (median box over the frames where each is seen).
+        self.sides = {o: s.static_box(o)[3:6] for o in range(s.n_objects) if s.static_box(o) is not None}
+        self.cam_pos = s.cam2world[:, :3, 3]
+        boxes = s.pixel_boxes()
+        self.centre_px = np.stack([(boxes[..., 0] + boxes[..., 2]) / 2.0, (boxes[..., 1] + boxes[..., 3]) / 2.0], -1)
+        from .common import ref_table
+
+        self.big = ref_table(s).big  # (O, N): clearly seen
         self._lazy = {}
 
+    def _seen(self, f, mask=None):
+        """Objects clearly seen in frame f (and in ``mask``), those named there without a pixel box first."""
+        ok = self.big[:, f] if mask is None else self.big[:, f] & mask
+        plain = np.flatnonzero(ok & self.boxless[:, f]).tolist()
+        return plain if len(plain) >= 2 else np.flatnonzero(ok).tolist()
+
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
-        if not self.scene.metric:
+        if not self.scene.metric or self.scene.n_frames < 2:
             return None
         if self._lazy is None:
             self._prepare()
-        d = getattr(self, "_" + qtype)(rng)
+        d = last_resort(getattr(self, "_" + qtype)(rng), rng)
         if d is not None:
             d.scale = self.scale
-            d.metadata = {**(d.metadata or {}), "scale": self.scale, "extent_m": round(self.scene.extent(), 6),
-                          "unit": self.unit}
+            d.metadata = {**(d.metadata or {}), "scale": self.scale, "extent_m": self.extent_m}
         return d
 
-    def _value(self, value_m: float) -> float | None:
-        """The answer in this scale's unit, or None when rounding would lose more than 5% of it."""
-        v = round_unit(value_m, self.unit)
-        exact = value_m * UNITS[self.unit][0]
-        return v if v > 0 and abs(v - exact) <= 0.05 * exact else None
+    # ------------------------------------------------------------------------------------------------- helpers
 
-    def _objects(self, rng, k):
-        """k distinct static objects with distinct names, and their references."""
-        if len(self.named) < k:
-            return None
-        objs = rng.sample(self.named, k)
-        refs = [self.refs[o] for o in objs]
-        if len({r[0] for r in refs}) < k:
-            return None
-        return objs, refs
+    def _length(self, value_m: float) -> tuple[float, str] | None:
+        """(value, unit) in the scale's natural unit, or None when rounding would lose more than 5% of it."""
+        unit = natural_unit(self.unit, value_m)
+        v = round_unit(value_m, unit)
+        exact = value_m * UNITS[unit][0]
+        return (v, unit) if v > 0 and abs(v - exact) <= 0.05 * exact else None
 
-    def _frames(self, refs):
-        return [*range(self.scene.n_frames), *(r[1] for r in refs if r[1] is not None)]
+    def _refs(self, objs, frame=None, size=True, near=True):
+        refs = [try_ref(self.scene, o, frame, size=size, near=near) for o in objs]
+        if any(r is None for r in refs) or len({r[0] for r in refs}) < len(refs):
+            return None
+        return refs
+
+    def _two_frames(self, rng):
+        n = self.scene.n_frames
+        f1 = rng.randrange(n - 1)
+        f2 = rng.randrange(f1 + 1, n)
+        return f1, f2
+
+    def _meta(self, objs, **kw):
+        return {"objects": [int(o) for o in objs], "object_ids": [self.scene.object_ids[o] for o in objs],
+                "labels": [self.scene.labels[o] for o in objs], **kw}
+
+    @staticmethod
+    def _cited(refs):
+        return sorted({r[1] for r in refs if r[1] is not None})
+
+    def _t(self, f):
+        return f"{self.scene.timestamps[f]:.2f} s"
+
+    # ------------------------------------------------------------------------------------------------- numeric
+
+    def _measure(self, rng, qtype, value_of, wording):
+        if not self.named:
+            return None
+        o = rng.choice(self.named)
+        got = self._length(value_of(o))
+        if got is None:
+            return None
+        (r,) = self._refs([o], size=False)
+        v, unit = got
+        q = wording.format(r=r[0], unit=UNIT_NAMES[unit])
+        return Draft(qtype, q, v, "number", unit=unit, ref_frames=self._cited([r]),
+                     metadata=self._meta([o], balance_group=f"{unit}:{self.scene.labels[o]}"))
 
     def _object_size(self, rng):
-        got = self._objects(rng, 1)
-        if got is None:
-            return None
-        (o,), (r,) = got
-        v = self._value(self.longest[o])
-        if v is None:
-            return None
-        q = f"How long is the longest side of {r[0]}, in {UNIT_NAMES[self.unit]}?"
-        return Draft("object_size", q, v, "number", unit=self.unit, frames=self._frames([r]),
-                     metadata={"objects": [o], "object_ids": [self.scene.object_ids[o]]})
+        return self._measure(rng, "object_size", lambda o: float(np.max(self.sides[o])),
+                             "How long is the longest side of {r}, in {unit}?")
+
+    def _height(self, rng):
+        return self._measure(rng, "height", lambda o: float(self.sides[o][2]), "How tall is {r}, in {unit}?")
+
+    def _width(self, rng):
+        return self._measure(rng, "width", lambda o: float(max(self.sides[o][0], self.sides[o][1])),
+                             "How wide is {r} (its longer horizontal side), in {unit}?")
 
     def _object_distance(self, rng):
-        got = self._objects(rng, 2)
-        if got is None:
+        if len(self.named) < 2:
             return None
-        (a, b), (ra, rb) = got
-        d = math.dist(self.centre[a], self.centre[b])
-        v = self._value(d) if d > 3 * self.noise else None
-        if v is None:
+        a, b = rng.sample(self.named, 2)
+        refs = self._refs([a, b], near=False)
+        d = float(np.linalg.norm(self.centre[a] - self.centre[b]))
+        got = self._length(d) if d > 3 * self.noise else None
+        if refs is None or got is None:
             return None
-        q = f"What is the distance between the centres of {ra[0]} and {rb[0]}, in {UNIT_NAMES[self.unit]}?"
-        return Draft("object_distance", q, v, "number", unit=self.unit, frames=self._frames([ra, rb]),
-                     metadata={"objects": [a, b], "object_ids": [self.scene.object_ids[o] for o in (a, b)]})
+        v, unit = got
+        q = f"What is the distance between the centres of {refs[0][0]} and {refs[1][0]}, in {UNIT_NAMES[unit]}?"
+        return Draft("object_distance", q, v, "number", unit=unit, ref_frames=self._cited(refs),
+                     metadata=self._meta([a, b]))
 
-    def _camera_frame(self, rng, objs):
-        key = tuple(objs)
-        if key not in self._lazy:
-            self._lazy[key] = np.flatnonzero(self.scene.visible[objs].all(0)).tolist()
-        seen = self._lazy[key]
-        return rng.choice(seen) if seen else None
+    def _depth(self, rng):
+        s = self.scene
+        f = rng.randrange(s.n_frames)
+        objs = self._seen(f)
+        if not objs:
+            return None
+        o = rng.choice(objs)
+        w2c = s.world2cam()[f]
+        z = float(w2c[2, :3] @ s.box[o, f, :3] + w2c[2, 3])
+        got = self._length(z) if z > 3 * self.noise else None
+        r = try_ref(s, o, f)
+        if got is None or r is None:
+            return None
+        v, unit = got
+        q = (f"In the frame at {self._t(f)}, how far in front of the camera is the centre of {r[0]}, measured along "
+             f"the camera's viewing direction, in {UNIT_NAMES[unit]}?")
+        return Draft("depth", q, v, "number", unit=unit, frames=[f],
+                     metadata=self._meta([o], frame=f, balance_group=f"{unit}:{s.labels[o]}"))
 
-    def _camera_distance(self, rng):
-        got = self._objects(rng, 1)
-        if got is None:
+    def _turn(self, rng, qtype):
+        s = self.scene
+        f1, f2 = self._two_frames(rng)
+        if qtype == "camera_rotation":
+            fwd = s.cam2world[[f1, f2], :3, 2]
+            yaw1, yaw2 = (self._yaw(v) for v in fwd)
+            subject, meta = "the camera", {"frames_compared": [f1, f2]}
+            refs = []
+        else:
+            cands = [o for o in range(s.n_objects) if self.big[o, f1] and self.big[o, f2] and self._elongated(o)]
+            if not cands:
+                return None
+            o = rng.choice(cands)
+            r = try_ref(s, o, f1)
+            if r is None:
+                return None
+            yaw1, yaw2 = float(s.box[o, f1, 6]), float(s.box[o, f2, 6])
+            subject, meta, refs = r[0], self._meta([o], frames_compared=[f1, f2]), [r]
+        turn = abs(math.degrees((yaw2 - yaw1 + math.pi) % (2 * math.pi) - math.pi))
+        v = round(turn)
+        if turn < MIN_TURN_DEG or abs(v - turn) > 0.05 * turn:
             return None
-        (o,), (r,) = got
-        f = self._camera_frame(rng, [o])
-        if f is None:
-            return None
-        d = math.dist(self.centre[o], self.cam_pos[f])
-        v = self._value(d) if d > 3 * self.noise else None
-        if v is None:
-            return None
-        t = self.scene.timestamps[f]
-        q = f"In the frame at {t:.2f} s, how far is the centre of {r[0]} from the camera, in {UNIT_NAMES[self.unit]}?"
-        return Draft("camera_distance", q, v, "number", unit=self.unit, frames=[*self._frames([r]), f],
-                     metadata={"objects": [o], "object_ids": [self.scene.object_ids[o]], "frame": f})
+        q = (f"By how many degrees did {subject} turn (about the vertical axis, left or right) between the frame at "
+             f"{self._t(f1)} and the frame at {self._t(f2)}?")
+        return Draft(qtype, q, float(v), "number", unit="degrees", frames=list(range(f1, f2 + 1)),
+                     ref_frames=self._cited(refs), metadata=meta)
 
-    def _compare(self, rng, values, objs, refs, largest=True):
-        """(mc options, names) for the largest (or smallest) value, or None when the winner is not clear."""
-        order = np.argsort(values)[::-1] if largest else np.argsort(values)
+    def _yaw(self, v):
+        e1, e2, _ = self.scene.horizontal_basis()
+        return math.atan2(float(v @ e2), float(v @ e1))
+
+    def _elongated(self, o):
+        """A heading is visible only on an object whose footprint is clearly longer one way."""
+        sx, sy = self.scene.box[o][self.scene.visible[o]][0, 3:5] if self.scene.visible[o].any() else (0, 0)
+        return min(sx, sy) > 0 and max(sx, sy) >= 1.25 * min(sx, sy)
+
+    def _camera_rotation(self, rng):
+        return self._turn(rng, "camera_rotation")
+
+    def _object_rotation(self, rng):
+        return self._turn(rng, "object_rotation")
+
+    # ------------------------------------------------------------------------------------------------- choices
+
+    def _existence(self, rng):
+        """Is there a <label> in the video? Yes for a label the scene shows, no for one of its scale's usual kinds
+        that it lacks; balanced yes/no per label (``balance_group``), so the label says nothing."""
+        s = self.scene
+        present = sorted({s.labels[o] for o in range(s.n_objects) if s.visible[o].any()})
+        absent = [x for x in VOCABULARY[self.scale] if x not in set(s.labels)]
+        answer = rng.choice(["yes", "no"]) if present and absent else ("yes" if present else "no")
+        label = rng.choice(present if answer == "yes" else absent) if (present or absent) else None
+        if label is None:
+            return None
+        opts = mc(answer, ["no" if answer == "yes" else "yes"], rng, n=2)
+        q = f"Is there {_article(label)} {label} anywhere in the video?"
+        return Draft("existence", q, opts[1], "mc", opts[0], metadata={"label": label, "balance_group": label})
+
+    def _comparable(self):
+        """Groups of objects (still or moving) whose sizes a label does not give away: the objects of one label,
+        named without a pixel box or a size word."""
+        if "comparable" not in self._lazy:
+            groups: dict[str, list[int]] = {}
+            for o in self.sides:
+                r = try_ref(self.scene, o, size=False)
+                if r is not None and "pixel box" not in r[0]:
+                    groups.setdefault(self.scene.labels[o], []).append(o)
+            self._lazy["comparable"] = [g for g in groups.values() if len(g) >= 2]
+        return self._lazy["comparable"]
+
+    def _compare(self, rng, qtype, value_of, wording, largest=True):
+        groups = self._comparable()
+        if not groups:
+            return None
+        group = rng.choice(groups)
+        kinds: dict[str, list[int]] = {}
+        for o in group:
+            kinds.setdefault(_phrase_kind(try_ref(self.scene, o, size=False)[0]), []).append(o)
+        same = [m for k, m in sorted(kinds.items()) if len(m) >= 2 and k != "box"]
+        if not same:
+            return None
+        pool = rng.choice(same)
+        objs = rng.sample(pool, min(len(pool), rng.randrange(2, 5)))
+        refs = self._refs(objs, size=False)
+        # One way of naming for every option (all by colour, or all by position, ...): which objects can be named
+        # how is not independent of their size, so a mix of kinds would hint at the answer.
+        if refs is None or len({_phrase_kind(r[0]) for r in refs}) > 1 or "pixel box" in refs[0][0]:
+            return None
+        values = np.array([value_of(o) for o in objs])
+        order = np.argsort(-values if largest else values, kind="stable")
         best, second = values[order[0]], values[order[1]]
         if abs(best - second) < COMPARE_MARGIN * max(best, second):
             return None
-        names = [r[0][4:] if r[0].startswith("the ") else r[0] for r in refs]
-        return mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs)), names
+        names = [r[0] for r in refs]
+        opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
+        q = wording.format(names=", ".join(sorted(names)))
+        return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs), metadata=self._meta(objs))
 
     def _size_comparison(self, rng):
-        k = rng.randrange(2, 5)
-        got = self._objects(rng, k)
-        if got is None:
-            return None
-        objs, refs = got
-        sizes = np.array([self.longest[o] for o in objs])
-        res = self._compare(rng, sizes, objs, refs)
-        if res is None or res[0] is None:
-            return None
-        (options, letter), names = res
-        q = f"Which of these objects is the largest, by its longest side: {', '.join(sorted(names))}?"
-        return Draft("size_comparison", q, letter, "mc", options, frames=self._frames(refs),
-                     metadata={"objects": objs, "object_ids": [self.scene.object_ids[o] for o in objs]})
+        return self._compare(rng, "size_comparison", lambda o: float(np.max(self.sides[o])),
+                             "Which of these objects is the largest, by its longest side: {names}?")
+
+    def _height_comparison(self, rng):
+        return self._compare(rng, "height_comparison", lambda o: float(self.sides[o][2]),
+                             "Which of these objects is the tallest: {names}?")
+
+    def _width_comparison(self, rng):
+        return self._compare(rng, "width_comparison", lambda o: float(max(self.sides[o][0], self.sides[o][1])),
+                             "Which of these objects is the widest (longer horizontal side): {names}?")
 
     def _distance_comparison(self, rng):
-        k = rng.randrange(2, 5)
-        got = self._objects(rng, k)
-        if got is None:
+        s = self.scene
+        f = rng.randrange(s.n_frames)
+        seen = self._seen(f)
+        if len(seen) < 2:
             return None
-        objs, refs = got
-        f = self._camera_frame(rng, objs)
-        if f is None:
+        objs = rng.sample(seen, min(len(seen), rng.randrange(2, 5)))
+        refs = self._refs(objs, f, near=False)
+        if refs is None or any("pixel box" in r[0] for r in refs):
             return None
-        dist = np.array([math.dist(self.centre[o], self.cam_pos[f]) for o in objs])
-        res = self._compare(rng, dist, objs, refs, largest=False)
-        if res is None or res[0] is None:
+        dist = np.linalg.norm(s.box[objs, f, :3] - self.cam_pos[f], axis=-1)
+        order = np.argsort(dist, kind="stable")
+        if dist[order[1]] - dist[order[0]] < max(COMPARE_MARGIN * dist[order[1]], 3 * self.noise):
             return None
-        (options, letter), names = res
-        t = self.scene.timestamps[f]
-        q = (f"In the frame at {t:.2f} s, which of these objects is closest to the camera (centre to camera): "
+        names = [r[0] for r in refs]
+        opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
+        q = (f"In the frame at {self._t(f)}, which of these objects is closest to the camera (centre to camera): "
              f"{', '.join(sorted(names))}?")
-        return Draft("distance_comparison", q, letter, "mc", options, frames=[*self._frames(refs), f],
-                     metadata={"objects": objs, "object_ids": [self.scene.object_ids[o] for o in objs], "frame": f})
+        return Draft("distance_comparison", q, opts[1], "mc", opts[0], frames=[f], metadata=self._meta(objs, frame=f))
+
+    def _table(self, name, make):
+        """A candidate table built once per scene: (ClassDraw over answer codes, rows) or None when empty."""
+        if name not in self._lazy:
+            codes, rows = make()
+            self._lazy[name] = (ClassDraw(codes, np.ones(len(codes))), rows) if len(codes) else None
+        return self._lazy[name]
+
+    def _pairs(self):
+        """Every frame pair (f1 < f2): two (P,) index arrays."""
+        return np.triu_indices(self.scene.n_frames, 1)
+
+    def _prefer(self, valid, plain):
+        """Pixel boxes last: candidates whose objects are named without one, when there are any."""
+        p = valid & plain
+        return p if p.any() else valid
+
+    def _position_change(self, rng):
+        def make():
+            s = self.scene
+            f1, f2 = self._pairs()
+            h, w = s.hw
+            d = self.centre_px[:, f2] - self.centre_px[:, f1]  # (O, P, 2)
+            dx, dy = d[..., 0], d[..., 1]
+            horiz = (np.abs(dx) >= DOMINANT * np.abs(dy)) & (np.abs(dx) >= MIN_SHIFT * w)
+            vert = (np.abs(dy) >= DOMINANT * np.abs(dx)) & (np.abs(dy) >= MIN_SHIFT * h)
+            code = np.where(horiz, (dx > 0).astype(int), np.where(vert, 2 + (dy > 0).astype(int), -1))  # SHIFTS
+            ok = namer(s).ok_in_frame
+            valid = self._prefer(self.big[:, f1] & self.big[:, f2] & ok[:, f1] & (code >= 0), self.boxless[:, f1])
+            o, p = np.nonzero(valid)
+            return code[o, p], np.stack([o, f1[p], f2[p]], 1).tolist()
+        table = self._table("position_change", make)
+        if table is None:
+            return None
+        draw, rows = table
+        o, f1, f2 = rows[draw.draw(rng)]
+        dx, dy = (self.centre_px[o, f2] - self.centre_px[o, f1]).tolist()
+        answer = SHIFTS[_shift_code(dx, dy)]
+        r = try_ref(self.scene, o, f1)
+        opts = mc(f"It moved {answer}", [f"It moved {x}" for x in SHIFTS if x != answer], rng, n=3)
+        q = (f"From the frame at {self._t(f1)} to the frame at {self._t(f2)}, which way did {r[0]} move in the "
+             "image?")
+        return Draft("position_change", q, opts[1], "mc", opts[0], frames=[f1, f2], ref_frames=self._cited([r]),
+                     metadata=self._meta([o], frames_compared=[f1, f2], shift_px=[round(dx, 1), round(dy, 1)],
+                                         option_pool="scale/position_change"))
+
+    def _axes(self):
+        """(N, 3) gravity-aligned right and forward unit vectors of every camera, and up; None rows where the
+        camera looks straight up or down."""
+        if "axes" not in self._lazy:
+            _, _, up = self.scene.horizontal_basis()
+            fwd = self.scene.cam2world[:, :3, 2]
+            fwd = fwd - (fwd @ up)[:, None] * up
+            n = np.linalg.norm(fwd, axis=1, keepdims=True)
+            good = n[:, 0] > 1e-6
+            fwd = fwd / np.where(n > 1e-6, n, 1.0)
+            self._lazy["axes"] = (np.cross(fwd, up), fwd, up, good)
+        return self._lazy["axes"]
+
+    def _camera_motion(self, rng):
+        def make():
+            right, fwd, up, good = self._axes()
+            f1, f2 = self._pairs()
+            d = self.cam_pos[f2] - self.cam_pos[f1]  # (P, 3)
+            x, y, z = (d * right[f1]).sum(1), (d * fwd[f1]).sum(1), d @ up
+            mags = np.stack([np.abs(x), np.abs(y), np.abs(z)], 1)
+            top = np.sort(mags, 1)
+            code = np.where(np.abs(y) >= np.abs(x), (y < 0).astype(int), 2 + (x > 0).astype(int))  # CAMERA_MOVES
+            valid = good[f1] & (top[:, 2] >= 3 * self.noise) & (top[:, 2] >= DOMINANT * top[:, 1]) & (np.abs(z) < top[:, 2])
+            p = np.flatnonzero(valid)
+            return code[p], np.stack([f1[p], f2[p], code[p]], 1).tolist()
+        table = self._table("camera_motion", make)
+        if table is None:
+            return None
+        draw, rows = table
+        f1, f2, code = rows[draw.draw(rng)]
+        best = CAMERA_MOVES[code]
+        d = self.cam_pos[f2] - self.cam_pos[f1]
+        right, fwd, up, _ = self._axes()
+        x, y, z = float(d @ right[f1]), float(d @ fwd[f1]), float(d @ up)
+        opts = mc(f"It moved {best}", [f"It moved {m}" for m in CAMERA_MOVES if m != best], rng, n=3)
+        q = f"How did the camera move between the frame at {self._t(f1)} and the frame at {self._t(f2)}?"
+        return Draft("camera_motion", q, opts[1], "mc", opts[0], frames=list(range(f1, f2 + 1)),
+                     metadata={"frames_compared": [f1, f2], "move": [round(x, 6), round(y, 6), round(z, 6)],
+                               "option_pool": "scale/camera_motion"})
+
+    def _spatial_relation(self, rng):
+        def make():
+            s = self.scene
+            right, fwd, up, good = self._axes()
+            c = np.nan_to_num(s.box[..., :3])  # (O, N, 3)
+            d = c[:, None] - c[None, :]  # (A, B, N, 3): A relative to B
+            comps = np.stack([(d * right[None, None]).sum(-1), (d * fwd[None, None]).sum(-1), d @ up], -1)
+            mags = np.sort(np.abs(comps), -1)
+            axis = np.abs(comps).argmax(-1)
+            sign = np.take_along_axis(comps, axis[..., None], -1)[..., 0] > 0
+            # RELATIONS: left/right of (x), in front of/behind (forward), above/below (up)
+            code = np.array([[0, 1], [2, 3], [5, 4]])[axis, sign.astype(int)]
+            seen = self.big & namer(s).ok_in_frame  # (O, N)
+            n = s.n_objects
+            valid = (seen[:, None] & seen[None, :] & ~np.eye(n, dtype=bool)[..., None] & good[None, None]
+                     & (mags[..., 2] >= 3 * self.noise) & (mags[..., 2] >= DOMINANT * mags[..., 1]))
+            plain = self.boxless[:, None] & self.boxless[None, :]
+            valid = self._prefer(valid, plain)
+            a, b, f = np.nonzero(valid)
+            return code[a, b, f], np.stack([a, b, f, code[a, b, f]], 1).tolist()
+        table = self._table("spatial_relation", make)
+        if table is None:
+            return None
+        draw, rows = table
+        a, b, f, code = rows[draw.draw(rng)]
+        refs = self._refs([a, b], f)
+        if refs is None:
+            return None
+        best = RELATIONS[code]
+        opts = mc(best, [x for x in rng.sample(RELATIONS, len(RELATIONS)) if x != best], rng)
+        q = (f"In the frame at {self._t(f)}, where is {refs[0][0]} relative to {refs[1][0]}, as seen from the camera "
+             "(in front of means closer to the camera)?")
+        return Draft("spatial_relation", q, opts[1], "mc", opts[0], frames=[f],
+                     metadata=self._meta([a, b], frame=f, option_pool="scale/spatial_relation"))
+
+    def _object_matching(self, rng):
+        def make():
+            s = self.scene
+            f1, f2 = self._pairs()
+            nameable = np.array([(r := try_ref(s, o)) is not None and r[1] is None for o in range(s.n_objects)])
+            both = s.visible[:, f1] & s.visible[:, f2] & self.big[:, f1] & self.big[:, f2] & nameable[:, None]
+            one = s.visible.any(1)[:, None] & ~(s.visible[:, f1] & s.visible[:, f2]) & nameable[:, None]
+            good = both.any(0) & (one.sum(0) >= 3)
+            return [(int(f1[p]), int(f2[p]), np.flatnonzero(both[:, p]).tolist(), np.flatnonzero(one[:, p]).tolist())
+                    for p in np.flatnonzero(good)]
+        if "matching" not in self._lazy:
+            self._lazy["matching"] = make()
+        pairs = self._lazy["matching"]
+        if not pairs:
+            return None
+        f1, f2, both, one = rng.choice(pairs)
+        objs = [rng.choice(both), *rng.sample(one, 3)]
+        refs = self._refs(objs)  # no frame-citing phrases: which frames show them is the question
+        if refs is None:
+            return None
+        names = [r[0] for r in refs]
+        opts = mc(names[0], names[1:], rng)
+        q = f"Which of these objects is seen both in the frame at {self._t(f1)} and in the frame at {self._t(f2)}?"
+        return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
+                     metadata=self._meta(objs, frames_compared=[f1, f2]))
+
+
+def _phrase_kind(phrase: str) -> str:
+    for kind, marker in (("box", "pixel box"), ("position", "most of the"), ("landmark", " nearest to ")):
+        if marker in phrase:
+            return kind
+    return "label" if len(phrase.split()) == 2 else "colour"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _shift_code(dx: float, dy: float) -> int:
+    """Index into SHIFTS of a shift already known to be clear along one image axis."""
+    return int(dx > 0) if abs(dx) >= abs(dy) else 2 + int(dy > 0)

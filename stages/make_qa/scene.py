@@ -39,12 +39,15 @@ class SceneData:
     velocity: np.ndarray  # (O, N, 3)
     moving: np.ndarray  # (O,) bool
     video: str | None = None
+    front: np.ndarray | None = None  # (O,) where each object's front is, from its box x axis (rad); NaN: no facing
     path: str | None = None
+    enclosed: bool = False  # an enclosed indoor space (a room): room size and "room" wording apply
     depth_reader: Callable[[int], np.ndarray] | None = None  # frame -> (H, W) z-depth
     points_reader: Callable[[], np.ndarray] | None = None  # -> (P, 3) valid world points of all frames
     mask_reader: Callable[[int, int], np.ndarray] | None = None  # (object, frame) -> (H, W) bool
     object_masks_reader: Callable[[int], np.ndarray] | None = None  # object -> (N, H, W) bool, all frames
     frame_reader: Callable[[int], np.ndarray] | None = None  # frame -> (H, W, 3) uint8 RGB
+    frames_reader: Callable[[], np.ndarray] | None = None  # -> (N, H, W, 3) uint8 RGB, all frames
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -73,6 +76,16 @@ class SceneData:
         if "seen" not in self._cache:
             self._cache["seen"] = self.visible & np.isfinite(self.centroid).all(-1)
         return self._cache["seen"]
+
+    def facing(self) -> np.ndarray:
+        """(O, N, 3) unit horizontal facing of every object in every frame: box yaw + front, in the floor plane;
+        NaN for objects without a front and where the box is unknown (tracks without an orientation estimate)."""
+        if "facing" not in self._cache:
+            front = np.full(self.n_objects, np.nan) if self.front is None else np.asarray(self.front, np.float64)
+            yaw = self.box[..., 6] + front[:, None]
+            e1, e2, _ = self.horizontal_basis()
+            self._cache["facing"] = np.cos(yaw)[..., None] * e1 + np.sin(yaw)[..., None] * e2
+        return self._cache["facing"]
 
     def world2cam(self) -> np.ndarray:
         """(N, 4, 4) inverses of every camera pose, in one batched inversion."""
@@ -231,7 +244,8 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
             whole[name] = store.check_finite(owner.url, name, value, "tracks" if owner is tracks else "scene")
         return whole[name]
 
-    sizes = {"depth": s.group["depth"].nbytes, "masks": tracks.group["masks"].nbytes}
+    sizes = {"depth": s.group["depth"].nbytes, "masks": tracks.group["masks"].nbytes,
+             "frames": s.group["frames"].nbytes}
 
     def small(name: str, group) -> bool:
         return sizes[name] <= WHOLE_ARRAY_BYTES
@@ -259,7 +273,12 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         return store.unpack_mask(tracks.read("masks", (o,)), hw)
 
     def frame_reader(f: int) -> np.ndarray:
+        if small("frames", s.group):
+            return array(s.group, "frames", s)[f]
         return s.read("frames", frames=[f])[0]
+
+    def frames_reader() -> np.ndarray:
+        return array(s.group, "frames", s) if small("frames", s.group) else s.read("frames")
 
     return SceneData(
         scene_id=scene_id or _scene_name(url),
@@ -279,13 +298,25 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         velocity=tracks.read("velocity").astype(np.float64),
         moving=tracks.read("moving").astype(bool),
         video=source_video(url, s.provenance),
+        front=np.array([float(o.get("front_yaw", np.nan)) for o in objects], dtype=np.float64),
         path=url,
+        enclosed=_enclosed(attrs),
         depth_reader=depth_reader,
         points_reader=points_reader,
         mask_reader=mask_reader,
         object_masks_reader=object_masks_reader,
         frame_reader=frame_reader,
+        frames_reader=frames_reader,
     )
+
+
+def _enclosed(attrs) -> bool:
+    """Whether the store says it shows one enclosed room: ``attrs["enclosed"]``, or a synth room. Geometry alone
+    cannot tell a room from a courtyard, so an undeclared scene is not a room (no room size is asked)."""
+    if "enclosed" in attrs:
+        return bool(attrs["enclosed"])
+    synth = attrs.get("synth")
+    return isinstance(synth, dict) and "room" in synth
 
 
 def _scene_name(url: str) -> str:

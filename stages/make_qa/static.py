@@ -2,7 +2,8 @@
 
 Counting, absolute distance (m), object size (cm, longest side), room size (m^2) are numeric; relative
 distance, relative direction (easy/medium/hard), route plan and appearance order are multiple choice, as in
-VSI-Bench. Distances are measured between the closest points of the objects' axis-aligned 3D boxes and, for a
+VSI-Bench, with 4 options where VSI-Bench has 4 (relative distance, route plan, appearance order). Room size and
+the word "room" are only used for scenes that are an enclosed room (``SceneData.enclosed``). Distances are measured between the closest points of the objects' axis-aligned 3D boxes and, for a
 category with several instances, between the closest pair (VSI-Bench's rule). Only objects that do not move
 are measured. Metric answers are only asked of metric scenes.
 """
@@ -15,7 +16,9 @@ import random
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
-from .common import Draft, ground_xy, mc, try_ref
+from .balance import ClassDraw
+from .common import Draft, ground_xy, last_resort, mc, try_ref
+from .refer import plural
 from .scene import SceneData
 
 TYPES = ("object_counting", "abs_distance", "object_size", "room_size", "rel_distance",
@@ -122,35 +125,33 @@ class StaticGenerator:
         self.categories = {c: os for c, os in cats.items() if all(o in static for o in os)}
         self.all_categories = cats
         self._count_labels = sorted(cats)
-        first_frame = scene.visible.argmax(1)
-        self.first = {c: int(min(first_frame[o] for o in os)) for c, os in cats.items()}
         self._lazy: dict = {}
 
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         if qtype in METRIC_TYPES and not self.scene.metric:
             return None
         if qtype.startswith("rel_direction_"):
-            return self._rel_direction(rng, qtype.rsplit("_", 1)[1])
-        return getattr(self, "_" + qtype)(rng)
+            return last_resort(self._rel_direction(rng, qtype.rsplit("_", 1)[1]), rng)
+        return last_resort(getattr(self, "_" + qtype)(rng), rng)
 
     def _cached(self, name, make):
         if name not in self._lazy:
             self._lazy[name] = make()
         return self._lazy[name]
 
-    def _named(self):
+    def _named(self, size=True, near=True):
         """Static objects that can be named without a frame hint: (objects, phrases, ref frames, floor xy (S, 2))."""
         def make():
             s = self.scene
             objs, refs = [], []
             for o in self.static:
-                r = try_ref(s, o)
+                r = try_ref(s, o, size=size, near=near)
                 if r is not None and s.static_box(o) is not None:
                     objs.append(o)
                     refs.append(r)
             xy = ground_xy(s, np.array([s.static_box(o)[:3] for o in objs]).reshape(-1, 3))
             return objs, refs, xy
-        return self._cached("named", make)
+        return self._cached(("named", size, near), make)
 
     def _category_gaps(self) -> dict:
         """(c1, c2) -> closest-point gap between the categories' boxes, closest pair of instances."""
@@ -179,9 +180,12 @@ class StaticGenerator:
     def _object_counting(self, rng):
         if not self._count_labels:
             return None
-        label = rng.choice(self._count_labels)
+        draw = self._cached("count_draw", lambda: ClassDraw(
+            [len(self.all_categories[c]) for c in self._count_labels], np.ones(len(self._count_labels))))
+        label = self._count_labels[draw.draw(rng)]  # the count first: a scene's rarer counts as often as its 1s
         n = len(self.all_categories[label])
-        return Draft("object_counting", f"How many {label}(s) are in this room?", float(n), "number",
+        where = "are in this room" if self.scene.enclosed else "appear in this video"
+        return Draft("object_counting", f"How many {plural(label)} {where}?", float(n), "number",
                      metadata={"label": label})
 
     def _abs_distance(self, rng):
@@ -203,7 +207,7 @@ class StaticGenerator:
 
     def _object_size(self, rng):
         def make():
-            objs, refs, _ = self._named()
+            objs, refs, _ = self._named(size=False)
             out = []
             for o, r in zip(objs, refs, strict=True):
                 size_cm = round(float(np.max(self.scene.static_box(o)[3:6])) * 100.0)
@@ -211,17 +215,19 @@ class StaticGenerator:
                     out.append((o, r, size_cm))
             return out
         cands = self._cached("object_size", make)
+        plain = [c for c in cands if "pixel box" not in c[1][0]]
+        cands = plain or cands
         if not cands:
             return None
         o, r, size_cm = rng.choice(cands)
         q = f"What is the length of the longest dimension (length, width, or height) of {r[0]}, measured in centimeters?"
-        frames = None if r[1] is None else [*range(self.scene.n_frames), r[1]]
-        return Draft("object_size", q, float(size_cm), "number", unit="cm", frames=frames,
-                     metadata={"object": o, "object_id": self.scene.object_ids[o]})
+        return Draft("object_size", q, float(size_cm), "number", unit="cm", ref_frames=_cited([r]),
+                     metadata={"object": o, "object_id": self.scene.object_ids[o], "labels": [self.scene.labels[o]],
+                               "balance_group": self.scene.labels[o]})
 
     def _room_size(self, rng):
         s = self.scene
-        if s.points_reader is None:
+        if s.points_reader is None or not s.enclosed:
             return None
         if "room_area" not in s._cache:
             pts = s.points_reader()
@@ -236,25 +242,60 @@ class StaticGenerator:
                      metadata={"measure": "convex hull of all valid points projected on the floor plane"})
 
     def _rel_distance(self, rng):
-        cats = sorted(self.categories)
-        if len(cats) < 3:
+        """Which of four named objects is closest (box to box) to a fifth, a still one: objects, not categories, so
+        a scene with few categories still gets VSI-Bench's four options. Moving objects take part when the answer
+        holds at every moment: the answer's largest gap over the video is clearly below every other's smallest."""
+        def make():
+            s = self.scene
+            still, refs, _ = self._named(near=False)  # "the chair nearest to the sofa" would answer it
+            movers = [o for o in range(s.n_objects) if s.moving[o] and s.visible[o].any()]
+            mrefs = [try_ref(s, o, near=False) for o in movers]
+            objs = still + [o for o, r in zip(movers, mrefs, strict=True) if r is not None]
+            names = [r for r in refs] + [r for r in mrefs if r is not None]
+            plain = [i for i, r in enumerate(names) if "pixel box" not in r[0]]
+            pool = plain if any(i < len(still) for i in plain) and len(plain) >= 5 else range(len(objs))
+            return objs, names, len(still), list(pool)
+        objs, names, n_still, pool = self._cached("rel_distance", make)
+        anchors = [i for i in pool if i < n_still]
+        if len(pool) < 5 or not anchors:
             return None
-        anchor = rng.choice(cats)
-        others = [c for c in cats if c != anchor]
-        k = min(4, len(others))
-        choices = rng.sample(others, k)
-        gaps = sorted((self._category_gap(anchor, c), c) for c in choices)
-        best, second = gaps[0][0], gaps[1][0]
+        anchor = rng.choice(anchors)
+        choices = rng.sample([i for i in pool if i != anchor], 4)
+        if len({names[i][0] for i in [anchor, *choices]}) < 5:
+            return None
+        ranges = {i: self._gap_range(objs[anchor], objs[i]) for i in choices}
+        gaps = sorted((ranges[i][1], i) for i in choices)  # by the largest gap over the video
+        best = gaps[0][0]
+        second = min(ranges[i][0] for i in choices if i != gaps[0][1])  # every other one, at its closest
         if second - best < max(REL_MARGIN * best, 3 * self.noise):
             return None
-        opts = mc(gaps[0][1], [c for _, c in gaps[1:]], rng, n=k)
-        if opts is None:
-            return None
-        listed = ", ".join(sorted(choices))
+        text = {i: names[i][0] for i in choices}
+        opts = mc(text[gaps[0][1]], [text[i] for _, i in gaps[1:]], rng)
+        listed = ", ".join(sorted(text.values()))
         q = (f"Measuring from the closest point of each object, which of these objects ({listed}) is the closest to "
-             f"the {anchor}? If there are multiple instances of an object category, measure to the closest.")
-        return Draft("rel_distance", q, opts[1], "mc", opts[0],
-                     metadata={"anchor": anchor, "choices": choices, "gaps": {c: round(g, 4) for g, c in gaps}})
+             f"{names[anchor][0]}?")
+        return Draft("rel_distance", q, opts[1], "mc", opts[0], ref_frames=_cited([names[i] for i in [anchor, *choices]]),
+                     metadata={"anchor": objs[anchor], "objects": [objs[i] for i in choices],
+                               "gaps_m": [round(g, 4) for g, _ in gaps]})
+
+    def _gap_range(self, a: int, b: int) -> tuple[float, float]:
+        """(smallest, largest) closest-point gap between still object a's box and b's over the video: one value
+        for a still b (its median box), else over the frames where b is seen."""
+        key = ("gap", a, b)
+        if key not in self._lazy:
+            s = self.scene
+            pa = s.static_aabb(a)
+            pb = s.aabb[b][s.visible[b] & np.isfinite(s.aabb[b]).all(-1)] if s.moving[b] else s.static_aabb(b)[None]
+            d = np.linalg.norm(np.maximum(0.0, np.maximum(pa[:3] - pb[:, 3:], pb[:, :3] - pa[3:])), axis=-1)
+            self._lazy[key] = (float(d.min()), float(d.max()))
+        return self._lazy[key]
+
+    def _prefer_boxless(self, rows, ok):
+        """Pixel boxes are the last resort: keep only tuples named without one when there are any."""
+        _, refs, _ = self._named()
+        boxed = np.array(["pixel box" in r[0] for r in refs], dtype=bool)
+        plain = ok & ~boxed[rows].any(1) if len(rows) else ok
+        return plain if plain.any() else ok
 
     def _tuples(self, k):
         """Every ordered k-tuple of distinct, distinctly named static objects: (index rows (T, k), xy (T, k, 2))."""
@@ -277,11 +318,14 @@ class StaticGenerator:
             angle = signed_angle(heading, v)
             codes, ok = LEVELS[level][0](angle)
             ok &= np.minimum(np.linalg.norm(heading, axis=-1), np.linalg.norm(v, axis=-1)) >= 3 * self.noise
-            return rows[ok].tolist(), codes[ok].tolist(), angle[ok].tolist()
-        rows, codes, angles = self._cached(("rel_direction", level), make)
+            ok = self._prefer_boxless(rows, ok)
+            rows, codes = rows[ok], codes[ok]
+            draw = ClassDraw(codes, np.ones(len(codes))) if len(codes) else None
+            return rows.tolist(), codes.tolist(), angle[ok].tolist(), draw
+        rows, codes, angles, draw = self._cached(("rel_direction", level), make)
         if not rows:
             return None
-        i = rng.randrange(len(rows))
+        i = draw.draw(rng)
         objs, refs, _ = self._named()
         (a, b, c), (ra, rb, rc) = [objs[j] for j in rows[i]], [refs[j] for j in rows[i]]
         vocab = LEVELS[level][1]
@@ -297,8 +341,7 @@ class StaticGenerator:
                         "to the quadrants of a Cartesian plane (if I am standing at the origin and facing along the "
                         "positive y-axis).")
         opts = mc(label, [x for x in vocab if x != label], rng, n=len(vocab))
-        frames = [*range(self.scene.n_frames), *(r[1] for r in (ra, rb, rc) if r[1] is not None)]
-        return Draft(f"rel_direction_{level}", q, opts[1], "mc", opts[0], frames=frames,
+        return Draft(f"rel_direction_{level}", q, opts[1], "mc", opts[0], ref_frames=_cited([ra, rb, rc]),
                      metadata={"objects": [a, b, c], "object_ids": [self.scene.object_ids[o] for o in (a, b, c)],
                                "angle_deg": round(angle, 2), "label": label})
 
@@ -309,11 +352,14 @@ class StaticGenerator:
             t1, ok1 = turn_codes(signed_angle(legs[:, 0], legs[:, 1]))
             t2, ok2 = turn_codes(signed_angle(legs[:, 1], legs[:, 2]))
             ok = ok1 & ok2 & (np.linalg.norm(legs, axis=-1).min(1) >= 3 * self.noise)
-            return rows[ok].tolist(), np.stack([t1, t2], axis=1)[ok].tolist()
-        rows, codes = self._cached("route_plan", make)
+            ok = self._prefer_boxless(rows, ok)
+            codes = np.stack([t1, t2], axis=1)[ok]
+            draw = ClassDraw(codes[:, 0] * 3 + codes[:, 1], np.ones(len(codes))) if len(codes) else None
+            return rows[ok].tolist(), codes.tolist(), draw
+        rows, codes, draw = self._cached("route_plan", make)
         if not rows:
             return None
-        i = rng.randrange(len(rows))
+        i = draw.draw(rng)
         objs, refs, _ = self._named()
         (a, b, d, c), (ra, rb, rd, rc) = [objs[j] for j in rows[i]], [refs[j] for j in rows[i]]
         turns = tuple(TURN_VOCAB[t] for t in codes[i])
@@ -328,35 +374,38 @@ class StaticGenerator:
         cands = [s for s in itertools.product(TURNS, repeat=2) if s != turns]
         rng.shuffle(cands)
         opts = mc(text(turns), [text(s) for s in cands], rng)
-        frames = [*range(self.scene.n_frames), *(r[1] for r in (ra, rb, rd, rc) if r[1] is not None)]
-        return Draft("route_plan", q, opts[1], "mc", opts[0], frames=frames,
+        return Draft("route_plan", q, opts[1], "mc", opts[0], ref_frames=_cited([ra, rb, rd, rc]),
                      metadata={"objects": [a, b, d, c], "object_ids": [self.scene.object_ids[o] for o in (a, b, d, c)],
-                               "turns": list(turns), "roles": ["start", "facing", "waypoint", "goal"]})
+                               "turns": list(turns), "roles": ["start", "facing", "waypoint", "goal"],
+                               "option_pool": "static/route_plan"})
 
     def _appearance_order(self, rng):
-        first = self.first
-        # Four categories as VSI-Bench asks, else three: only categories first seen in different frames.
-        by_frame: dict[int, list[str]] = self._cached("by_frame", lambda: _group_by_frame(first))
+        """Order of first appearance of four (else three) objects first seen in different frames, named without
+        citing a frame (a category when its label is unique, as VSI-Bench asks)."""
+        def make():
+            s = self.scene
+            by_frame: dict[int, list[tuple[int, str]]] = {}
+            first = s.visible.argmax(1)
+            for o in range(s.n_objects):
+                r = try_ref(s, o) if s.visible[o].any() else None
+                if r is not None and r[1] is None:
+                    by_frame.setdefault(int(first[o]), []).append((o, r[0]))
+            return by_frame
+        by_frame = self._cached("by_frame", make)
         if len(by_frame) < 3:
             return None
         k = min(4, len(by_frame))
         frames = sorted(rng.sample(sorted(by_frame), k))
-        chosen = [rng.choice(by_frame[f]) for f in frames]
-        order = sorted(chosen, key=lambda c: first[c])
+        chosen = [rng.choice(by_frame[f]) for f in frames]  # in order of appearance
+        order = [name for _, name in chosen]
         perms = [p for p in itertools.permutations(order) if list(p) != order]
-        near = [p for p in perms if sum(x != y for x, y in zip(p, order, strict=False)) == 2]
-        far = [p for p in perms if p not in near]
-        rng.shuffle(near)
-        rng.shuffle(far)
-        opts = mc(", ".join(order), [", ".join(p) for p in near + far], rng)
-        q = ("What will be the first-time appearance order of the following categories in the video: "
-             f"{', '.join(sorted(chosen))}?")
+        rng.shuffle(perms)
+        opts = mc(", ".join(order), [", ".join(p) for p in perms], rng)
+        q = ("What will be the first-time appearance order of the following objects in the video: "
+             f"{', '.join(sorted(order))}?")
         return Draft("appearance_order", q, opts[1], "mc", opts[0],
-                     metadata={"categories": chosen, "first_frames": {c: first[c] for c in chosen}})
+                     metadata={"objects": [o for o, _ in chosen], "first_frames": frames})
 
 
-def _group_by_frame(first: dict[str, int]) -> dict[int, list[str]]:
-    by_frame: dict[int, list[str]] = {}
-    for c in sorted(first):
-        by_frame.setdefault(first[c], []).append(c)
-    return by_frame
+def _cited(refs) -> list[int]:
+    return sorted({r[1] for r in refs if r[1] is not None})

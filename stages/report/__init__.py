@@ -60,9 +60,9 @@ class ReportConfig:
 
 
 def run(config: ReportConfig, scenes: list[str], progress: Callable | None = None,
-        question_progress: Callable | None = None) -> dict:
-    """Write the site for the stores ``scenes`` (paths, URLs or manifests); returns ``{"out", "scenes",
-    "questions", "pages", "audit"}``. ``progress`` wraps the scenes, ``question_progress`` the questions."""
+        question_progress: Callable | None = None) -> jobs.Summary:
+    """Write the site for the stores ``scenes`` (paths, URLs or manifests); ``Summary.details`` is ``{"out",
+    "scenes", "questions", "pages", "audit"}``. ``progress`` wraps the scenes, ``question_progress`` the questions."""
     config.validate()
     inputs = jobs.resolve_inputs(scenes) if scenes else []
     if not inputs:
@@ -103,8 +103,9 @@ def run(config: ReportConfig, scenes: list[str], progress: Callable | None = Non
                "scenes_missing": missing, "config": jobs.config_dict(config)}
     (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _swap_in(tmp, out)
-    return {"out": str(out), "scenes": len(assets), "questions": n_q, "pages": pages,
-            "audit": audit_path if audit else None}
+    details = {"out": str(out), "scenes": len(assets), "questions": n_q, "pages": pages,
+               "audit": audit_path if audit else None}
+    return jobs.Summary(done=list(scenes), outputs=[str(out)], details=details)
 
 
 def _same(items):

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from spatialctl.visual import SceneView, gravity_basis, object_colour
+from spatialctl.camera import gravity_basis
+from spatialctl.visual import SceneView, object_colour
 
 MASK_ALPHA = 0.45
 

@@ -1,7 +1,7 @@
 """synth: synthetic 4D scenes with exact ground truth, the test bed for every stage.
 
-``run(config, out)`` writes, per seed, ``video.mp4`` and ``scene.zarr`` (root: frames, timestamps, intrinsics,
-cam2world, depth, conf, pointmaps; group ``tracks``: the objects' masks, boxes, centroids, velocities) in the
+``run(config)`` writes, per seed under ``config.out``, ``video.mp4`` and ``scene.zarr`` (root: frames, timestamps,
+intrinsics, cam2world, depth, conf, pointmaps; group ``tracks``: the objects' masks, boxes, centroids, velocities) in the
 schema of ``spatialctl.schema``. ``generate(config)`` returns the same arrays in memory (tests of other stages can
 use it without touching disk); the scene layout does not depend on the frame size, so one seed rendered at two
 sizes is the same scene.
@@ -44,6 +44,8 @@ def parse_size(text: str) -> dict[str, int]:
 
 @dataclass
 class SynthConfig:
+    out: str | None = opt(None, "Output folder: OUT/video.mp4 and OUT/scene.zarr (with --count: OUT/seed-NNNNNN/...).",
+                          argument=True, runtime=True)  # None: generate() in memory only; run() needs it
     seed: int = opt(0, "Random seed; the same seed and options give bit-identical output.")
     preset: str = opt("tabletop", "Scale: tiny-tabletop (mm), tabletop (cm), indoor (m, a room), outdoor (10-100s of "
                       "m).", choices=PRESETS)
@@ -137,9 +139,14 @@ def check_item_folder(folder: str) -> None:
                          "replace it (choose another OUT)")
 
 
-def run(config: SynthConfig, out: str, progress: Callable[[Iterable], Iterable] | None = None) -> jobs.Summary:
-    """Write the scene(s) of this shard under ``out``; seeds already complete with this config are skipped."""
+def run(config: SynthConfig, inputs: None = None, progress: Callable[[Iterable], Iterable] | None = None
+        ) -> jobs.Summary:
+    """Write the scene(s) of this shard under ``config.out``; seeds already complete with this config are skipped.
+    synth reads no inputs (``inputs`` is None): the config names everything it makes."""
     config.validate()
+    if not config.out:
+        raise UsageError("synth: no output folder (OUT) given")
+    out = config.out
     seeds = [config.seed] if config.count is None else list(range(config.seed, config.seed + config.count))
     seeds = jobs.select_shard(seeds, jobs.resolve_shard(config.shard))
     for seed in seeds:  # before any rendering: a folder's video.mp4 is ours only beside a store we wrote
@@ -149,14 +156,13 @@ def run(config: SynthConfig, out: str, progress: Callable[[Iterable], Iterable] 
     for seed in progress(seeds) if (progress and not single) else seeds:
         # Each seed is its own item with its own config (and config hash), so a larger --count reuses the seeds
         # an earlier run finished.
-        item_config = dataclasses.replace(config, seed=seed, objects=config.n_objects, count=None, shard=None)
+        item_config = dataclasses.replace(config, seed=seed, objects=config.n_objects, count=None, shard=None,
+                                          out=None)
         folder = item_dir(out, seed, config.count)
         item = jobs.Item(f"seed {seed}", item_output(folder))
         bar = progress if single else None
         part = jobs.run_items(STAGE, item_config, [item],
                               lambda it, c=item_config, f=folder, b=bar: write_item(c, f, b),
                               overwrite=config.overwrite)
-        summary.done += part.done
-        summary.skipped += part.skipped
-        summary.failed.update(part.failed)
+        summary.add(part)
     return summary

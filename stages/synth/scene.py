@@ -21,7 +21,12 @@ BOX, SPHERE, CYLINDER = 0, 1, 2
 PRIMITIVE_NAMES = {BOX: "box", SPHERE: "sphere", CYLINDER: "cylinder"}
 PRESETS = ("tiny-tabletop", "tabletop", "indoor", "outdoor")
 CAMERAS = ("orbit", "walk", "pan", "static")
-MOTIONS = ("straight", "curved", "accelerating", "stopping")
+MOTIONS = ("straight", "curved", "accelerating", "stopping", "starting", "back-and-forth")
+TURNING = "turning"  # a person standing still and turning: not moving, but its facing changes
+# Where an object's front is, as an angle from its local +x towards +y: categories with a facing. Agents (people,
+# cars, toy cars) may face away from where they go; chairs and sofas face where their seat opens.
+FRONT = {"person": 0.0, "car": 0.0, "toy car": 0.0, "chair": math.pi / 2, "sofa": math.pi / 2}
+FREE_FACING = ("person",)  # may walk sideways or backwards and turn while walking or standing
 
 
 @dataclass(frozen=True)
@@ -93,10 +98,11 @@ def _category_parts(name: str, rng: np.random.Generator) -> list[Primitive]:
     if name == "sofa":
         return [_box(0, 0, 0, 1.9, 0.85, 0.42), _box(0, -0.34, 0.42, 1.9, 0.17, 0.4),
                 _box(-0.87, 0.08, 0.42, 0.16, 0.69, 0.2), _box(0.87, 0.08, 0.42, 0.16, 0.69, 0.2)]
-    if name == "person":
+    if name == "person":  # faces +x: feet and a dark visor show the front
         return [_cyl(0, 0.1, 0, 0.07, 0.86, DARK), _cyl(0, -0.1, 0, 0.07, 0.86, DARK),
-                _box(0, 0, 0.86, 0.22, 0.38, 0.58), _sph(0, 0, 1.58, 0.11, SKIN)]
-    if name == "car":
+                _box(0.06, 0.1, 0, 0.24, 0.1, 0.06, DARK), _box(0.06, -0.1, 0, 0.24, 0.1, 0.06, DARK),
+                _box(0, 0, 0.86, 0.22, 0.38, 0.58), _sph(0, 0, 1.58, 0.11, SKIN), _box(0.08, 0, 1.58, 0.06, 0.16, 0.05, DARK)]
+    if name in ("car", "toy car"):  # faces +x: the cabin sits towards the back
         parts = [_box(0, 0, 0.3, 4.3, 1.8, 0.7), _box(-0.25, 0, 1.0, 2.3, 1.6, 0.5, GLASS)]
         parts += [_box(a * 1.35, b * 0.8, 0, 0.64, 0.26, 0.64, DARK) for a in (-1, 1) for b in (-1, 1)]
         return parts
@@ -132,7 +138,7 @@ NATURAL_SIZE = {
     "die": (0.006, 0.016), "bead": (0.004, 0.012), "coin": (0.016, 0.03), "battery": (0.03, 0.05),
     "cup": (0.09, 0.13), "bottle": (0.2, 0.32), "book": (0.15, 0.3), "can": (0.1, 0.13), "ball": (0.06, 0.22),
     "chair": (0.8, 1.0), "table": (0.9, 1.6), "sofa": (1.7, 2.2), "cabinet": (0.8, 1.9), "person": (1.55, 1.9),
-    "car": (3.8, 4.8), "tree": (4.0, 9.0), "building": (10.0, 30.0), "container": (6.0, 12.2), "pillar": (3.0, 6.0),
+    "car": (3.8, 4.8), "toy car": (0.08, 0.16), "tree": (4.0, 9.0), "building": (10.0, 30.0), "container": (6.0, 12.2), "pillar": (3.0, 6.0),
 }
 
 PRESET = {
@@ -140,9 +146,11 @@ PRESET = {
     for p in (
         Preset("tiny-tabletop", (0.05, 0.12), GENERIC + ("bead", "die"), GENERIC + ("coin", "battery", "die"),
                (0.004, 0.03)),
-        Preset("tabletop", (0.3, 0.6), GENERIC + ("ball", "can", "cup"), GENERIC + ("cup", "bottle", "book", "can"),
+        Preset("tabletop", (0.3, 0.6), GENERIC + ("ball", "can", "cup", "toy car", "toy car"),
+               GENERIC + ("cup", "bottle", "book", "can"),
                (0.04, 0.3)),
-        Preset("indoor", (2.5, 4.5), GENERIC + ("person", "chair", "ball"), GENERIC + ("chair", "table", "sofa", "cabinet"),
+        Preset("indoor", (2.5, 4.5), GENERIC + ("person", "person", "chair", "ball"),
+               GENERIC + ("chair", "table", "sofa", "cabinet"),
                (0.3, 1.2), room=True, fov_deg=(60.0, 75.0), eye_height=1.6),
         Preset("outdoor", (15.0, 60.0), ("person", "car", "car", "sphere", "box"),
                GENERIC + ("tree", "building", "car", "person", "container", "pillar"), (2.0, 10.0), sky=True,
@@ -156,7 +164,12 @@ class Motion:
     """Ground-plane trajectory of an object: ``position(t)`` and its exact derivative ``velocity(t)``.
 
     straight: p0 + v t;  accelerating: p0 + dir (v0 t + a t^2 / 2);  stopping: decelerates uniformly to rest at
-    ``t_stop`` and stays;  curved: a circular arc around ``centre``.  static: p0.
+    ``t_stop`` and stays;  starting: at rest until ``t_stop``, then accelerates uniformly;  back-and-forth:
+    p0 + dir A sin(w t) (out and back: approaching then receding);  curved: a circular arc around ``centre``;
+    turning: stays at p0 and turns;  static: p0.
+
+    Facing (``yaw``): the direction of travel (curved: the tangent; others: ``yaw0``, the direction of ``dir``),
+    plus ``facing_offset`` (walking sideways or backwards) and ``turn_rate`` t (turning while moving or standing).
     """
 
     kind: str
@@ -170,6 +183,9 @@ class Motion:
     angle0: float = 0.0
     omega: float = 0.0
     yaw0: float = 0.0
+    amplitude: float = 0.0  # back-and-forth: A (m)
+    facing_offset: float = 0.0
+    turn_rate: float = 0.0  # rad/s
 
     def _s(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distance travelled along ``direction`` and its derivative."""
@@ -180,6 +196,11 @@ class Motion:
         if self.kind == "stopping":
             tc = np.minimum(t, self.t_stop)
             return self.speed * tc - 0.5 * self.accel * tc**2, np.where(t < self.t_stop, self.speed - self.accel * t, 0.0)
+        if self.kind == "starting":
+            tc = np.maximum(t - self.t_stop, 0.0)
+            return 0.5 * self.accel * tc**2, self.accel * tc
+        if self.kind == "back-and-forth":
+            return self.amplitude * np.sin(self.omega * t), self.amplitude * self.omega * np.cos(self.omega * t)
         return np.zeros_like(t), np.zeros_like(t)
 
     def position(self, t) -> np.ndarray:
@@ -199,14 +220,17 @@ class Motion:
         return ds[..., None] * self.direction
 
     def yaw(self, t) -> np.ndarray:
-        """Heading: moving objects face where they go (their local +x), static ones keep ``yaw0``."""
+        """Heading of the local +x: the direction of travel (static ones keep ``yaw0``), turned by
+        ``facing_offset + turn_rate t``."""
         t = np.asarray(t, dtype=np.float64)
+        extra = self.facing_offset + self.turn_rate * t
         if self.kind == "curved":
-            return self.angle0 + self.omega * t + math.copysign(math.pi / 2, self.omega)
-        return np.full_like(t, self.yaw0)
+            return self.angle0 + self.omega * t + math.copysign(math.pi / 2, self.omega) + extra
+        return self.yaw0 + extra
 
     def is_moving(self) -> bool:
-        return self.kind != "static"
+        """Whether its position changes (a person turning on the spot is not moving)."""
+        return self.kind not in ("static", TURNING)
 
 
 @dataclass
@@ -368,30 +392,65 @@ def _make_object(rng: np.random.Generator, preset: Preset, category: str, motion
     )
 
 
-def _sample_motion(rng: np.random.Generator, moving: bool, centre: np.ndarray, duration: float, span: float) -> Motion:
-    """A trajectory starting at ``centre`` covering about ``span`` metres over the clip."""
+def _sample_motion(rng: np.random.Generator, moving: bool, centre: np.ndarray, duration: float, span: float,
+                   category: str = "") -> Motion:
+    """A trajectory around ``centre`` covering about ``span`` metres over the clip.
+
+    Half of the straight-line kinds head for the scene centre or away from it (objects cluster there, so they
+    approach or recede from others); people may face away from where they go and turn."""
     yaw = rng.uniform(-math.pi, math.pi)
+    free = category in FREE_FACING
     if not moving:
+        if free and rng.random() < 0.7:  # a person standing and turning
+            return Motion(TURNING, p0=centre, yaw0=yaw, turn_rate=_turn_rate(rng, duration))
         return Motion("static", p0=centre, yaw0=yaw)
     kind = MOTIONS[int(rng.integers(len(MOTIONS)))]
+    aim = rng.random()
+    if aim < 0.5 and np.linalg.norm(centre) > 1e-9 and kind != "curved":
+        yaw = math.atan2(-centre[1], -centre[0]) + (math.pi if aim < 0.15 else 0.0) + rng.normal(0, 0.3)
     direction = np.array([math.cos(yaw), math.sin(yaw)])
     dist = span * rng.uniform(0.5, 1.0)
     start = centre - direction * dist / 2
+    facing, turn = 0.0, 0.0
+    if free:
+        u = rng.random()
+        if u < 0.3:
+            facing = float(rng.choice([math.pi / 2, -math.pi / 2, math.pi]))
+        elif u < 0.8:
+            turn = _turn_rate(rng, duration)
     if kind == "straight":
-        return Motion(kind, p0=start, direction=direction, speed=dist / duration, yaw0=yaw)
+        return Motion(kind, p0=start, direction=direction, speed=dist / duration, yaw0=yaw, facing_offset=facing,
+                      turn_rate=turn)
     if kind == "accelerating":
         v0 = dist / duration * rng.uniform(0.1, 0.5)
         accel = 2 * (dist - v0 * duration) / duration**2
-        return Motion(kind, p0=start, direction=direction, speed=v0, accel=accel, yaw0=yaw)
+        return Motion(kind, p0=start, direction=direction, speed=v0, accel=accel, yaw0=yaw, facing_offset=facing,
+                      turn_rate=turn)
     if kind == "stopping":
         t_stop = duration * rng.uniform(0.4, 0.8)
         v0 = 2 * dist / t_stop  # uniform deceleration covers v0 * t_stop / 2
-        return Motion(kind, p0=start, direction=direction, speed=v0, accel=v0 / t_stop, t_stop=t_stop, yaw0=yaw)
+        return Motion(kind, p0=start, direction=direction, speed=v0, accel=v0 / t_stop, t_stop=t_stop, yaw0=yaw,
+                      facing_offset=facing, turn_rate=turn)
+    if kind == "starting":
+        t_start = duration * rng.uniform(0.2, 0.6)
+        accel = 2 * dist / (duration - t_start) ** 2
+        return Motion(kind, p0=start, direction=direction, accel=accel, t_stop=t_start, yaw0=yaw,
+                      facing_offset=facing, turn_rate=turn)
+    if kind == "back-and-forth":
+        omega = math.pi * rng.uniform(0.8, 1.6) / duration  # out and (partly or wholly) back
+        return Motion(kind, p0=start, direction=direction, amplitude=dist, omega=omega, yaw0=yaw,
+                      facing_offset=facing, turn_rate=turn)
     radius = span * rng.uniform(0.4, 0.8)
     sweep = dist / radius * rng.choice([-1.0, 1.0])
     angle0 = rng.uniform(-math.pi, math.pi)
     arc_centre = centre - radius * np.array([math.cos(angle0 + sweep / 2), math.sin(angle0 + sweep / 2)])
-    return Motion(kind, p0=centre, centre=arc_centre, radius=radius, angle0=angle0, omega=sweep / duration, yaw0=yaw)
+    return Motion(kind, p0=centre, centre=arc_centre, radius=radius, angle0=angle0, omega=sweep / duration, yaw0=yaw,
+                  facing_offset=facing, turn_rate=turn)
+
+
+def _turn_rate(rng: np.random.Generator, duration: float) -> float:
+    """A turn of 90-270 degrees over the clip, either way (enough to face another way within a few key times)."""
+    return math.radians(rng.uniform(90, 270)) / duration * float(rng.choice([-1.0, 1.0]))
 
 
 def _camera(rng: np.random.Generator, preset: Preset, kind: str, width: int, height: int, extent: float,
@@ -495,7 +554,7 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
             # Shrink a little after repeated failures so a crowded scene still fits.
             shrink = 0.97 ** max(0, attempt - 50)
             centre = rng.uniform(-area, area)
-            obj = _make_object(rng, p, category, _sample_motion(rng, moving, centre, duration, span * shrink))
+            obj = _make_object(rng, p, category, _sample_motion(rng, moving, centre, duration, span * shrink, category))
             ok, path = _trajectory_ok(obj, times, placed, bounds, eyes_xy, clearance)
             if ok:
                 break

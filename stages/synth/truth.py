@@ -19,7 +19,7 @@ import numpy as np
 from spatialctl import store
 
 from .render import camera_rays, render_frame
-from .scene import Scene
+from .scene import FRONT, Scene
 
 
 @dataclass
@@ -100,6 +100,8 @@ def render_truth(scene: Scene, progress: Callable[[Iterable], Iterable] | None =
             "true_size": [round(float(s), 6) for s in o.true_size],
             "motion": o.motion.kind,
             "parts": len(o.parts),
+            # where the object's front is, from the box x axis towards its y axis (radians): it has a facing
+            **({"front_yaw": FRONT[o.label]} if o.label in FRONT else {}),
         }
         for j, o in enumerate(scene.objects)
     ]
@@ -129,5 +131,6 @@ def scene_attrs(scene: Scene, seed: int) -> dict:
 
 TRACKS_DOC = ("synth ground truth: centroid = centre of the object's gravity-aligned bounding box (its bounding "
               "volume); box = that box (size along the object's x, y, up; yaw of its x axis about world z); aabb = "
-              "exact world bounds of the geometry; velocity = analytic derivative of the centroid in every frame.")
+              "exact world bounds of the geometry; velocity = analytic derivative of the centroid in every frame; "
+              "objects with a front (people, cars, chairs, sofas) carry front_yaw: their facing is box yaw + front_yaw.")
 

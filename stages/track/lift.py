@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spatialctl.camera import gravity_basis
+
 
 @dataclass
 class LiftConfig:
@@ -55,16 +57,6 @@ class LiftConfig:
     primitive_rms: float = 0.03
     # ... and its diameter matches the widest horizontal span of the points within this fraction.
     primitive_span: float = 0.1
-
-
-def gravity_basis(world_up) -> np.ndarray:
-    """Rows e1, e2, up: an orthonormal frame whose third axis is ``world_up``."""
-    up = np.asarray(world_up, dtype=np.float64)
-    up = up / np.linalg.norm(up)
-    ref = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = ref - up * (ref @ up)
-    e1 /= np.linalg.norm(e1)
-    return np.stack([e1, np.cross(up, e1), up])
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -50,10 +50,13 @@ def preprocess_frame(frame: np.ndarray, size: int) -> torch.Tensor:
 
 
 class LazyFrames:
-    """The session's ``processed_frames``: frames are read and prepared only when the encoder needs them."""
+    """A session's ``processed_frames``: frames are read and prepared only when the model asks for them
+    (``prepare``: SAM 2's preprocessing by default; SAM 3 passes its own)."""
 
-    def __init__(self, read_frame: Callable[[int], np.ndarray], n_frames: int, size: int):
+    def __init__(self, read_frame: Callable[[int], np.ndarray], n_frames: int, size: int,
+                 prepare: Callable[[np.ndarray, int], torch.Tensor] | None = None):
         self.read_frame, self.n_frames, self.size = read_frame, n_frames, size
+        self.prepare = prepare or preprocess_frame
 
     def __len__(self) -> int:
         return self.n_frames
@@ -61,7 +64,7 @@ class LazyFrames:
     def __getitem__(self, idx: int) -> torch.Tensor:
         if not 0 <= idx < self.n_frames:
             raise KeyError(idx)
-        return preprocess_frame(self.read_frame(idx), self.size)
+        return self.prepare(self.read_frame(idx), self.size)
 
 
 class Segmenter:

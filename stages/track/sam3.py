@@ -35,7 +35,7 @@ from spatialctl import hub
 from spatialctl.devices import inference_mode
 from spatialctl.errors import SpatialctlError
 
-from .propagate import Tracklet
+from .propagate import LazyFrames, Tracklet
 
 if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
     import torch
@@ -67,21 +67,6 @@ def preprocess_frame(frame: np.ndarray, size: int) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return ((x / 255.0).clamp(0, 1)[0] - MEAN) / STD
-
-
-class LazyFrames:
-    """A session's ``processed_frames``: frames are read and prepared only when the model asks for them."""
-
-    def __init__(self, read_frame: Callable[[int], np.ndarray], n_frames: int, size: int):
-        self.read_frame, self.n_frames, self.size = read_frame, n_frames, size
-
-    def __len__(self) -> int:
-        return self.n_frames
-
-    def __getitem__(self, idx: int) -> torch.Tensor:
-        if not 0 <= idx < self.n_frames:
-            raise KeyError(idx)
-        return preprocess_frame(self.read_frame(idx), self.size)
 
 
 @dataclass
@@ -203,7 +188,7 @@ def track_video(tracker: Sam3Tracker, read_frame: Callable[[int], np.ndarray], n
                 labels: list[str], chunk_frames: int, progress: Callable = lambda x: x) -> list[Tracklet]:
     """Tracklets of every object any prompt finds, with masks in every frame; ids kept across chunks."""
     m_bytes = (hw[0] * hw[1] + 7) // 8
-    frames = LazyFrames(read_frame, n_frames, tracker.size)
+    frames = LazyFrames(read_frame, n_frames, tracker.size, preprocess_frame)
     delay = max(int(tracker.model.hotstart_delay), 0)
     rows: dict[int, Tracklet] = {}  # model object id -> tracklet
     removed: set[int] = set()  # removed by the model's heuristics: hidden in every frame not yet emitted

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
-from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, split_list
+from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
 from spatialctl.errors import UsageError
 from spatialctl.gsm import GEOMETRY_SOURCES
 from spatialctl.qwen import DEFAULT_BASE
@@ -15,7 +16,51 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 @dataclass
+class ExpertsConfig:
+    """--experts scale: one LoRA expert per scale, then a peft X-LoRA router (and the GSM) trained on all records."""
+
+    mode: str = opt("none", "none, or scale: one LoRA expert per scale (records' scale), then a peft X-LoRA router "
+                    "over them; writes router_usage.json.", flag="--experts", choices=("none", "scale"))
+    router_depth: int = opt(1, "X-LoRA router layers (1: linear).")
+    router_size: int = 256  # hidden width of a deeper router
+    router_temperature: float = 1.0
+    router_lr: float = opt(0.0, "Router-phase learning rate; 0 means --lr.")
+
+
+@dataclass
+class GRPOConfig:
+    """--objective grpo: group-relative policy optimisation on the QA records (LoRA only)."""
+
+    group_size: int = opt(4, "GRPO: sampled answers per question.")
+    max_new_tokens: int = opt(128, "GRPO: longest sampled answer.")
+    temperature: float = opt(1.0, "GRPO: sampling temperature.")
+    top_p: float = 1.0
+    kl_beta: float = opt(0.04, "GRPO: weight of the KL to the base (LoRA off).")
+    format_weight: float = opt(0.5, "GRPO: reward for <think>..</think><answer>..</answer>.")
+    reward_parser: str = opt("answer_tag", "GRPO: how answers are read (answer_tag, lmms, vsibench, spacevista).")
+    # Progressive numeric reward: the lowest MRA threshold rises linearly from 0.5 to this by the last step,
+    # per scale ("scale=theta") or for every scale (a bare number).
+    progressive: tuple[str, ...] = opt(("0.8",), "GRPO: final lowest MRA threshold, for all scales or per scale "
+                                       "(indoor=0.9,outdoor=0.75); rises from 0.5.", parse=split_list,
+                                       show_default="0.8")
+    prompt: str = GRPO_PROMPT
+
+    def __post_init__(self):
+        self.progressive = tuple(str(p) for p in self.progressive)
+
+    @cached_property
+    def schedule(self) -> dict[str, float]:
+        """--progressive parsed once: scale (or "*") -> final lowest MRA threshold."""
+        from spatialctl.stages.train_gsm.rewards import parse_progressive
+
+        return parse_progressive(self.progressive)
+
+
+@dataclass
 class TrainGSMConfig:
+    """Sections: the fields of the config itself are what every run uses (supervised fine-tuning needs nothing
+    else); ``experts`` (scale experts + X-LoRA router) and ``grpo`` hold the options of those modes."""
+
     qa: str = opt(help="QA records from make-qa (.jsonl or .parquet).")
     out: str = opt(help="Output folder for the adapter, checkpoints and logs.")
     scenes: str | None = opt(None, "Folder holding the scene stores the records name (<scene>/scene.zarr or "
@@ -57,39 +102,19 @@ class TrainGSMConfig:
     num_workers: int = opt(0, "Data-loading worker processes.", runtime=True)
     log_every: int = opt(10, "Write train_log.jsonl every N steps.", runtime=True)
     scales: tuple[str, ...] = ()  # train on records of these scales only (empty: all); each scale expert uses it
-    # --experts scale: one LoRA expert per scale, then a peft X-LoRA router (and the GSM) trained on all records
-    experts: str = opt("none", "none, or scale: one LoRA expert per scale (records' scale), then a peft X-LoRA router "
-                       "over them; writes router_usage.json.", choices=("none", "scale"))
-    router_depth: int = opt(1, "X-LoRA router layers (1: linear).")
-    router_size: int = 256  # hidden width of a deeper router
-    router_temperature: float = 1.0
-    router_lr: float = opt(0.0, "Router-phase learning rate; 0 means --lr.")
-    # --objective grpo: group-relative policy optimisation on the QA records (LoRA only)
+    experts: ExpertsConfig = section(ExpertsConfig)
     objective: str = opt("sft", "sft (answer cross-entropy) or grpo (sampled answers rewarded by eval's checker; LoRA "
                          "only).", choices=("sft", "grpo"))
-    group_size: int = opt(4, "GRPO: sampled answers per question.")
-    max_new_tokens: int = opt(128, "GRPO: longest sampled answer.")
-    temperature: float = opt(1.0, "GRPO: sampling temperature.")
-    top_p: float = 1.0
-    kl_beta: float = opt(0.04, "GRPO: weight of the KL to the base (LoRA off).")
-    format_weight: float = opt(0.5, "GRPO: reward for <think>..</think><answer>..</answer>.")
-    reward_parser: str = opt("answer_tag", "GRPO: how answers are read (answer_tag, lmms, vsibench, spacevista).")
-    # Progressive numeric reward: the lowest MRA threshold rises linearly from 0.5 to this by the last step,
-    # per scale ("scale=theta") or for every scale (a bare number).
-    progressive: tuple[str, ...] = opt(("0.8",), "GRPO: final lowest MRA threshold, for all scales or per scale "
-                                       "(indoor=0.9,outdoor=0.75); rises from 0.5.", parse=split_list,
-                                       show_default="0.8")
-    grpo_prompt: str = GRPO_PROMPT
+    grpo: GRPOConfig = section(GRPOConfig)
     quiet: bool = quiet_opt()
 
     def __post_init__(self):
         self.geometry = split_list(self.geometry)
         self.lora_targets = tuple(self.lora_targets)
         self.scales = tuple(self.scales)
-        self.progressive = tuple(str(p) for p in self.progressive)
 
     def validate(self) -> None:
-        from spatialctl.stages.train_gsm.rewards import RewardFunction
+        from spatialctl import scoring
 
         check_fields(self)
         if self.resume and self.overwrite:
@@ -103,13 +128,17 @@ class TrainGSMConfig:
             raise UsageError("--lora-rank must be at least 1 (or use --full-finetune)")
         if self.max_steps < 0 or self.epochs <= 0 and self.max_steps == 0:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
-        if self.experts == "scale" and self.full_finetune:
+        if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
         if self.objective == "grpo":
             if self.full_finetune:
                 raise UsageError("--objective grpo is LoRA-only (the reference policy is the base with LoRA off)")
-            if self.experts != "none":
+            if self.experts.mode != "none":
                 raise UsageError("--objective grpo trains one LoRA; train scale experts with --objective sft")
-            if self.group_size < 2 or self.max_new_tokens < 1:
+            if self.grpo.group_size < 2 or self.grpo.max_new_tokens < 1:
                 raise UsageError("--group-size must be at least 2 and --max-new-tokens at least 1")
-            RewardFunction(self.reward_parser, self.format_weight, self.progressive)  # option errors before any work
+            try:
+                scoring.get_parser(self.grpo.reward_parser)
+            except ValueError as e:
+                raise UsageError(f"--reward-parser: {e}") from None
+            self.grpo.schedule  # noqa: B018  (--progressive parsed, and checked, before any work)

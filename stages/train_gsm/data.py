@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from spatialctl import gsm, qa_format
+from spatialctl import gsm, qa_format, store
 from spatialctl.errors import SpatialctlError
 
 
@@ -54,7 +54,7 @@ def load_records(qa_path: str, scenes_dir: str | None,
             raise SpatialctlError(f"{qa_path}: no QA records of scale {', '.join(scales)}")
     if not records:
         raise SpatialctlError(f"{qa_path}: no QA records")
-    urls = {name: gsm.resolve_scene(name, scenes_dir) for name in dict.fromkeys(r.scene for r in records)}
+    urls = {name: store.resolve_scene(name, scenes_dir) for name in dict.fromkeys(r.scene for r in records)}
     return records, urls
 
 

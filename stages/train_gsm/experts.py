@@ -38,7 +38,7 @@ from spatialctl import gsm, io, qa_format, qwen
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
-from spatialctl.stages.train_gsm.config import TrainGSMConfig
+from spatialctl.stages.train_gsm.config import ExpertsConfig, TrainGSMConfig
 from spatialctl.stages.train_gsm.model import gsm_config
 
 log = logging.getLogger("train-gsm")
@@ -66,7 +66,8 @@ def run_experts(cfg: TrainGSMConfig, on_step, train):
     scales = record_scales(cfg.qa)
     results = {}
     for scale in scales:
-        sub = dataclasses.replace(cfg, experts="none", scales=(scale,), out=os.path.join(cfg.out, EXPERTS_DIR, scale))
+        sub = dataclasses.replace(cfg, experts=ExpertsConfig(), scales=(scale,),
+                                  out=os.path.join(cfg.out, EXPERTS_DIR, scale))
         if not cfg.quiet:
             log.info("expert %s -> %s", scale, sub.out)
         results[scale] = train(sub)  # on --resume, a finished expert resumes at its last step: nothing to redo
@@ -75,7 +76,8 @@ def run_experts(cfg: TrainGSMConfig, on_step, train):
     def build(c, tokenizer, dims, *, dtype=None):
         return build_router_model(c, tokenizer, dims, expert_dirs, dtype=dtype)
 
-    router_cfg = dataclasses.replace(cfg, lr=cfg.router_lr or cfg.lr, gsm_lr=cfg.gsm_lr if not cfg.router_lr else 0.0)
+    router_cfg = dataclasses.replace(cfg, lr=cfg.experts.router_lr or cfg.lr,
+                                     gsm_lr=cfg.gsm_lr if not cfg.experts.router_lr else 0.0)
     result = train(router_cfg, on_step, build=build, router_setup={"experts": expert_dirs, "layerwise_scalings": True})
     result.experts = results
     if _is_main_process():
@@ -99,8 +101,8 @@ def build_router_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, 
 
     base = qwen.load_model(cfg.base, dtype=dtype)
     base.requires_grad_(False)
-    vlm = gsm.build_xlora(base, expert_dirs, root=cfg.out, layerwise_scalings=True, xlora_depth=cfg.router_depth,
-                          xlora_size=cfg.router_size, softmax_temperature=cfg.router_temperature,
+    vlm = gsm.build_xlora(base, expert_dirs, root=cfg.out, layerwise_scalings=True, xlora_depth=cfg.experts.router_depth,
+                          xlora_size=cfg.experts.router_size, softmax_temperature=cfg.experts.router_temperature,
                           xlora_dropout_p=0.0)
     router = vlm.base_model.internal_xlora_classifier
     router.requires_grad_(True)

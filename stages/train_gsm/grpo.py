@@ -56,7 +56,7 @@ class GRPOObjective:
     def __init__(self, cfg: TrainGSMConfig, tokenizer, records: list, total_steps: int, accelerator):
         self.cfg, self.tokenizer, self.total_steps, self.accelerator = cfg, tokenizer, total_steps, accelerator
         self.records = {r.id: r for r in records}
-        self.reward = RewardFunction(cfg.reward_parser, cfg.format_weight, cfg.progressive)
+        self.reward = RewardFunction(cfg.grpo.reward_parser, cfg.grpo.format_weight, cfg.grpo.schedule)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.convert_tokens_to_ids(qwen.IM_END)
 
@@ -65,8 +65,8 @@ class GRPOObjective:
         policy.eval()  # no dropout while sampling: the samples come from the policy that is scored
         try:
             batch = gsm.collate(prompts, self.pad_id, left_pad=True)
-            out = policy.generate(batch, max_new_tokens=self.cfg.max_new_tokens, do_sample=True,
-                                  temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0,
+            out = policy.generate(batch, max_new_tokens=self.cfg.grpo.max_new_tokens, do_sample=True,
+                                  temperature=self.cfg.grpo.temperature, top_p=self.cfg.grpo.top_p, top_k=0,
                                   pad_token_id=self.pad_id, eos_token_id=self.eos_id)
         finally:
             policy.train(was_training)
@@ -83,7 +83,7 @@ class GRPOObjective:
 
     def __call__(self, model, examples: list[dict], step: int) -> tuple[torch.Tensor, StepStats]:
         policy = self.accelerator.unwrap_model(model)
-        g = self.cfg.group_size
+        g = self.cfg.grpo.group_size
         prompts = [e for e in examples for _ in range(g)]  # consecutive groups of G per question
         completions = self.sample(policy, prompts)
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
@@ -96,7 +96,7 @@ class GRPOObjective:
             ref_logp = policy(batch, per_token=True)
         mask = batch["labels"][:, 1:].to(logp.device) != -100
         adv = torch.as_tensor(group_advantages(totals, g), device=logp.device)
-        loss, kl = grpo_loss(logp, ref_logp, adv, mask, self.cfg.kl_beta)
+        loss, kl = grpo_loss(logp, ref_logp, adv, mask, self.cfg.grpo.kl_beta)
         stats = StepStats(reward=float(totals.mean()), answer_reward=float(np.mean([r.answer for r in rewards])),
                           format_reward=float(np.mean([r.format for r in rewards])), kl=float(kl),
                           completion_tokens=float(np.mean([len(c) for c in completions])))

@@ -46,24 +46,80 @@ class TrainResult:
     experts: dict[str, TrainResult] = field(default_factory=dict)  # --experts scale: each expert's run
 
 
-def run(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train and write the adapter folder ``cfg.out``; ``on_step(step, loss)`` runs after every optimizer step."""
+def run(cfg: TrainGSMConfig, inputs: None = None, on_step: Callable[[int, float], None] | None = None
+        ) -> jobs.Summary:
+    """Train and write the adapter folder ``cfg.out``; ``on_step(step, loss)`` runs after every optimizer step.
+    The config names the QA and scenes (``inputs`` is None); the loop draws its own bar, on the main process only.
+    ``Summary.details`` is the ``TrainResult``."""
     cfg.validate()
-    if cfg.experts == "scale":
+    if cfg.experts.mode == "scale":
         from spatialctl.stages.train_gsm.experts import run_experts
 
-        return run_experts(cfg, on_step, _train)
-    return _train(cfg, on_step)
+        result = run_experts(cfg, on_step, _train)
+    else:
+        result = _train(cfg, on_step)
+    return jobs.Summary(done=[cfg.qa], outputs=[cfg.out], details=result)
 
 
 def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = None, build=build_model,
            router_setup=None) -> TrainResult:
     """The loop. ``build`` makes the model (the scale-experts router passes its own), ``router_setup`` is
     written into train_config.json."""
+    cfg.validate()
+    t = _setup(cfg, build)
+    result = TrainResult(out=cfg.out, steps=t.total_steps, start_step=t.start_step,
+                         trainable_parameters=sum(p.numel() for p in t.trainable))
+    t.model.train()
+    batches = iter(t.loader)
+    main = t.accelerator.is_main_process
+    bar = tqdm(total=t.total_steps, initial=t.start_step, desc="train-gsm", unit="step", file=sys.stderr,
+               disable=cfg.quiet or not main, dynamic_ncols=True)
+    started = time.perf_counter()
+    for step in range(t.start_step, t.total_steps):
+        mean_loss, row = _optimizer_step(cfg, t, batches, step)
+        result.losses.append(mean_loss)
+        if row:
+            result.rewards.append(row["reward"])
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{mean_loss:.4f}", **({"reward": f"{row['reward']:.3f}"} if row else {}))
+        if main and (done % cfg.log_every == 0 or done == t.total_steps or done == 1):
+            _append_log(cfg.out, {"step": done, "loss": mean_loss, **row, "lr": t.scheduler.get_last_lr()[0],
+                                  "seconds": round(time.perf_counter() - started, 3)})
+        if done % cfg.save_every == 0 or done == t.total_steps:
+            _save_checkpoint(t.ckpt_root, done, t.accelerator, t.model, t.optimizer, t.scheduler, cfg)
+        if on_step is not None:
+            on_step(done, mean_loss)
+    bar.close()
+    _finish(cfg, t, result, router_setup)
+    return result
+
+
+@dataclass
+class _Training:
+    """Everything one training run holds between its steps."""
+
+    accelerator: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loader: torch.utils.data.DataLoader
+    objective: GRPOObjective | None
+    trainable: list
+    gsm_cfg: object
+    scene_urls: dict
+    total_steps: int
+    start_step: int
+    samples_per_step: int
+    ckpt_root: str
+    use_bf16: bool
+
+
+def _setup(cfg: TrainGSMConfig, build) -> _Training:
+    """Accelerate, the output folder, data, model, optimizer and schedule, and the state of a resumed run."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
-    cfg.validate()
     use_bf16 = cfg.bf16 == "yes" or (cfg.bf16 == "auto" and torch.cuda.is_available())
     # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` accelerate then runs MULTI_CPU (gloo)
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
@@ -75,20 +131,14 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
 
     records, scene_urls = load_records(cfg.qa, cfg.scenes, cfg.scales)
     tokenizer = qwen.load_tokenizer(cfg.base)
-    model_dir = resolve_model_dir(cfg.base)
-    video_cfg = qwen.VideoProcessorConfig.from_model_dir(model_dir, max_pixels=cfg.max_pixels or None)
-    probe_cfg = gsm.GSMConfig(hidden_size=1, num_heads=1, geometry=cfg.geometry, geo_grid=cfg.geo_grid,
-                              pointmap_patch=cfg.pointmap_patch, num_queries=cfg.queries) if cfg.gsm else None
-    first = records[0]
-    dims = (gsm.geometry_dims(gsm.load_geometry(scene_urls[first.scene], gsm.select_frames(
-        _n_frames(scene_urls[first.scene]), first.frames, cfg.num_frames)[:1], probe_cfg)) if cfg.gsm else {})
-
+    video_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(cfg.base), max_pixels=cfg.max_pixels or None)
+    dims = _geometry_dims(cfg, records[0], scene_urls)
     torch.manual_seed(cfg.seed)  # identical initial LoRA/GSM weights on every process
     model = build(cfg, tokenizer, dims, dtype=torch.bfloat16 if use_bf16 else None)
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
     grpo = cfg.objective == "grpo"
     dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.num_frames, with_answer=not grpo,
-                        prompt_suffix=cfg.grpo_prompt if grpo else "")
+                        prompt_suffix=cfg.grpo.prompt if grpo else "")
 
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / samples_per_step))
@@ -116,68 +166,68 @@ def _train(cfg: TrainGSMConfig, on_step: Callable[[int, float], None] | None = N
                                          # shift dropout after a resume
                                          generator=torch.Generator().manual_seed(cfg.seed))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    result = TrainResult(out=cfg.out, steps=total_steps, start_step=start_step,
-                         trainable_parameters=sum(p.numel() for p in trainable))
-    model.train()
-    batches = iter(loader)
-    bar = tqdm(total=total_steps, initial=start_step, desc="train-gsm", unit="step", file=sys.stderr,
-               disable=cfg.quiet or not accelerator.is_main_process, dynamic_ncols=True)
-    started = time.perf_counter()
-    for step in range(start_step, total_steps):
-        step_loss = torch.zeros((), device=accelerator.device)
-        step_stats = torch.zeros(5, device=accelerator.device)  # GRPO: reward, answer, format, kl, tokens
-        for micro in range(cfg.grad_accum):
-            batch = next(batches)
-            sync = micro == cfg.grad_accum - 1
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                with accelerator.autocast():
-                    if objective is None:
-                        loss = model(batch)
-                    else:
-                        loss, stats = objective(model, batch, step)
-                        step_stats += torch.tensor(list(vars(stats).values()), device=step_stats.device)
-                if not torch.isfinite(loss):
-                    raise SpatialctlError(f"{cfg.qa}: non-finite loss at step {step + 1}; lower --lr or check the data")
-                accelerator.backward(loss / cfg.grad_accum)
-            step_loss += loss.detach() / cfg.grad_accum
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        mean_loss = float(accelerator.reduce(step_loss, "mean"))
-        result.losses.append(mean_loss)
-        row = {}
-        if objective is not None:
-            means = (accelerator.reduce(step_stats, "mean") / cfg.grad_accum).tolist()
-            row = dict(zip(("reward", "answer_reward", "format_reward", "kl", "completion_tokens"), means, strict=True))
-            result.rewards.append(row["reward"])
-        done = step + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{mean_loss:.4f}", **({"reward": f"{row['reward']:.3f}"} if row else {}))
-        if accelerator.is_main_process and (done % cfg.log_every == 0 or done == total_steps or done == 1):
-            _append_log(cfg.out, {"step": done, "loss": mean_loss, **row, "lr": scheduler.get_last_lr()[0],
-                                  "seconds": round(time.perf_counter() - started, 3)})
-        if done % cfg.save_every == 0 or done == total_steps:
-            _save_checkpoint(ckpt_root, done, accelerator, model, optimizer, scheduler, cfg)
-        if on_step is not None:
-            on_step(done, mean_loss)
-    bar.close()
+    return _Training(accelerator, model, optimizer, scheduler, loader, objective, trainable, gsm_cfg, scene_urls,
+                     total_steps, start_step, samples_per_step, ckpt_root, use_bf16)
 
+
+def _geometry_dims(cfg: TrainGSMConfig, first, scene_urls: dict) -> dict[str, int]:
+    """Channels of each geometry source, read from the first record's scene ({} without a GSM)."""
+    if not cfg.gsm:
+        return {}
+    probe_cfg = gsm.GSMConfig(hidden_size=1, num_heads=1, geometry=cfg.geometry, geo_grid=cfg.geo_grid,
+                              pointmap_patch=cfg.pointmap_patch, num_queries=cfg.queries)
+    frames = gsm.select_frames(_n_frames(scene_urls[first.scene]), first.frames, cfg.num_frames)[:1]
+    return gsm.geometry_dims(gsm.load_geometry(scene_urls[first.scene], frames, probe_cfg))
+
+
+def _optimizer_step(cfg: TrainGSMConfig, t: _Training, batches, step: int) -> tuple[float, dict]:
+    """One optimizer step over ``grad_accum`` micro-batches: (loss, process mean; GRPO's stats row or {})."""
+    accelerator = t.accelerator
+    step_loss = torch.zeros((), device=accelerator.device)
+    step_stats = torch.zeros(5, device=accelerator.device)  # GRPO: reward, answer, format, kl, tokens
+    for micro in range(cfg.grad_accum):
+        batch = next(batches)
+        sync = micro == cfg.grad_accum - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(t.model):
+            with accelerator.autocast():
+                if t.objective is None:
+                    loss = t.model(batch)
+                else:
+                    loss, stats = t.objective(t.model, batch, step)
+                    step_stats += torch.tensor(list(vars(stats).values()), device=step_stats.device)
+            if not torch.isfinite(loss):
+                raise SpatialctlError(f"{cfg.qa}: non-finite loss at step {step + 1}; lower --lr or check the data")
+            accelerator.backward(loss / cfg.grad_accum)
+        step_loss += loss.detach() / cfg.grad_accum
+    if cfg.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(t.trainable, cfg.max_grad_norm)
+    t.optimizer.step()
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    mean_loss = float(accelerator.reduce(step_loss, "mean"))
+    if t.objective is None:
+        return mean_loss, {}
+    means = (accelerator.reduce(step_stats, "mean") / cfg.grad_accum).tolist()
+    return mean_loss, dict(zip(("reward", "answer_reward", "format_reward", "kl", "completion_tokens"), means,
+                               strict=True))
+
+
+def _finish(cfg: TrainGSMConfig, t: _Training, result: TrainResult, router_setup) -> None:
+    """The adapter folder and train_config.json (with provenance), written by the main process."""
+    accelerator = t.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        gsm.save_adapter(cfg.out, unwrapped, gsm_cfg, base=cfg.base,
-                         prompt_suffix=cfg.grpo_prompt if cfg.objective == "grpo" else "")
-        provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *scene_urls.values()])
+        unwrapped = accelerator.unwrap_model(t.model)
+        gsm.save_adapter(cfg.out, unwrapped, t.gsm_cfg, base=cfg.base,
+                         prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "")
+        provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *t.scene_urls.values()])
         io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
-            "config": jobs.config_dict(cfg), "world_size": world, "total_steps": total_steps,
+            "config": jobs.config_dict(cfg), "world_size": accelerator.num_processes, "total_steps": t.total_steps,
             "distributed_type": str(accelerator.distributed_type).split(".")[-1],
-            "samples_per_step": samples_per_step, "mixed_precision": "bf16" if use_bf16 else "no",
+            "samples_per_step": t.samples_per_step, "mixed_precision": "bf16" if t.use_bf16 else "no",
             "trainable_parameters": result.trainable_parameters, "provenance": provenance,
             **({"router": router_setup} if router_setup else {})})
     accelerator.wait_for_everyone()
-    return result
 
 
 def _n_frames(scene_url: str) -> int:

@@ -69,14 +69,17 @@ class Reward:
 class RewardFunction:
     """reward(record, completion text, training progress in [0, 1]) -> Reward."""
 
-    def __init__(self, parser: str = "answer_tag", format_weight: float = 0.5, progressive: tuple[str, ...] = ("0.8",)):
+    def __init__(self, parser: str = "answer_tag", format_weight: float = 0.5,
+                 schedule: dict[str, float] | None = None):
+        """``schedule``: :func:`parse_progressive`'s output (scale or "*" -> final lowest threshold; default all
+        scales 0.8), parsed once by the config."""
         try:
             self.parse = scoring.get_parser(parser)
         except ValueError as e:
             raise UsageError(f"--reward-parser: {e}") from None
         self.parser_name = parser
         self.format_weight = format_weight
-        self.schedule = parse_progressive(progressive)
+        self.schedule = {_ALL: 0.8} if schedule is None else dict(schedule)
 
     def end_threshold(self, scale: str | None) -> float:
         return self.schedule.get(scale or "", self.schedule.get(_ALL, 0.5))

@@ -1,0 +1,121 @@
+"""QA records -> model inputs: frames sampled from the scene store, Qwen2.5-VL prompt ids and video patches,
+geometry tokens; and the collate that pads them into a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spatialctl import qa_format, qwen, store
+from spatialctl.errors import SpatialctlError
+from spatialctl.gsm.module import GSMConfig
+from spatialctl.gsm.tokens import load_geometry
+
+
+def select_frames(n_frames: int, record_frames, num_frames: int) -> list[int]:
+    """The record's frames (uniformly thinned to ``num_frames``), or ``num_frames`` spread over the video."""
+    frames = [int(f) for f in record_frames] if record_frames else list(range(n_frames))
+    bad = [f for f in frames if not 0 <= f < n_frames]
+    if bad:
+        raise SpatialctlError(f"frame indices {bad[:3]} are outside the scene's {n_frames} frames")
+    if num_frames and len(frames) > num_frames:
+        pick = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+        frames = [frames[i] for i in pick]
+    return frames
+
+
+def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.ndarray, tokenizer,
+                   video_cfg: qwen.VideoProcessorConfig, *, n_geo_tokens: int = 0, with_answer: bool = False,
+                   prompt_suffix: str = "") -> dict:
+    """One QA record and its sampled frames -> the arrays the model takes (prompt ids, video patches). Numpy only.
+
+    ``prompt_suffix`` is appended to the user's text (GRPO's answer-format instruction).
+    """
+    video = qwen.process_video(frames, video_cfg)
+    # Qwen2.5-VL spaces temporal RoPE by seconds per temporal patch.
+    fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 1.0
+    text = qa_format.prompt_text(record.question, record.options, record.answer_type)
+    if prompt_suffix:
+        text = f"{text}\n{prompt_suffix}"
+    answer = qa_format.answer_text(record.answer, record.answer_type) if with_answer else None
+    prompt = qwen.build_prompt_ids(
+        tokenizer, text, n_video_tokens=qwen.video_token_count(video["video_grid_thw"], video_cfg.merge_size),
+        n_geo_tokens=n_geo_tokens, answer=answer)
+    return {
+        "id": record.id,
+        "input_ids": np.asarray(prompt.input_ids, np.int64),
+        "labels": np.asarray(prompt.labels, np.int64),
+        "mm_token_type_ids": np.asarray(prompt.mm_token_type_ids, np.int64),
+        "question_ids": np.asarray(prompt.question_ids, np.int64),
+        "pixel_values_videos": video["pixel_values_videos"],
+        "video_grid_thw": video["video_grid_thw"],
+        "second_per_grid_ts": np.float32(video_cfg.temporal_patch_size / fps),
+    }
+
+
+def prepare_example(record: qa_format.QARecord, scene_url: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
+                    gsm_cfg: GSMConfig | None, *, num_frames: int = 16, with_answer: bool = True,
+                    prompt_suffix: str = "") -> dict:
+    """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used."""
+    s = store.open_scene(scene_url)
+    frames = select_frames(s.n_frames, record.frames, num_frames)
+    example = frames_example(record, s.read("frames", frames), s.read("timestamps", frames), tokenizer, video_cfg,
+                             n_geo_tokens=gsm_cfg.num_queries if gsm_cfg else 0, with_answer=with_answer,
+                             prompt_suffix=prompt_suffix)
+    if gsm_cfg is not None:
+        example["geometry"] = load_geometry(scene_url, frames, gsm_cfg)
+    return example
+
+
+def collate(examples: list[dict], pad_id: int, *, left_pad: bool = False) -> dict:
+    """Pad and stack examples into one batch of tensors (left padding for generation)."""
+    n = max(len(e["input_ids"]) for e in examples)
+
+    def pad(key, value, dtype=torch.long):
+        rows = []
+        for e in examples:
+            x = torch.as_tensor(e[key], dtype=dtype)
+            fill = torch.full((n - len(x),), value, dtype=dtype)
+            rows.append(torch.cat([fill, x] if left_pad else [x, fill]))
+        return torch.stack(rows)
+
+    lengths = [len(e["input_ids"]) for e in examples]
+    batch = {
+        "input_ids": pad("input_ids", pad_id),
+        "attention_mask": torch.stack([(torch.arange(n) >= n - k) if left_pad else (torch.arange(n) < k)
+                                       for k in lengths]).long(),
+        "labels": pad("labels", -100),
+        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "pixel_values_videos": torch.cat([torch.from_numpy(e["pixel_values_videos"]) for e in examples]),
+        "video_grid_thw": torch.cat([torch.from_numpy(e["video_grid_thw"]) for e in examples]),
+        "second_per_grid_ts": torch.tensor([float(e["second_per_grid_ts"]) for e in examples]),
+    }
+    nq = max(1, max(len(e["question_ids"]) for e in examples))
+    batch["question_ids"] = torch.stack([F.pad(torch.as_tensor(e["question_ids"]), (0, nq - len(e["question_ids"])),
+                                               value=pad_id) for e in examples])
+    batch["question_mask"] = torch.stack([torch.arange(nq) < len(e["question_ids"]) for e in examples])
+    if "geometry" in examples[0]:
+        sources = list(examples[0]["geometry"])
+        lengths = [e["geometry"][sources[0]].shape[0] for e in examples]  # frames per example
+        g = examples[0]["geometry"][sources[0]].shape[1]
+        t_max = max(lengths)
+        geo = {}
+        for s in sources:
+            rows = []
+            for e in examples:
+                x = torch.from_numpy(e["geometry"][s]).reshape(-1, e["geometry"][s].shape[-1])
+                rows.append(F.pad(x, (0, 0, 0, (t_max - x.shape[0] // (g * g)) * g * g)))
+            geo[s] = torch.stack(rows)
+        batch["geometry"] = geo
+        batch["geo_pos"] = torch.stack([grid_positions(t, g, t_max) for t in lengths])
+        batch["geo_mask"] = torch.stack([torch.arange(t_max * g * g) < t * g * g for t in lengths])
+    return batch
+
+
+def grid_positions(t: int, g: int, t_max: int) -> torch.Tensor:
+    """(t_max*g*g, 3) normalised (frame, row, col) of each geometry cell (zeros for padding frames)."""
+    tt, yy, xx = torch.meshgrid(torch.arange(t_max), torch.arange(g), torch.arange(g), indexing="ij")
+    pos = torch.stack([tt / max(t - 1, 1), yy / max(g - 1, 1), xx / max(g - 1, 1)], -1).reshape(-1, 3)
+    pos[t * g * g:] = 0
+    return pos.float()

@@ -1,0 +1,301 @@
+"""Balanced by construction: flat answer distributions per type, and distractors drawn like real answers.
+
+Three steps, each usable by every family:
+
+1. :class:`ClassDraw` — inside a scene, a generator draws the *answer class* first (uniformly over the classes
+   its valid candidates have, or by target weights), then a candidate of that class by its own weights. A scene
+   where most candidates "keep constant" then gives "constant" no more often than any other answer it can give.
+2. :func:`cap` — over the whole run, per type, each answer (its option text, its count, or its log-bin for a
+   measure) is capped by water-filling: the largest cap M such that no answer exceeds ``share`` of what is kept,
+   ``share = max(SPREAD / distinct, MANY_SHARE)`` (see :func:`share_limit`); a count type is drawn to its target distribution the same way.
+   Each step label of a multi-step answer (``metadata["steps"]``) is then capped the same way, by dropping the
+   records that use the over-represented label most.
+3. :func:`redraw_distractors` — records that name an ``metadata["option_pool"]`` get their wrong options replaced
+   by other records' *true* answers from the same pool (same type, same number of steps), drawn in proportion to
+   how often each is a true answer. The option set is then (near) exchangeable: any text is the right one about
+   1 time in n when offered, so answer priors, option length, the medoid and word features of the options carry no
+   signal, and no distractor is a combination that never occurs as an answer.
+
+Which records go where is seeded and independent of input order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from spatialctl.qa_format import LETTERS, QARecord, record_id
+
+SPREAD = 1.3  # an answer may be at most this many times as frequent as under equal likelihood ...
+CLOSED_SPREAD = 1.05  # ... and nearly flat where options are not pooled (a fixed option set shows the prior)
+MANY_SHARE = 0.12  # ... or this share, whichever is larger (types with many distinct answers)
+# A balance group with fewer distinct answers (measures: 1.25x bins, so a range under ~2x) is not asked at all.
+MIN_GROUP_KEYS = 2
+MIN_GROUP_BINS = 3
+LOG_BIN = math.log(1.25)  # measures are balanced over bins 1.25x wide (MRA's own scale of "close")
+
+
+class ClassDraw:
+    """Draws a candidate index: its class uniformly (or by ``target`` weight) among the classes present, then a
+    candidate of that class in proportion to ``weights``. Built once per candidate table (array maths, no
+    per-class lists), so a draw costs two binary searches."""
+
+    def __init__(self, classes: Sequence, weights: Sequence[float], target: dict | None = None):
+        arr = np.asarray(classes)
+        if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
+            flat = np.ascontiguousarray(arr)
+            _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel(),
+                                          return_index=True, return_inverse=True)
+            keys = arr[first]
+        else:
+            keys, inverse = np.unique(arr, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
+        cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else np.ones(len(self.keys))
+        if not (cw > 0).any():
+            cw = np.ones(len(self.keys))
+        self.class_cum = np.cumsum(cw).tolist()
+        self.order = np.argsort(inverse, kind="stable")
+        self.bounds = np.searchsorted(inverse[self.order], np.arange(len(self.keys) + 1)).tolist()
+        self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[self.order])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def draw(self, rng: random.Random) -> int:
+        c = min(bisect.bisect_right(self.class_cum, rng.random() * self.class_cum[-1]), len(self.keys) - 1)
+        lo, hi = self.bounds[c], self.bounds[c + 1]
+        base = self.cum[lo - 1] if lo else 0.0
+        x = base + rng.random() * (self.cum[hi - 1] - base)
+        j = min(max(int(np.searchsorted(self.cum[lo:hi], x, side="right")) + lo, lo), hi - 1)
+        return int(self.order[j])
+
+
+def answer_key(r: QARecord):
+    """What is balanced for a record: its answer text, count, or the 1.25x log-bin of a measure."""
+    if r.answer_type == "mc":
+        return r.answer_option
+    if r.answer_type == "number":
+        v = float(r.answer)
+        if r.unit is None:  # a count: balanced value by value
+            return v
+        return math.floor(math.log(v) / LOG_BIN) if v > 0 else -math.inf
+    return str(r.answer)
+
+
+def share_limit(counts: dict, strict: bool = True, spread: float = SPREAD) -> float:
+    """The largest share one key may have. Keys under 1% of the total do not count as distinct (they could never
+    fill a share); ``strict`` also keeps it under the done-when limit over *all* keys, max(1.5 / n, 0.15)."""
+    total = sum(counts.values())
+    n_eff = max(sum(1 for c in counts.values() if c >= 0.01 * total), 1)
+    limit = max(spread / n_eff, MANY_SHARE)
+    return min(limit, 0.97 * max(1.5 / max(len(counts), 1), 0.15)) if strict else limit
+
+
+def _order(records: list[QARecord], seed: int) -> list[QARecord]:
+    # A seeded order that does not depend on input order: ties between equal records are broken by id.
+    return sorted(records, key=lambda r: hashlib.sha1(f"{seed}:{r.id}".encode()).digest())
+
+
+def water_fill(counts: dict, share: float) -> int:
+    """The largest cap M with max_a min(c_a, M) <= share * sum_a min(c_a, M) (at least 1)."""
+    lo, hi = 1, max(counts.values())
+    while lo < hi:
+        m = (lo + hi + 1) // 2
+        if m <= share * sum(min(c, m) for c in counts.values()):
+            lo = m
+        else:
+            hi = m - 1
+    return lo
+
+
+def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> list[QARecord]:
+    """Per type (single-turn records), keep at most the water-filling cap of each answer key, then cap step labels.
+
+    ``target``: optional ``{"family/type": {key: weight}}``; a listed type keeps each key in proportion to its
+    weight (as far as the records allow) instead of flat."""
+    by_type: dict[str, list[QARecord]] = defaultdict(list)
+    keep: list[QARecord] = []
+    for r in records:
+        (keep if r.history else by_type[f"{r.family}/{r.type}"]).append(r)
+    for t, whole in sorted(by_type.items()):
+        # A type may balance within groups (``metadata["balance_group"]``, e.g. per object label: a measure flat
+        # within each label, so that a label's typical size is no prior).
+        groups: dict = defaultdict(list)
+        for r in whole:
+            groups[str(r.metadata.get("balance_group", ""))].append(r)
+        for name, group in sorted(groups.items()):
+            measure = group[0].answer_type == "number" and group[0].unit is not None
+            if name and len({answer_key(r) for r in group}) < (MIN_GROUP_BINS if measure else MIN_GROUP_KEYS):
+                continue  # e.g. a label whose sizes barely vary: its questions are answered by the label alone
+            group = _order(group, seed)
+            for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
+                if not group:
+                    break
+                n = len(group)
+                group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None)))
+                if len(group) == n:
+                    break
+            keep.extend(group)
+    order = {id(r): i for i, r in enumerate(records)}
+    return sorted(keep, key=lambda r: order[id(r)])
+
+
+def _cap_answers(group: list[QARecord], target: dict | None) -> list[QARecord]:
+    keys = [answer_key(r) for r in group]
+    counts = Counter(keys)
+    if target:
+        limit = _target_caps(counts, target)
+    else:
+        pooled = all(r.metadata.get("option_pool") is not None for r in group)
+        m = water_fill(counts, share_limit(counts, spread=SPREAD if pooled else CLOSED_SPREAD))
+        limit = dict.fromkeys(counts, m)
+    used: Counter = Counter()
+    kept = []
+    for r, k in zip(group, keys, strict=True):
+        if used[k] < limit.get(k, 0):
+            used[k] += 1
+            kept.append(r)
+    return kept
+
+
+def _cap_pools(group: list[QARecord]) -> list[QARecord]:
+    """Within each option pool, no answer above 1/n of the pool (n options): the condition for exchangeable
+    option sets (:func:`redraw_distractors`)."""
+    pools: dict = defaultdict(list)
+    for r in group:
+        pools[r.metadata.get("option_pool") if r.answer_type == "mc" else None].append(r)
+    out = list(pools.pop(None, []))
+    for _, members in sorted(pools.items()):
+        n = max(len(r.options) for r in members)
+        counts = Counter(r.answer_option for r in members)
+        if len(counts) < n:
+            out.extend(members)
+            continue
+        m = water_fill(counts, 1.0 / n)
+        used: Counter = Counter()
+        for r in members:
+            k = r.answer_option
+            if used[k] < m:
+                used[k] += 1
+                out.append(r)
+    return out
+
+
+def _target_caps(counts: Counter, weights: dict) -> dict:
+    """Per key, the most records kept so that the kept counts follow ``weights`` (keys with weight 0 dropped)."""
+    w = {k: float(weights.get(k, 0.0)) for k in counts}
+    scale = min((counts[k] / w[k] for k in counts if w[k] > 0), default=0.0)
+    return {k: int(math.floor(scale * w[k] + 1e-9)) if w[k] > 0 else 0 for k in counts}
+
+
+def _cap_steps(group: list[QARecord]) -> list[QARecord]:
+    """Drop records until no step label is used more than the water-filling cap over all steps of the type."""
+    steps = [list(r.metadata.get("steps") or []) for r in group]
+    if not any(steps):
+        return group
+    counts = Counter(s for st in steps for s in st)
+    m = water_fill(counts, share_limit(counts, strict=False))
+    alive = [True] * len(group)
+    for label, _ in counts.most_common():
+        # drop the records (last in the seeded order first) that use the label most, until it is within the cap
+        users = sorted((i for i in range(len(group)) if alive[i] and label in steps[i]),
+                       key=lambda i: (-steps[i].count(label), -i))
+        for i in users:
+            if counts[label] <= m:
+                break
+            alive[i] = False
+            counts.subtract(steps[i])
+    return [r for r, a in zip(group, alive, strict=True) if a]
+
+
+def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]:
+    """Replace the wrong options of pooled records by other records' true answers of the same pool, so that every
+    option set is exchangeable: given the set, each member is the answer with probability 1/n.
+
+    With p(d) the share of answer d in the pool (at most 1/n after :func:`cap`), the sets are drawn by systematic
+    sampling with inclusion probabilities pi(d) = n p(d) (Madow), conditioned on containing the true answer: the
+    pool's answers in a random order, laid end to end with lengths pi(d); a point x uniform in the true answer's
+    stretch; the n options are the answers under x, x + 1, ..., x + n - 1 (mod n). Then p(a) P(S | a) = P(S) / n
+    for every a in S. A pool with fewer than n distinct answers draws from its coarser
+    ``metadata["option_pool_fallback"]`` if it has one with enough, else (a small run) keeps the generator's
+    options (dropped where at least 90% of its type's records have pooled ones); ``metadata["options_from"]`` says
+    which. Ids are recomputed (options are part of them)."""
+    pools: dict[str, list[QARecord]] = defaultdict(list)
+    for r in records:
+        p = r.metadata.get("option_pool")
+        if p is not None and r.answer_type == "mc":
+            pools[p].append(r)
+    # A pool with too few distinct answers lends from its coarser fallback pool (metadata["option_pool_fallback"]):
+    # the records of every pool that names it.
+    fallback: dict[str, list[QARecord]] = defaultdict(list)
+    for r in records:
+        p = r.metadata.get("option_pool_fallback")
+        if p is not None and r.answer_type == "mc" and r.metadata.get("option_pool") is not None:
+            fallback[p].append(r)
+    answers = {k: Counter(x.answer_option for x in v) for k, v in fallback.items()}
+    for name, group in sorted(pools.items()):
+        rng = random.Random(f"{seed}:{name}")
+        group = _order(group, seed)
+        own = Counter(r.answer_option for r in group)
+        for r in group:
+            n = len(r.options)
+            source, counts = group, own
+            if len(own) < n and r.metadata.get("option_pool_fallback") in fallback:
+                source = fallback[r.metadata["option_pool_fallback"]]
+                counts = answers[r.metadata["option_pool_fallback"]]
+            if len(counts) < n:
+                r.metadata["options_from"] = "generator"
+                continue
+            texts = sorted(counts)
+            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(source)) for t in texts], r.answer_option, n,
+                                 rng)
+            r.metadata["options_from"] = "pool" if source is group else "fallback pool"
+            truth = r.answer_option
+            r.options = chosen
+            r.answer = LETTERS[chosen.index(truth)]
+            r.id = record_id(r.scene, r.family, r.type,
+                             "\n".join([h["question"] for h in r.history or []] + [r.question]), r.options)
+    # Where nearly all of a type's options are pooled (a run with enough answers), the few records left with the
+    # generator's own wrong options would stand out (made-up sequences): they are dropped. A small run keeps them.
+    kinds: dict = defaultdict(Counter)
+    for r in records:
+        if r.metadata.get("options_from"):
+            kinds[(r.family, r.type)][r.metadata["options_from"] == "generator"] += 1
+    mostly = {t for t, c in kinds.items() if c[False] >= 0.9 * (c[False] + c[True])}
+    return [r for r in records if not (r.metadata.get("options_from") == "generator" and (r.family, r.type) in mostly)]
+
+
+def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random) -> list[str]:
+    """n distinct texts containing ``truth``: Madow systematic sampling with inclusion probabilities ``pi``
+    (rescaled to sum to n), conditioned on ``truth`` being drawn; returned in a random order."""
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    scale = n / sum(pi)
+    lengths = [min(1.0, pi[i] * scale) for i in order]
+    cum = list(itertools.accumulate(lengths))
+    total = cum[-1]
+    k = order.index(texts.index(truth))
+    lo = cum[k] - lengths[k]
+    x = lo + rng.random() * lengths[k]
+    picked = {order[k]}
+    for j in range(1, n):
+        y = (x + j) % total
+        picked.add(order[min(bisect.bisect_right(cum, y), len(cum) - 1)])
+    while len(picked) < n:  # only where clipping at 1 left the lengths short of n (a pool over its cap)
+        picked.add(rng.randrange(len(texts)))
+    out = [texts[i] for i in picked]
+    rng.shuffle(out)
+    return out
+
+
+def balance(records: list[QARecord], seed: int = 0, target: dict | None = None) -> list[QARecord]:
+    """Cap answers and step labels per type, then redraw pooled distractors from the kept answers."""
+    return redraw_distractors(cap(records, seed, target), seed)

@@ -1,0 +1,122 @@
+"""Balanced sampling: class-first draws, answer caps, count targets, step caps, distractors from real answers."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+
+from spatialctl.qa_format import LETTERS, QARecord
+from spatialctl.stages.make_qa import balance
+from spatialctl.stages.make_qa.audit import audit
+
+
+def test_class_draw_picks_each_present_answer_equally_often_then_by_weight():
+    classes = np.array([[0, 0]] * 97 + [[1, 0]] * 2 + [[2, 2]])  # one answer has 97% of the candidates
+    weights = np.ones(100)
+    weights[97] = 3.0  # within class (1, 0): candidate 97 three times as likely as 98
+    draw = balance.ClassDraw(classes, weights)
+    rng = random.Random(0)
+    got = Counter(draw.draw(rng) for _ in range(30000))
+    per_class = Counter(tuple(classes[i]) for i in got.elements())
+    assert all(abs(n / 30000 - 1 / 3) < 0.015 for n in per_class.values()), per_class
+    assert abs(got[97] / (got[97] + got[98]) - 0.75) < 0.02
+    target = balance.ClassDraw(classes, weights, target={(0, 0): 1.0, (2, 2): 3.0})
+    per = Counter(tuple(classes[target.draw(rng)]) for _ in range(20000))
+    assert per[(1, 0)] == 0 and abs(per[(2, 2)] / 20000 - 0.75) < 0.02
+
+
+def rec(i, answer, options=None, qtype="t", pool=None, steps=None, unit=None, answer_type="mc", scene=None):
+    meta = {}
+    if pool:
+        meta["option_pool"] = pool
+    if steps:
+        meta["steps"] = steps
+    if answer_type == "mc":
+        options = options or [answer, "x1", "x2", "x3"]
+        return QARecord(id=f"r{i}", scene=scene or f"s{i % 50}", question=f"q{i}", answer=LETTERS[options.index(answer)],
+                        answer_type="mc", family="f", type=qtype, options=options, metadata=meta)
+    return QARecord(id=f"r{i}", scene=scene or f"s{i % 50}", question=f"q{i}", answer=answer, answer_type="number",
+                    family="f", type=qtype, unit=unit, metadata=meta)
+
+
+def test_cap_flattens_a_skewed_type_by_water_filling():
+    answers = ["a"] * 700 + ["b"] * 150 + ["c"] * 100 + [x for x in "defgh" for _ in range(50)]
+    kept = balance.cap([rec(i, a, pool="p") for i, a in enumerate(answers)])
+    counts = Counter(r.answer_option for r in kept)
+    share = max(counts.values()) / len(kept)
+    assert share <= balance.SPREAD / 8 + 1e-9 and share <= 1.5 / 8
+    # water-filling keeps every rare answer whole and caps only the frequent ones
+    assert all(counts[x] == 50 for x in "defgh") and counts["a"] == counts["c"] > 50
+    # unpooled (fixed options): nearly flat
+    closed = Counter(r.answer_option for r in balance.cap([rec(i, a) for i, a in enumerate(answers)]))
+    assert max(closed.values()) / sum(closed.values()) <= balance.CLOSED_SPREAD / 8 + 1e-9
+
+
+def test_counts_follow_a_target_distribution():
+    counts = [1] * 600 + [2] * 200 + [3] * 120 + [4] * 80
+    kept = balance.cap([rec(i, float(c), answer_type="number") for i, c in enumerate(counts)],
+                       target={"f/t": {1.0: 1, 2.0: 1, 3.0: 1, 4.0: 2}})
+    got = Counter(float(r.answer) for r in kept)
+    assert got == {1.0: 40, 2.0: 40, 3.0: 40, 4.0: 80}
+
+
+def test_measures_are_balanced_over_log_bins():
+    rng = random.Random(1)
+    values = [1.0 + 0.01 * rng.random() for _ in range(500)] + [10 ** rng.uniform(-1, 2) for _ in range(500)]
+    kept = balance.cap([rec(i, v, unit="m", answer_type="number") for i, v in enumerate(values)])
+    bins = Counter(balance.answer_key(r) for r in kept)
+    assert max(bins.values()) / len(kept) <= 0.15
+
+
+def test_step_labels_are_capped():
+    recs = [rec(i, f"ans{i % 20}", pool="p", steps=["flat", "flat"] if i % 20 < 10 else ["up", f"s{i % 20}"])
+            for i in range(2000)]
+    kept = balance.cap(recs)
+    steps = Counter(s for r in kept for s in r.metadata["steps"])
+    limit = balance.water_fill(Counter(s for r in recs for s in r.metadata["steps"]),
+                               balance.share_limit(Counter(s for r in recs for s in r.metadata["steps"]), strict=False))
+    assert steps["flat"] <= limit and steps["up"] <= limit
+
+
+def test_distractors_are_other_questions_true_answers_of_the_same_pool():
+    rng = random.Random(0)
+    # 2,000 questions, 8 answers: within the 1/4 share an exchangeable option set needs, but far from flat
+    shares = {"a": 0.24, "b": 0.22, "c": 0.18, "d": 0.12, "e": 0.1, "f": 0.07, "g": 0.04, "h": 0.03}
+    pool_answers = [t for t, p in shares.items() for _ in range(int(p * 2000))]
+    recs = [rec(i, a, options=[a, "never", "seen", "here"], pool="p2") for i, a in enumerate(pool_answers)]
+    # a type whose only pool is too small keeps the generator's options; one such record in a type whose other
+    # options are pooled is dropped
+    recs += [rec(5000 + i, "z", options=["z", "y", "w", "v"], pool="tiny", qtype="small") for i in range(5)]
+    recs += [rec(6000, "z", options=["z", "y", "w", "v"], pool="tiny2")]
+    rng.shuffle(recs)
+    truth = {r.id: r.answer_option for r in recs if r.id != "r6000"}
+    out = balance.redraw_distractors(recs, seed=3)
+    assert len(out) == len(recs) - 1 and "r6000" not in {r.id for r in out}
+    for r in out:
+        if r.metadata["option_pool"] == "tiny":  # one distinct answer: the generator's options stay
+            assert r.options == ["z", "y", "w", "v"] and r.metadata["options_from"] == "generator"
+            continue
+        assert len(set(r.options)) == 4 and set(r.options) <= set(shares)
+        assert r.metadata["options_from"] == "pool"
+    assert sorted(truth.values()) == sorted(r.answer_option for r in out)  # answers kept (by text)
+    # exchangeable: each text, when offered, is the answer 1 time in 4
+    pooled = [r for r in out if r.metadata["option_pool"] == "p2"]
+    for t in shares:
+        offered = [r for r in pooled if t in r.options]
+        assert abs(sum(r.answer_option == t for r in offered) / len(offered) - 0.25) < 0.04, t
+    row = audit(pooled)["rows"][0]
+    assert max(row["baselines"].values()) < 0.25 + 0.04, row["baselines"]
+
+
+def test_naive_distractors_from_a_skewed_pool_would_leak():
+    # Why the cap comes first: with one answer at 43%, no option-set design hides it (it must appear in more
+    # than all the sets it could fill), and the audit sees it.
+    pool_answers = ["a"] * 430 + ["b"] * 200 + ["c"] * 170 + ["d"] * 100 + ["e"] * 100
+    recs = [rec(i, a, options=[a, "p", "q", "r"], pool="p") for i, a in enumerate(pool_answers)]
+    leaky = audit(balance.redraw_distractors(recs))["rows"][0]
+    assert leaky["baselines"]["answer_text"] > 0.35
+    fixed = audit(balance.balance([rec(i, a, options=[a, "p", "q", "r"], pool="p")
+                                   for i, a in enumerate(pool_answers)]))["rows"][0]
+    assert fixed["best"] < 0.25 + 0.05, fixed["baselines"]
