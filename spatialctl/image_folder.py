@@ -61,8 +61,7 @@ def list_images(folder: Path, pattern: str | None = None) -> list[Path]:
                      folder, len(left), sorted(left)[0].name)
     if not files:
         raise SpatialctlError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    stamped = seconds(files) is not None
-    files.sort(key=lambda f: float(f.stem) if stamped else natural_key(f.name))
+    files.sort(key=lambda f: natural_key(f.name))
     modes = {}
     for f in files:
         try:
@@ -79,6 +78,8 @@ def list_images(folder: Path, pattern: str | None = None) -> list[Path]:
         files = [f for f in files if f not in grey]
     if not files:
         raise SpatialctlError(f"{folder}: no colour images (found only single-channel ones, e.g. depth maps)")
+    if seconds(files) is not None:  # TUM-style names: in time order (a natural sort misorders .9 and .175304)
+        files.sort(key=lambda f: float(f.stem))
     return files
 
 
