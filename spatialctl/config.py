@@ -98,6 +98,8 @@ def _check_shard(text: str) -> None:
 
 
 def _check_device(name: str) -> None:
+    if name in ("auto", "cpu"):
+        return  # always valid; asking torch would import it (seconds) before the cheaper checks, model files first
     from spatialctl.devices import resolve_device
 
     resolve_device(name)

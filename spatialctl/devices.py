@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from spatialctl.errors import UsageError
 
 
@@ -20,3 +22,30 @@ def resolve_device(name: str | None):
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def no_grad(fn):
+    """``torch.no_grad()`` entered at call time, so that defining ``fn`` does not import torch (a missing model's
+    error must come before torch's seconds of import)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def inference_mode(fn):
+    """``torch.inference_mode()`` entered at call time, like `no_grad`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -7,7 +7,10 @@
   ``*.color.png``) chooses the files instead; each must then be a colour image.
 - Order: natural sort of the names (``frame-2`` before ``frame-10``).
 - Orientation: the EXIF orientation tag is applied (phone photos are stored sideways).
-- Timestamps: each file's frame number is the last run of digits in its name (its position in the sorted list
+- Timestamps: when every chosen name (without its suffix) is a decimal number of seconds, ``seconds.fraction`` as
+  TUM RGB-D writes them (``rgb/1305031102.175304.png``), that number is the timestamp, on the clock the dataset's
+  ``groundtruth.txt`` uses, and files are ordered by it; ``fps`` then does not apply and is refused. Otherwise
+  each file's frame number is the last run of digits in its name (its position in the sorted list
   when names do not all carry distinct numbers); with ``fps`` (the rate the frames were taken at) the timestamp is
   number / fps seconds on the sequence's own clock (7-Scenes ``frame-000123`` at 30 fps: 4.1 s, as its ground
   truth counts), so a folder holding part of a sequence keeps its times; without ``fps`` frames are taken as 1 s
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from spatialctl.errors import SpatialctlError
+from spatialctl.errors import SpatialctlError, UsageError
 
 log = logging.getLogger("spatialctl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -75,6 +78,8 @@ def list_images(folder: Path, pattern: str | None = None) -> list[Path]:
         files = [f for f in files if f not in grey]
     if not files:
         raise SpatialctlError(f"{folder}: no colour images (found only single-channel ones, e.g. depth maps)")
+    if seconds(files) is not None:  # TUM-style names: in time order (a natural sort misorders .9 and .175304)
+        files.sort(key=lambda f: float(f.stem))
     return files
 
 
@@ -89,8 +94,25 @@ def frame_numbers(files: list[Path]) -> np.ndarray:
     return np.asarray(numbers, dtype=np.float64)
 
 
+_SECONDS = re.compile(r"\d+\.\d+")
+
+
+def seconds(files: list[Path]) -> np.ndarray | None:
+    """The names as seconds when every name is ``seconds.fraction`` (TUM style), else None."""
+    if not files or not all(_SECONDS.fullmatch(f.stem) for f in files):
+        return None
+    return np.asarray([float(f.stem) for f in files], dtype=np.float64)
+
+
 def timestamps(files: list[Path], fps: float | None) -> np.ndarray:
-    """Seconds per file: its frame number / ``fps`` (1 s apart without ``fps``, with a warning)."""
+    """Seconds per file: the names themselves when they are TUM-style seconds, else its frame number / ``fps``
+    (1 s apart without ``fps``, with a warning)."""
+    stamps = seconds(files)
+    if stamps is not None:
+        if fps is not None:  # two clocks for one folder: which one the user meant is not ours to guess
+            raise UsageError(f"{files[0].parent}: the file names are timestamps in seconds (e.g. {files[0].name}); "
+                             f"--fps {fps} does not apply to them, leave it out")
+        return stamps
     if fps is None:
         log.warning("%s: no --fps for an image folder: frames are taken as 1 s apart", files[0].parent)
     return frame_numbers(files) / (fps or 1.0)

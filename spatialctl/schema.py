@@ -63,7 +63,8 @@ SCENE = NodeSpec(
     attrs=("scale", "scale_source", "world_up"),
     arrays=(
         ArraySpec("frames", "uint8", ("N", "H", "W", 3), "RGB frames."),
-        ArraySpec("timestamps", "float64", ("N",), "Frame times in seconds from the start of the video."),
+        ArraySpec("timestamps", "float64", ("N",), "Frame times in seconds: from the start of a video; an image "
+                  "folder's own clock (TUM-style names: those absolute seconds)."),
         ArraySpec("intrinsics", "float64", ("N", 3, 3), "Pinhole intrinsics K in pixels of the stored frames."),
         ArraySpec("cam2world", "float64", ("N", 4, 4), "OpenCV camera to world, rigid transform."),
         ArraySpec("depth", "float32", ("N", "H", "W"), "z-depth; 0 = no surface."),

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from spatialctl import jobs, store
@@ -29,6 +29,9 @@ from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.models import wan_features
 from spatialctl.video import VIDEO_SUFFIXES, read_video
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 STAGE = "extract-gen-features"
 log = logging.getLogger("spatialctl")
@@ -113,15 +116,16 @@ def output_for(input: str, out: str | None) -> str:
 # ---------------------------------------------------------------------------------------------------- options
 
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # torch dtype names: torch loads late
 
 
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    import torch
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in _DTYPES:
         raise UsageError(f"--dtype {name!r}: choose auto, bf16, fp16 or fp32")
-    return _DTYPES[name]
+    return getattr(torch, _DTYPES[name])
 
 
 def _parse_grid(text: str) -> tuple[int, int] | str:
@@ -211,6 +215,7 @@ def _clip_indices(start: int, clip: int, n_frames: int) -> np.ndarray:
 def extract(path: str, config: GenFeatConfig, extractor: wan_features.WanFeatureExtractor,
             frames: _Frames | None = None) -> tuple[np.ndarray, dict]:
     """Features (N, gh, gw, C) float16 of one input and the attributes describing them."""
+    import torch
     frames = frames or _open_frames(path, config)
     h, w = frames.hw
     size_hw = config.resolution_hw or wan_features.native_size(h, w)

@@ -74,6 +74,16 @@ def import_rerun():
     return rr
 
 
+def _our_recording(path: Path) -> bool:
+    """A Rerun recording (``RRF`` magic) whose store info, at its start, names our application id."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:  # a folder, unreadable: not ours
+        return False
+    return head.startswith(b"RRF") and APP_ID.encode() in head
+
+
 def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> jobs.Summary:
     """Write the recording of the store ``scene``; ``Summary.details`` is ``{"out", "frames", "entities",
     "spawned", "open_command"}``."""
@@ -86,6 +96,9 @@ def run(config: ViewConfig, scene: str, progress: Callable | None = None) -> job
         log.warning("%s: the Rerun viewer recognises recordings by their .rrd suffix", out)
     if out.exists() and not config.overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it")
+    if out.exists() and not _our_recording(out):
+        raise UsageError(f"{out}: exists and is not a recording spatialctl view wrote; refusing to replace it, "
+                         "--overwrite included (choose another --out or move it away)")
     est = open_view(scene)
     gt = open_view(config.gt) if config.gt else None
     pairs = match_frames(est, gt) if gt is not None else None

@@ -236,6 +236,57 @@ def test_make_qa_out_is_a_user_file(kit, tmp_path, name, content):
     fault(tmp_path, args, 2, out, says="not a QA file")
 
 
+def test_eval_run_overwrite_keeps_a_users_file(tmp_path):
+    out = tmp_path / "preds.jsonl"
+    out.write_text('{"my": "notes"}\n')
+    fault(tmp_path, ["eval", "run", "--qa", tmp_path / "qa.jsonl", "--out", out, "--overwrite", "--quiet"], 2, out,
+          says="eval run did not write it")
+
+
+def test_eval_reports_keep_a_users_files(kit, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.md").write_text("my draft")
+    fault(tmp_path, ["eval", "geometry", kit["good"], "--gt", kit["truth"], "--out", out, "--no-plots"], 2,
+          out / "report.md", says="did not write it")
+    fault(tmp_path, ["eval", "qa", tmp_path / "preds.jsonl", "--out", out, "--quiet"], 2, out / "report.md")
+
+
+def test_train_gsm_overwrite_keeps_a_users_adapter(tmp_path):
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "adapter_config.json").write_text('{"r": 8}')
+    (out / "adapter_model.safetensors").write_bytes(b"weights I trained elsewhere")
+    fault(tmp_path, ["train-gsm", "--qa", tmp_path / "qa.jsonl", "--out", out, "--overwrite", "--quiet"], 2,
+          out / "adapter_config.json", says="train-gsm did not write it")
+
+
+def test_boost_encoder_keeps_a_users_projector(tmp_path):
+    out = tmp_path / "boost"
+    out.mkdir()
+    (out / "projector.safetensors").write_bytes(b"a projector I trained elsewhere")
+    fault(tmp_path, ["boost-encoder", "--qa", tmp_path / "qa.jsonl", "--out", out, "--quiet"], 2,
+          out / "projector.safetensors", says="boost-encoder did not write it")
+
+
+def test_view_overwrite_keeps_a_users_file(kit, tmp_path):
+    out = tmp_path / "mine.rrd"
+    out.write_bytes(b"RRF2 a recording some other tool wrote")
+    fault(tmp_path, ["view", kit["good"], "--out", out, "--overwrite", "--quiet"], 2, out,
+          says="not a recording spatialctl view wrote")
+    ours = tmp_path / "ours.rrd"  # ours is replaced on --overwrite
+    assert invoke("view", kit["good"], "--out", ours, "--quiet").exit_code == 0
+    res = invoke("view", kit["good"], "--out", ours, "--overwrite", "--quiet")
+    assert res.exit_code == 0, res.output
+
+
+def test_report_keeps_a_users_folder(kit, tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("<p>my page</p>")
+    fault(tmp_path, ["report", kit["good"], "--out", out, "--overwrite", "--quiet"], 2, out)
+
+
 def test_synth_over_a_users_video(tmp_path):
     out = tmp_path / "holiday"
     out.mkdir()
@@ -374,7 +425,7 @@ def test_disk_full(kit, tmp_path, mount):
     full = tmp_path / "full"
     out = full / "X.zarr"
     if mount(full, "size=32k"):
-        line = fault(tmp_path, reconstruct(kit, kit["video"], "--out", out), 1, out, says="No space left")
+        fault(tmp_path, reconstruct(kit, kit["video"], "--out", out), 1, out, says="No space left")
     else:
         proc = cli_subprocess(reconstruct(kit, kit["video"], "--out", out), ENOSPC_PRELUDE)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -579,6 +630,49 @@ def test_seven_scenes_folder_uses_colour_frames_and_their_numbers(kit, tmp_path)
 # ---------------------------------------------------------------------------------------------------- 4. models
 
 
+def test_tum_folder_names_are_the_timestamps_and_eval_matches_evo(kit, tmp_path):
+    """rgb/1305031102.175304.png: the name is the time in seconds (not frame 175304), so `eval geometry` pairs
+    the store with TUM's groundtruth.txt (same absolute clock) without options, as evo_ape does."""
+    import json
+
+    from evo.core import metrics, sync
+    from evo.core.trajectory import PoseTrajectory3D
+    from evo.tools import file_interface
+
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    rng = np.random.default_rng(3)
+    # Unequal fractions, one with fewer digits: a natural sort would put .9 after .175304
+    names = ["1305031102.175304", "1305031102.211214", "1305031102.243211", "1305031102.9", "1305031103.011762"]
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(rgb / f"{name}.png")
+    out = tmp_path / "est.zarr"
+    res = invoke("reconstruct", rgb, "--out", out, "--model", kit["model"], "--niter", 3, "--quiet")
+    assert res.exit_code == 0, res.output
+    stamps = store.open_scene(str(out)).read("timestamps")
+    np.testing.assert_array_equal(stamps, [float(n) for n in names])
+    # --fps would be a second clock for the same frames: the item is refused (exit 1), naming the folder
+    fault(tmp_path, ["reconstruct", rgb, "--out", tmp_path / "Y.zarr", "--fps", 30, "--model", kit["model"],
+                     "--quiet"], 1, rgb, says="timestamps in seconds")
+    # Truth at 100 Hz on the same absolute clock, starting before the first frame
+    gt_t = 1305031102.0 + np.arange(150) * 0.01
+    gt = np.tile(np.eye(4), (150, 1, 1))
+    gt[:, :3, 3] = np.cumsum(rng.normal(0, 0.02, (150, 3)), axis=0)
+    file_interface.write_tum_trajectory_file(str(tmp_path / "groundtruth.txt"),
+                                             PoseTrajectory3D(poses_se3=list(gt), timestamps=gt_t))
+    res = invoke("eval", "geometry", out, "--gt", tmp_path / "groundtruth.txt", "--out", tmp_path / "r", "--no-plots")
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    ref = file_interface.read_tum_trajectory_file(str(tmp_path / "groundtruth.txt"))
+    est = PoseTrajectory3D(poses_se3=list(store.open_scene(str(out)).read("cam2world")), timestamps=stamps)
+    ref, est = sync.associate_trajectories(ref, est)  # evo_ape's defaults: max_diff 0.01 s, no offset
+    est.align(ref, correct_scale=True)
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((ref, est))
+    assert rep["n_frames"] == est.num_poses == len(names) and rep["time_offset"] == 0.0
+    assert rep["trajectory"]["ate"]["rmse"] == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-5)
+
+
 @pytest.mark.parametrize("args, option", [
     (["reconstruct", "{video}", "--out", "{tmp}/X.zarr", "--model", "nobody/no-dust3r"], "--model"),
     (["reconstruct", "{video}", "--out", "{tmp}/X.zarr", "--model", "{model}", "--metric-scale", "depthpro",
@@ -599,6 +693,45 @@ def test_missing_model_fails_fast_naming_the_option(kit, tmp_path, args, option)
     missing = next(a for a in args if a.startswith("nobody/"))
     line = fault(tmp_path, args, 2, missing, says=option, within=2.0)
     assert f"huggingface-cli download {missing}" in line
+
+
+# A fresh process, as a user's shell runs it: the one line must come before torch's seconds of import. CPU time of
+# the child (user + sys), not wall time, so that other jobs on a loaded machine do not decide the test; and torch
+# must not have been imported at all (importing it alone costs ~2 s of CPU here).
+_FRESH = ("import atexit, os, sys; atexit.register(lambda: open(os.environ['TORCH_FLAG'], 'w').write("
+          "str('torch' in sys.modules))); sys.argv = ['spatialctl'] + sys.argv[1:]; "
+          "from spatialctl.cli import main; main()")
+
+
+@pytest.mark.parametrize("args", [
+    ["reconstruct", "{video}", "--model", "/nonexistent"],
+    ["reconstruct", "{video}", "--model", "nobody/no-dust3r"],
+    ["reconstruct", "{video}", "--backend", "pi3", "--model", "nobody/no-pi3"],
+    ["track", "{scene}", "--detector-model", "nobody/no-detector"],
+    ["track", "{scene}", "--backend", "sam3", "--sam3-model", "/nonexistent"],
+    ["extract-gen-features", "{scene}", "--model", "/nonexistent"],
+    ["extract-gen-features", "{scene}", "--model", "nobody/no-wan"],
+], ids=["dust3r-path", "dust3r-hub", "pi3-hub", "detector-hub", "sam3-path", "wan-path", "wan-hub"])
+def test_missing_model_from_a_fresh_process_under_2s_cpu(kit, tmp_path, args):
+    import resource
+
+    scene = tmp_path / "scene.zarr"
+    shutil.copytree(kit["truth"], scene)
+    args = [a.format(video=kit["video"], scene=scene) for a in args] + ["--quiet"]
+    missing = next(a for a in args if a.startswith(("nobody/", "/nonexistent")))
+    flag = tmp_path.parent / f"{tmp_path.name}.torch"
+    before_tree = tree(tmp_path)
+    env = {**os.environ, "TORCH_FLAG": str(flag), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, "-c", _FRESH, *map(str, args)], capture_output=True, text=True, env=env)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(lines) == 1 and missing in lines[0], lines
+    assert flag.read_text() == "False", "torch was imported before the missing model was reported"
+    assert cpu < 2.0, f"{cpu:.2f} s CPU"
+    assert tree(tmp_path) == before_tree
 
 
 # ---------------------------------------------------------------------------------------------------- 5, 6. runs

@@ -108,7 +108,7 @@ def test_errors_before_work(assets, cli, tmp_path):
     video, x, p = assets["video"], assets["pi3x"], assets["pi3"]
     cases = [
         (("--backend", "pi3x", "--model", p), 1, "a pi3 checkpoint, but --backend pi3x"),
-        (("--backend", "pi3x", "--model", "yyfz233/Pi3X"), 1, "huggingface-cli download yyfz233/Pi3X"),
+        (("--backend", "pi3x", "--model", "yyfz233/Pi3X"), 2, "huggingface-cli download yyfz233/Pi3X"),
         (("--backend", "pi3x", "--model", x, "--window", "1"), 2, "--window 1"),
         (("--backend", "pi3x", "--model", x, "--window", "4", "--overlap", "4"), 2, "--overlap 4"),
         (("--backend", "pi3", "--model", p, "--intrinsics", "40,40,27,20"), 2, "use --backend pi3x"),

@@ -16,34 +16,19 @@ import argparse
 import ast
 import json
 import math
-import re
 from pathlib import Path
 
 import torch
 
-from spatialctl.errors import SpatialctlError, UsageError
+from spatialctl.errors import SpatialctlError
+from spatialctl.models.checkpoints import PTH_URL, RELEASED, resolve_checkpoint  # noqa: F401 - public here too
 from spatialctl.models.dust3r import Dust3r, Dust3rConfig
 from spatialctl.models.weights import load_state
 
 DEFAULT_DUST3R = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
-PTH_URL = "https://download.europe.naverlabs.com/ComputerVision/DUSt3R/{name}.pth"
 
-# The constructor strings of the three released checkpoints (their .pth ``args.model``).
-_ARCH = ("output_mode='pts3d', depth_mode=('exp', -inf, inf), conf_mode=('exp', 1, inf), enc_embed_dim=1024, "
-         "enc_depth=24, enc_num_heads=16, dec_embed_dim=768, dec_depth=12, dec_num_heads=12)")
-RELEASED = {
-    "DUSt3R_ViTLarge_BaseDecoder_224_linear":
-        "AsymmetricCroCo3DStereo(pos_embed='RoPE100', img_size=(224, 224), head_type='linear', " + _ARCH,
-    "DUSt3R_ViTLarge_BaseDecoder_512_linear":
-        "AsymmetricCroCo3DStereo(pos_embed='RoPE100', patch_embed_cls='ManyAR_PatchEmbed', img_size=(512, 512), "
-        "head_type='linear', " + _ARCH,
-    "DUSt3R_ViTLarge_BaseDecoder_512_dpt":
-        "AsymmetricCroCo3DStereo(pos_embed='RoPE100', patch_embed_cls='ManyAR_PatchEmbed', img_size=(512, 512), "
-        "head_type='dpt', " + _ARCH,
-}
 
 _MODEL_CLASS = "AsymmetricCroCo3DStereo"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAMED_CONSTANTS = {"inf": math.inf, "nan": math.nan, "True": True, "False": False, "None": None}
 
 
@@ -120,28 +105,6 @@ def write_config_json(config: Dust3rConfig, path: Path) -> None:
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------
 
-
-def _missing_message(name: str) -> str:
-    short = name.split("/")[-1]
-    url = PTH_URL.format(name=short) if short in RELEASED else "the .pth link in the DUSt3R README"
-    return (f"DUSt3R checkpoint {name} is not in the local Hugging Face cache (spatialctl never downloads "
-            f"models): run `huggingface-cli download {name}`, or download {url} and pass its path with --model")
-
-
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A local checkpoint path (.pth file or folder) for a path or a hub id (local cache only)."""
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    name = str(name_or_path)
-    if not _HUB_ID.match(name) or name.endswith((".pth", ".pt", ".safetensors")):
-        raise UsageError(f"{name}: no such DUSt3R checkpoint file or folder (--model)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # any hub error here means: not available offline
-        raise UsageError(_missing_message(name)) from None
 
 
 def load_pth(path: Path) -> tuple[dict, Dust3rConfig]:

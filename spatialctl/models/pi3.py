@@ -32,6 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from spatialctl.errors import SpatialctlError
+from spatialctl.models.checkpoints import (  # noqa: F401 - public here too
+    CONFIG,
+    HUB_IDS,
+    WEIGHTS,
+    check_checkpoint,
+    detect_architecture,
+    resolve_weights,
+)
 from spatialctl.models.weights import load_state
 
 PATCH = 14
@@ -368,71 +376,7 @@ class Pi3(Pi3Trunk):
 # ---------------------------------------------------------------------------------------------------- loading
 
 ARCHITECTURES = ("pi3", "pi3x")
-HUB_IDS = {"pi3": "yyfz233/Pi3", "pi3x": "yyfz233/Pi3X"}
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
-
-def detect_architecture(keys) -> str | None:
-    """Which model a state dict belongs to, from its key names alone."""
-    keys = set(keys)
-    if "metric_token" in keys and any(k.startswith("point_head.upsample_blocks.") for k in keys):
-        return "pi3x"
-    if "point_head.proj.weight" in keys and "register_token" in keys and "camera_head.fc_rot.weight" in keys:
-        return "pi3"
-    if any(k.startswith(("dec_blocks2.", "downstream_head1.")) for k in keys):
-        return "dust3r"
-    return None
-
-
-def resolve_weights(name: str, architecture: str) -> tuple[Path, dict]:
-    """(safetensors path, config dict) for a hub id (local cache only), a folder or a .safetensors file."""
-    path = Path(name).expanduser()
-    if not path.exists():
-        looks_like_id = name.count("/") == 1 and not name.startswith((".", "/")) and not name.endswith(".safetensors")
-        if not looks_like_id:
-            raise SpatialctlError(f"{name}: no such π³ checkpoint file or folder")
-        from huggingface_hub import snapshot_download
-
-        try:
-            path = Path(snapshot_download(name, local_files_only=True))
-        except Exception:  # not in the cache (or not a repo): never download implicitly
-            raise SpatialctlError(f"{architecture} checkpoint {name} is not in the local Hugging Face cache "
-                                  f"(spatialctl never downloads models): run `huggingface-cli download {name}` "
-                                  f"or pass a local folder or .safetensors file") from None
-    if path.is_dir():
-        folder, weights = path, path / WEIGHTS
-        if not weights.is_file():
-            raise SpatialctlError(f"{path}: no {WEIGHTS} in this folder")
-    else:
-        folder, weights = path.parent, path
-    config = {}
-    if (folder / CONFIG).is_file():
-        try:
-            config = json.loads((folder / CONFIG).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SpatialctlError(f"{folder / CONFIG}: cannot read ({e})") from None
-        if not isinstance(config, dict):
-            raise SpatialctlError(f"{folder / CONFIG}: not a JSON object")
-    return weights, config
-
-
-def check_checkpoint(name: str, architecture: str) -> tuple[Path, dict]:
-    """Resolve ``name`` and read only its key names: the wrong architecture is an error before any work."""
-    from safetensors import SafetensorError, safe_open
-
-    weights, config = resolve_weights(name, architecture)
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            keys = list(f.keys())
-    except (SafetensorError, OSError) as e:
-        raise SpatialctlError(f"{weights}: cannot read safetensors ({e})") from None
-    found = detect_architecture(keys)
-    if found != architecture:
-        what = f"a {found} checkpoint" if found else "not a π³/Pi3X/DUSt3R checkpoint"
-        raise SpatialctlError(f"{weights}: {what}, but --backend {architecture} needs a {architecture} checkpoint "
-                              f"(e.g. {HUB_IDS[architecture]})")
-    return weights, config
 
 
 def load_model(name: str, architecture: str, device: str | torch.device = "cpu", conditioned: bool = True):

@@ -25,14 +25,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from spatialctl import io
 from spatialctl.errors import SpatialctlError
 from spatialctl.models import WAN_T2V_1_3B
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 DEFAULT_MODEL = WAN_T2V_1_3B
 # Wan's pipeline pads every prompt to 512 tokens and zeroes the embedding past the real tokens.
@@ -71,6 +73,7 @@ def _load(kind: str, model: str, loader):
 
 def load_vae(model: str, device: torch.device | str = "cpu"):
     """The Wan VAE, always float32: the encode is a small share of the cost and fp32 keeps latents stable."""
+    import torch
     from diffusers import AutoencoderKLWan
 
     vae = _load("VAE", model, lambda: AutoencoderKLWan.from_pretrained(
@@ -79,8 +82,11 @@ def load_vae(model: str, device: torch.device | str = "cpu"):
     return vae.to(device).eval().requires_grad_(False)
 
 
-def load_transformer(model: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+def load_transformer(model: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    import torch
     from diffusers import WanTransformer3DModel
+
+    dtype = torch.float32 if dtype is None else dtype  # the default is set here: torch loads late
 
     transformer = _load("transformer", model, lambda: WanTransformer3DModel.from_pretrained(
         str(Path(model).expanduser()) if _looks_like_path(model) else model,
@@ -94,9 +100,12 @@ def load_transformer(model: str, device: torch.device | str = "cpu", dtype: torc
 
 
 def compute_empty_prompt_embedding(model: str, device: torch.device | str = "cpu",
-                                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                                   dtype: torch.dtype | None = None) -> torch.Tensor:
     """UMT5 embedding of "" exactly as Wan's pipeline builds it: (1, 512, text_dim) float32, zero past EOS."""
+    import torch
     from transformers import AutoTokenizer, UMT5EncoderModel
+
+    dtype = torch.float32 if dtype is None else dtype
 
     root = str(Path(model).expanduser()) if _looks_like_path(model) else model
     tokenizer = _load("tokenizer", model, lambda: AutoTokenizer.from_pretrained(root, subfolder="tokenizer"))
@@ -130,6 +139,7 @@ def save_prompt_embedding(path: Path, embedding: torch.Tensor, model: str) -> No
 
 def load_prompt_embedding(path: str | Path) -> torch.Tensor:
     """A (1, S, D) float32 context from a safetensors file holding ``prompt_embeds`` ((S, D) or (1, S, D))."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -153,7 +163,7 @@ def load_prompt_embedding(path: str | Path) -> torch.Tensor:
 
 
 def empty_prompt_context(model: str, cache: str | Path | None = None, device: torch.device | str = "cpu",
-                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                         dtype: torch.dtype | None = None) -> torch.Tensor:
     """The cached empty-prompt context; the text encoder is loaded only when the cache file is absent."""
     path = Path(cache) if cache is not None else default_prompt_cache(model)
     if path.is_file():
@@ -183,6 +193,7 @@ def flow_schedule(shift: float = 5.0, num_train_timesteps: int = 1000):
 
 
 def nearest_noise_level(scheduler, k: float) -> NoiseLevel:
+    import torch
     table = scheduler.timesteps
     i = int(torch.argmin((table - float(k)).abs()))
     return NoiseLevel(timestep=float(table[i]), sigma=float(scheduler.sigmas[i]), index=i)
@@ -190,6 +201,7 @@ def nearest_noise_level(scheduler, k: float) -> NoiseLevel:
 
 def seeded_noise(shape: tuple[int, ...], seed: int, key: int) -> torch.Tensor:
     """float32 CPU noise determined by (seed, key) alone, so features do not depend on batching or device."""
+    import torch
     state = np.random.SeedSequence([int(seed), int(key)]).generate_state(2, dtype=np.uint32)
     gen = torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
     return torch.randn(shape, generator=gen, dtype=torch.float32)
@@ -201,6 +213,8 @@ def seeded_noise(shape: tuple[int, ...], seed: int, key: int) -> torch.Tensor:
 def resize_center_crop(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """(N, C, H, W) → (N, C, h, w): scaled (bilinear) until it covers ``size_hw``, then the centre cut out, as
     VEGA-3D's generative encoders prepare frames (its default Wan size is 1280x720)."""
+    import torch.nn.functional as F
+
     out_h, out_w = size_hw
     h, w = x.shape[-2:]
     scale = max(out_h / h, out_w / w)
@@ -221,6 +235,7 @@ def frames_to_video(frames: torch.Tensor, size_hw: tuple[int, int]) -> torch.Ten
 
 def encode_latents(vae, video: torch.Tensor) -> torch.Tensor:
     """(B, 3, T, H, W) in [-1, 1] → normalised latents (B, z, 1 + (T-1)//4, H/8, W/8): posterior mean."""
+    import torch
     with torch.inference_mode():
         latents = vae.encode(video.to(vae.device, vae.dtype)).latent_dist.mode().float()
     z = vae.config.z_dim
@@ -251,6 +266,7 @@ def drop_blocks_after(transformer, layer: int) -> int:
 
     The truncated model no longer supports the full forward; only ``truncated_forward`` should use it.
     """
+    import torch
     _check_layer(transformer, layer)
     n = len(transformer.blocks)
     transformer.blocks = torch.nn.ModuleList(list(transformer.blocks)[: layer + 1])
@@ -269,6 +285,7 @@ def truncated_forward(transformer, latents: torch.Tensor, timestep: torch.Tensor
 
     ``latents`` (B, z, T, h, w) and ``context`` (B, S, D) in the transformer's dtype, ``timestep`` (B,).
     """
+    import torch
     _check_layer(transformer, layer)
     with torch.inference_mode():
         tokens, ctx, timestep_proj, rotary_emb = _prologue(transformer, latents, timestep, context)
@@ -280,6 +297,7 @@ def truncated_forward(transformer, latents: torch.Tensor, timestep: torch.Tensor
 def hooked_full_forward(transformer, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                         layer: int) -> torch.Tensor:
     """The reference: a plain full-depth diffusers forward, block ``layer``'s output caught by a forward hook."""
+    import torch
     _check_layer(transformer, layer)
     caught: list[torch.Tensor] = []
     handle = transformer.blocks[layer].register_forward_hook(lambda _m, _i, out: caught.append(out))
@@ -310,6 +328,7 @@ def qwen_merged_grid(height: int, width: int, min_pixels: int | None = None,
 
 def pool_to_grid(features: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
     """(B, h, w, C) → (B, gh, gw, C) by area averaging (adaptive average pooling, computed in float32)."""
+    import torch.nn.functional as F
     if tuple(features.shape[1:3]) == tuple(grid_hw):
         return features.float()
     x = features.float().permute(0, 3, 1, 2)
@@ -350,6 +369,7 @@ class WanFeatureExtractor:
 
     def latents(self, clips: torch.Tensor, size_hw: tuple[int, int], keys: list[int]) -> torch.Tensor:
         """uint8 (B, T, H, W, 3) → noised latents (B, z, T', h, w) float32; noise seeded by (seed, key)."""
+        import torch
         video = frames_to_video(clips.to(self.vae.device), size_hw)
         clean = encode_latents(self.vae, video)
         noise = torch.stack([seeded_noise(tuple(clean.shape[1:]), self.seed, k) for k in keys]).to(clean.device)
@@ -357,6 +377,7 @@ class WanFeatureExtractor:
         return self.scheduler.scale_noise(clean, t, noise)
 
     def dit_inputs(self, noised: torch.Tensor):
+        import torch
         b = noised.shape[0]
         t = torch.full((b,), self.level.timestep, dtype=torch.float32, device=self.device)
         return noised.to(self.device, self.dtype), t, self.context.expand(b, -1, -1)

@@ -107,6 +107,22 @@ def _read_state(out: str) -> dict:
         raise SpatialctlError(f"{path}: unreadable ({type(e).__name__})") from e
 
 
+def _check_owned(out: str) -> None:
+    """Later runs replace and delete the files boost-encoder writes in ``out``: refuse (exit 2, before any work) a
+    folder that holds files of those names without our state file, i.e. files boost-encoder did not write."""
+    from .projector import PROJECTOR_FILE
+
+    if not os.path.isdir(out) or os.path.isfile(os.path.join(out, STATE_FILE)):
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UsageError(f"{out}: exists and is not a folder; give an output folder with --out")
+        return
+    names = (PROJECTOR_FILE, "llm_lora", boost.BOOST_WEIGHTS, boost.BOOST_CONFIG, "merged", LOG_FILE)
+    found = [n for n in names if os.path.lexists(os.path.join(out, n))]
+    if found:
+        raise UsageError(f"{os.path.join(out, found[0])}: boost-encoder did not write it (no {STATE_FILE} in --out); "
+                         "refusing to replace it (choose another --out or move it away)")
+
+
 def _remove_stale(out: str, first_stage: int) -> None:
     """Outputs of later stages were trained on the earlier stages' old results: a rerun of those replaces them."""
     import shutil
@@ -125,6 +141,7 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
         ) -> jobs.Summary:
     """Run the stages ``config.stages`` into ``config.out``; ``Summary.details`` holds each stage's numbers."""
     config.validate()
+    _check_owned(config.out)
     os.makedirs(config.out, exist_ok=True)
     records = _read_records(qa_paths, config.max_records)
     state = _read_state(config.out)

@@ -407,6 +407,7 @@ def run(config: GeometryEvalConfig, estimate: str, progress: Callable[[Iterable]
     ``Summary.details`` is the report dict."""
     config.validate()
     gt_path, out_dir = config.gt, config.out or report.default_out(estimate, "_geometry")
+    report.check_out(out_dir)  # before any work: a user's file of a report's name is never replaced
     gt = read_truth(gt_path, config)
     est = read_estimate(estimate)
     notes = list(gt.notes)

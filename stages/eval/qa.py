@@ -246,6 +246,7 @@ def run(config: QAEvalConfig, predictions: str, progress: Callable[[Iterable], I
     report dict."""
     config.validate()
     gt, out_dir = config.gt, config.out or report.default_out(predictions, "_report")
+    report.check_out(out_dir)  # before any work: a user's file of a report's name is never replaced
     items, preds, bench = load(config, predictions, gt)
     parser, why, rows = pick_parser(config.parser, bench, items, preds, progress)
     summary = summarise(rows, bench, parser, config)

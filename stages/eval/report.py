@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import io
+from spatialctl.errors import UsageError
 
 
 def default_out(path: str, suffix: str) -> str:
@@ -76,6 +77,30 @@ def plot_task_bars(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+REPORT_FILES = ("report.json", "report.md", "tasks.png", "trajectory.png", "scores.jsonl")
+
+
+def _ours(report_json: Path) -> bool:
+    try:
+        summary = json.loads(report_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(summary, dict) and ({"bench", "parser"} <= set(summary) or {"estimate", "gt_kind"} <= set(summary))
+
+
+def check_out(out_dir: str | Path) -> None:
+    """A report folder may be new, hold none of the files an eval report writes, or hold an earlier eval report
+    (its report.json one of our summaries); a user's file of those names is refused (exit 2), before any work,
+    instead of being replaced."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder; give a report folder with --out")
+    present = [out / n for n in REPORT_FILES if (out / n).exists() or (out / n).is_symlink()]
+    if present and not _ours(out / "report.json"):
+        raise UsageError(f"{present[0]}: exists and spatialctl eval did not write it (no eval report.json beside "
+                         "it); refusing to replace it (choose another --out or move it away)")
 
 
 def write_qa_report(summary: dict, out_dir: Path, plots: bool = True) -> list[str]:

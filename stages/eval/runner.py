@@ -173,6 +173,15 @@ def read_done(path: Path) -> set[str]:
     return done
 
 
+def _check_owned(out: Path) -> None:
+    """Resuming rewrites OUT and --overwrite deletes it: only a predictions file this runner wrote (its
+    ``.run.json`` record beside it) may be touched; an empty file holds nothing to lose."""
+    if out.exists() and not out.with_name(out.name + ".run.json").is_file() and not (out.is_file() and
+                                                                                      out.stat().st_size == 0):
+        raise UsageError(f"{out}: exists and eval run did not write it (no {out.name}.run.json beside it); "
+                         "refusing to replace or append to it (choose another --out or move it away)")
+
+
 def _check_sidecar(out: Path, config: RunnerConfig, qa_path: str) -> None:
     sidecar = out.with_name(out.name + ".run.json")
     prov = jobs.provenance(STAGE, config, [qa_path])
@@ -250,9 +259,10 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     import torch
 
     config.validate()
+    out_path = Path(config.out)
+    _check_owned(out_path)
     records = (vsibench_records(qa_path, config.videos or str(Path(qa_path).parent)) if config.layout == "vsibench"
                else qa_format.read_qa(qa_path))
-    out_path = Path(config.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if config.overwrite and out_path.exists():
         out_path.unlink()

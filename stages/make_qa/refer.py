@@ -96,7 +96,7 @@ class Namer:
             for o in shared:
                 b = s.static_box(o)
                 longest[o] = None if b is None else float(np.max(b[3:6]))
-            for lab, members in self.groups.items():
+            for members in self.groups.values():
                 if len(members) < 2 or any(longest[o] is None for o in members):
                     continue
                 for o in members:

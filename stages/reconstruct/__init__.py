@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from spatialctl import export, jobs, store
 from spatialctl.camera import intrinsics_matrix, parse_intrinsics
@@ -32,16 +32,18 @@ from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.export import parse_formats
 
 from . import feedforward
-from .align import AlignConfig, global_align
 from .frames import input_stem, load_frames
 from .graph import choose_graph, make_pairs, parse_scene_graph
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 STAGE = "reconstruct"
 DEFAULT_MODEL = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
 DEFAULT_MAX_FRAMES = 64  # a long video is sampled down to this many frames, spread over it
 DEFAULT_MODELS = {"dust3r": DEFAULT_MODEL, "pi3": "yyfz233/Pi3", "pi3x": "yyfz233/Pi3X"}
 log = logging.getLogger("spatialctl.reconstruct")
-DTYPES = {"auto": "auto", "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"auto": "auto", "fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # torch dtype names: torch loads late
 
 
 @dataclass
@@ -125,6 +127,14 @@ class ReconstructConfig:
         feedforward.check_config(self)
 
 
+def _autocast_dtype(name: str):
+    """--dtype -> a torch dtype, None (fp32) or "auto"."""
+    import torch
+
+    value = DTYPES[name]
+    return value if value in (None, "auto") else getattr(torch, value)
+
+
 def output_for(input: str, out: str | None) -> str:
     if out is not None and out.rstrip("/").endswith(".zarr"):
         return out.rstrip("/")
@@ -172,10 +182,12 @@ class _Models:
 def preflight_models(config: ReconstructConfig) -> None:
     """Models must be on disk (local files or the hub cache) before any frame is read: fail in well under 2 s."""
     from spatialctl.hub import resolve_model_dir
-    from spatialctl.models.dust3r_loading import resolve_checkpoint
+    from spatialctl.models.checkpoints import check_checkpoint, resolve_checkpoint
 
-    if config.backend == "dust3r":  # pi3/pi3x: run() checks their checkpoint
+    if config.backend == "dust3r":
         resolve_checkpoint(config.model or DEFAULT_MODELS["dust3r"])
+    else:  # a wrong or missing π³ checkpoint fails here, before any input is read
+        check_checkpoint(config.model or DEFAULT_MODELS[config.backend], config.backend)
     if config.metric_scale == "depthpro":
         resolve_model_dir(config.depthpro_model, option="--depthpro-model", what="Depth Pro model")
 
@@ -193,6 +205,8 @@ def estimate_world_up(cam2world: np.ndarray) -> list[float]:
 def reconstruct(path: str, config: ReconstructConfig, models: _Models,
                 progress: Callable[[Iterable], Iterable] | None = None) -> tuple[dict, dict, dict]:
     """One input -> (arrays, attrs, extra provenance), nothing written."""
+    import torch
+
     from spatialctl.models.dust3r_inference import encode_frames, infer_pairs, preprocess
 
     sampled = load_frames(path, config.fps, config.stride, config.max_frames or None, pattern=config.pattern,
@@ -212,7 +226,7 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     pairs = make_pairs(n, graph)
     log.info("%s", plan_line(path, sampled, config, graph, len(pairs), (h, w), model))
     device = models.device
-    autocast = DTYPES[config.dtype]
+    autocast = _autocast_dtype(config.dtype)
     encoded = encode_frames(model, images, batch_size=config.batch_size, autocast_dtype=autocast)
     # Full-size predictions of many pairs may not fit beside the model: keep them on the CPU past 4 GB.
     out_device = "cpu" if len(pairs) * h * w * 32 > (4 << 30) else device
@@ -221,6 +235,8 @@ def reconstruct(path: str, config: ReconstructConfig, models: _Models,
     known = None
     if config.intrinsics is not None:
         known = pre.intrinsics_to_network(intrinsics_matrix(*config.intrinsics))
+    from .align import AlignConfig, global_align
+
     align_cfg = AlignConfig(niter=config.niter, lr=config.lr, shared_focal=config.shared_focal, device=str(device))
     result = global_align(preds.pairs, preds.pts_i, preds.conf_i, preds.pts_j, preds.conf_j, n, align_cfg,
                           known_intrinsics=known, progress=progress)
@@ -292,10 +308,11 @@ def plan_line(path: str, sampled, config: ReconstructConfig, graph: str, n_pairs
 def _reconstruct_feedforward(path, frames, timestamps, config, models):
     import sys
 
+    import torch
     from tqdm import tqdm
 
     device = models.device
-    autocast = DTYPES[config.dtype]
+    autocast = _autocast_dtype(config.dtype)
     if autocast == "auto":
         autocast = torch.bfloat16 if device.type == "cuda" else None
     known = intrinsics_matrix(*config.intrinsics) if config.intrinsics is not None else None
@@ -328,12 +345,8 @@ def run(config: ReconstructConfig, inputs: str | Sequence[str],
     paths = jobs.select_shard(jobs.resolve_inputs(inputs), jobs.resolve_shard(config.shard))
     if config.out is not None and config.out.rstrip("/").endswith(".zarr") and len(paths) > 1:
         raise UsageError(f"--out {config.out}: one store for {len(paths)} inputs; give a folder instead")
+    preflight_models(config)  # before resolve_device: a missing model is reported before torch is imported
     models = _Models(config, resolve_device(config.device))
-    preflight_models(config)
-    if config.backend != "dust3r":  # a wrong or missing checkpoint fails here, before any input is read
-        from spatialctl.models.pi3 import check_checkpoint
-
-        check_checkpoint(models.name, config.backend)
     items = [jobs.Item(p, output_for(p, config.out)) for p in paths]
     if config.export:
         for item in items:

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from spatialctl import camera
+from spatialctl.devices import no_grad
 from spatialctl.errors import SpatialctlError, UsageError
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 BACKENDS = ("dust3r", "pi3", "pi3x")
 PIXEL_LIMIT = 255000
@@ -98,6 +102,7 @@ def window_bytes(model, window: int, h: int, w: int, reduced: bool) -> int:
 
 
 def free_bytes(device: torch.device) -> int:
+    import torch
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -206,10 +211,11 @@ def to_store(local_points: np.ndarray, cam2world: np.ndarray, conf_logit: np.nda
 # ---------------------------------------------------------------------------------------------------- inference
 
 
-@torch.no_grad()
+@no_grad
 def infer_window(model, images: torch.Tensor, device, autocast_dtype, intrinsics=None, metric: bool = False,
                  poses=None):
     """One window: (n, 3, H, W) in [0, 1] -> numpy local points, cam2world, conf logits, features."""
+    import torch
     kwargs = {}
     if intrinsics is not None:
         kwargs["intrinsics"] = torch.as_tensor(intrinsics, dtype=torch.float32, device=device).expand(
@@ -232,6 +238,7 @@ def infer_window(model, images: torch.Tensor, device, autocast_dtype, intrinsics
 def run_windows(model, frames: np.ndarray, spans, device, autocast_dtype, intrinsics=None, metric=False,
                 features: bool = False, progress=None, known_poses=None):
     """All frames through overlapping windows, each aligned to the frames already placed."""
+    import torch
     n, h, w, _ = frames.shape
     local = np.zeros((n, h, w, 3), np.float32)
     poses = np.zeros((n, 4, 4))

@@ -10,16 +10,19 @@ so a re-entering object rejoins its old id while a new object of the same label 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from scipy.optimize import linear_sum_assignment
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    pass
 
 _NO = 1e6  # cost of a forbidden pairing
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """IoU and intersection over the smaller mask, (A, B) each, for (A, H, W) and (B, H, W) bool masks."""
+    import torch
     ta = torch.from_numpy(np.ascontiguousarray(a).reshape(len(a), -1)).float()
     tb = torch.from_numpy(np.ascontiguousarray(b).reshape(len(b), -1)).float()
     inter = ta @ tb.T
@@ -33,6 +36,8 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def assign(cost: np.ndarray) -> list[tuple[int, int]]:
     """Minimum-cost one-to-one pairs whose cost is allowed."""
+    from scipy.optimize import linear_sum_assignment  # here: scipy's import would delay `track`'s preflight
+
     if cost.size == 0:
         return []
     rows, cols = linear_sum_assignment(np.minimum(cost, _NO))

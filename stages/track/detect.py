@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from spatialctl.devices import no_grad
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 log = logging.getLogger("spatialctl.track")
 
@@ -63,6 +67,7 @@ def parse_labels(text: str | None, path: str | None) -> list[str]:
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(A, 4) x (B, 4) xyxy -> (A, B) IoU."""
+    import torch
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
@@ -73,6 +78,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression; indices kept, best first."""
+    import torch
     order = torch.argsort(scores, descending=True)
     iou = box_iou(boxes[order], boxes[order])
     keep = torch.ones(len(order), dtype=torch.bool)
@@ -84,6 +90,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 def suppress_duplicates(dets: list[Detection], iou_threshold: float) -> list[Detection]:
     """Per-label NMS, then across labels at a stricter overlap (one object named twice keeps its best name)."""
+    import torch
     if not dets:
         return []
     boxes = torch.tensor(np.stack([d.box for d in dets]), dtype=torch.float32)
@@ -151,9 +158,10 @@ class Detector:
             raise UsageError(f"labels {self.labels}: cannot locate each label in the tokenized prompt")
         return spans
 
-    @torch.no_grad()
+    @no_grad
     def __call__(self, image: np.ndarray) -> list[Detection]:
         """Detections on one (H, W, 3) uint8 RGB frame."""
+        import torch
         h, w = image.shape[:2]
         if self.kind == "grounding-dino":
             inputs = self.processor(images=[image], text=[self.prompt], return_tensors="pt").to(self.device)

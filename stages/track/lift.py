@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 
 from spatialctl.camera import gravity_basis
 
@@ -149,6 +148,8 @@ def footprint_yaw(h: np.ndarray) -> float:
     The minimum-area rectangle has a side along an edge of the convex hull (rotating calipers), so only the hull's
     edge directions are candidates. PCA is the fallback for degenerate (collinear) footprints; PCA alone would tilt
     on the L-shaped footprint that two visible faces make."""
+    from scipy.spatial import ConvexHull, QhullError  # here: scipy's import would delay `track`'s preflight
+
     if len(h) < 3:
         return 0.0
     centred = h[:: max(1, len(h) // 400)]  # the hull of a subsample: a hundred vertices or so

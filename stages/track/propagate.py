@@ -16,16 +16,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from spatialctl.devices import no_grad
 from spatialctl.errors import SpatialctlError
 from spatialctl.hub import resolve_model_dir
 
 from .associate import match_masks
 from .detect import Detection
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 log = logging.getLogger("spatialctl.track")
 
@@ -36,6 +39,8 @@ DEFAULT_SAM2 = "facebook/sam2.1-hiera-tiny"
 
 def preprocess_frame(frame: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, size, size) float32, normalised as SAM 2 expects."""
+    import torch
+    import torch.nn.functional as F
     x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     x = (x / 255.0).clamp(0, 1)
@@ -101,6 +106,7 @@ class Segmenter:
         return s
 
     def add_boxes(self, session, frame_idx: int, obj_ids: list[int], boxes: np.ndarray) -> None:
+        import torch
         h, w = self.hw
         scale = torch.tensor([self.size / w, self.size / h], dtype=torch.float32)
         for obj_id, box in zip(obj_ids, boxes, strict=True):
@@ -113,9 +119,10 @@ class Segmenter:
             session.remove_mask_inputs(idx, frame_idx)
         session.obj_with_new_inputs = list(obj_ids)
 
-    @torch.no_grad()
+    @no_grad
     def step(self, session, frame_idx: int, reverse: bool = False) -> tuple[list[int], np.ndarray]:
         """Masks of every object of the session in one frame: (ids, (K, H, W) bool)."""
+        import torch.nn.functional as F
         out = self.model(inference_session=session, frame_idx=frame_idx, reverse=reverse)
         logits = out.pred_masks.float()
         if logits.dim() == 3:

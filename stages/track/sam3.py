@@ -27,15 +27,18 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from spatialctl import hub
+from spatialctl.devices import inference_mode
 from spatialctl.errors import SpatialctlError
 
 from .propagate import LazyFrames, Tracklet
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 log = logging.getLogger("spatialctl.track")
 
@@ -59,6 +62,8 @@ def log_kernels_once() -> bool:
 
 def preprocess_frame(frame: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, size, size) float32 as SAM 3's processor prepares it."""
+    import torch
+    import torch.nn.functional as F
     x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return ((x / 255.0).clamp(0, 1)[0] - MEAN) / STD
@@ -124,6 +129,7 @@ class Sam3Tracker:
     def seed(self, session, frame_idx: int, live: dict[int, _Live], max_obj_id: int,
              overlaps: dict | None = None) -> None:
         """Re-add carried objects at ``frame_idx`` with their last masks as mask prompts, ids and prompts kept."""
+        import torch
         pixels = session.get_frame(frame_idx).unsqueeze(0)
         embeds = self.model.detector_model.get_vision_features(pixel_values=pixels)
         feats, pos = self.model.get_vision_features_for_tracker(vision_embeds=embeds)
@@ -156,6 +162,8 @@ class Sam3Tracker:
 def frame_masks(session, out, hidden: set[int], hw: tuple[int, int]) -> tuple[list[int], torch.Tensor]:
     """(ids, (K, H, W) bool) of one frame's output: upsampled, empty and hidden objects dropped, and within a
     prompt each pixel given to the object with the highest tracker score (as Sam3VideoProcessor does)."""
+    import torch
+    import torch.nn.functional as F
     ids = [i for i in sorted(out.obj_id_to_mask) if i not in hidden]
     if not ids:
         return [], torch.zeros((0, *hw), dtype=torch.bool)
@@ -175,7 +183,7 @@ def frame_masks(session, out, hidden: set[int], hw: tuple[int, int]) -> tuple[li
     return [i for i, k in zip(ids, keep.tolist(), strict=True) if k], masks[keep]
 
 
-@torch.inference_mode()
+@inference_mode
 def track_video(tracker: Sam3Tracker, read_frame: Callable[[int], np.ndarray], n_frames: int, hw: tuple[int, int],
                 labels: list[str], chunk_frames: int, progress: Callable = lambda x: x) -> list[Tracklet]:
     """Tracklets of every object any prompt finds, with masks in every frame; ids kept across chunks."""

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from spatialctl import hub
+from spatialctl.devices import no_grad
 from spatialctl.errors import SpatialctlError
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used, so the CLI starts fast
+    import torch
 
 log = logging.getLogger("spatialctl.track")
 
@@ -39,6 +43,7 @@ class Tagger:
     """A loaded CLIP model with the vocabulary's text embeddings."""
 
     def __init__(self, model_id: str | None, device: str = "cpu"):
+        import torch
         self.model_id = model_id or DEFAULT_TAGGER
         folder = hub.resolve_model_dir(self.model_id, DEFAULT_TAGGER)  # never downloads
         from transformers import AutoProcessor, CLIPModel
@@ -54,7 +59,7 @@ class Tagger:
                                   truncation=True).to(device)
             self.text = _unit(_features(self.model.get_text_features(**text)))
 
-    @torch.no_grad()
+    @no_grad
     def scores(self, frames: list[np.ndarray]) -> np.ndarray:
         """(V,) each vocabulary label's best probability over the frames."""
         pixels = self.processor(images=frames, return_tensors="pt")["pixel_values"].to(self.device)
@@ -74,6 +79,7 @@ class Tagger:
 
 def _features(out) -> torch.Tensor:
     """``get_*_features`` returns the projected embeddings, as a tensor or as an output's pooler_output."""
+    import torch
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from spatialctl import gsm, io, jobs, qwen, vega
-from spatialctl.errors import SpatialctlError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
 from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
@@ -247,6 +247,14 @@ def _prepare_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
     has_ckpt = os.path.isdir(ckpt_root) and any(n.startswith("step-") for n in os.listdir(ckpt_root))
     has_adapter = os.path.isfile(os.path.join(cfg.out, gsm.ADAPTER_CONFIG))
     if cfg.overwrite:
+        # ours: a finished run's train_config.json, or a killed run's step checkpoints
+        owned = has_ckpt or os.path.isfile(os.path.join(cfg.out, TRAIN_CONFIG))
+        names = (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
+                 gsm.GSM_WEIGHTS)
+        found = [n for n in names if os.path.lexists(os.path.join(cfg.out, n))]
+        if found and not owned:
+            raise UsageError(f"{os.path.join(cfg.out, found[0])}: train-gsm did not write it (no {TRAIN_CONFIG} "
+                             "or checkpoints in --out); refusing to delete it, --overwrite included (choose another --out)")
         for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
                      gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS):
             path = os.path.join(cfg.out, name)
