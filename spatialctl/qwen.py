@@ -242,7 +242,7 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
     right after the video's own pads, before ``<|vision_end|>``. They are marked as text (type 0), so the model's
     RoPE index gives them the positions that transformers 4.51's ``get_rope_index`` (DSR Suite's pin) gives
     pads beyond the video grid: consecutive, after the video block. They carry their own id (``GEO_PAD``) so the
-    model's video-placeholder count still matches its video features; their embeddings are the GSM's outputs.
+    model's count of video pad tokens still matches its video features; their embeddings are the GSM's outputs.
 
     Every assistant answer is a target (multi-turn records train on all turns). Pieces are tokenised separately
     and joined by id, so the answer (training) and the generation prompt (inference) share the same prefix.
