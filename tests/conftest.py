@@ -75,3 +75,12 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], env=env)
 
     return invoke
+
+
+@pytest.fixture
+def synth_scene(tmp_path, cli):
+    """A small synth scene (3 objects, 6 frames, 96x64) made through the CLI; its scene.zarr path."""
+    result = cli("synth", tmp_path / "synth", "--seed", "3", "--frames", "6", "--size", "96x64", "--objects", "3",
+                 "--quiet")
+    assert result.exit_code == 0, result.output
+    return str(tmp_path / "synth" / "scene.zarr")

@@ -18,14 +18,6 @@ def models(tmp_path_factory):
     return build_grounding_dino(root / "gdino"), build_sam2_video(root / "sam2")
 
 
-@pytest.fixture
-def synth_scene(tmp_path, cli):
-    result = cli("synth", tmp_path / "synth", "--seed", "3", "--frames", "6", "--size", "96x64", "--objects", "3",
-                 "--quiet")
-    assert result.exit_code == 0, result.output
-    return str(tmp_path / "synth" / "scene.zarr")
-
-
 def test_track_cli_end_to_end(models, synth_scene, cli):
     gdino, sam2 = models
     # Random weights score near chance: low thresholds so boxes come out and the whole path runs.

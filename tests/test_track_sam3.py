@@ -40,14 +40,6 @@ def truth():
     return t
 
 
-@pytest.fixture
-def synth_scene(tmp_path, cli):
-    result = cli("synth", tmp_path / "synth", "--seed", "3", "--frames", "6", "--size", "96x64", "--objects", "3",
-                 "--quiet")
-    assert result.exit_code == 0, result.output
-    return str(tmp_path / "synth" / "scene.zarr")
-
-
 def _visible(tracklet) -> list[bool]:
     return [bool(m.any()) for m in tracklet.masks]
 

@@ -72,7 +72,7 @@ def make_tokenizer():
 def make_tiny_qwen(path, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> str:
     """Build and save a tiny random Qwen2_5_VLForConditionalGeneration + tokenizer + processor configs."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     path = str(path)
@@ -107,25 +107,16 @@ def make_tiny_qwen(path, *, hidden_size: int = 64, num_layers: int = 2, seed: in
     # could never become confident and nothing could be shown to overfit.
     with torch.no_grad():
         model.lm_head.weight.normal_(0.0, 0.5)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    _save_model(model, tok, ids, path)
     min_pixels, max_pixels = TINY_FRAME_PIXELS
     Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels).save_pretrained(path)
-    # The video processor class itself needs torchvision; its config file is what loaders read.
     video_cfg = {
         "video_processor_type": "Qwen2VLVideoProcessor", "patch_size": 14, "temporal_patch_size": 2,
         "merge_size": 2, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_resize": True, "resample": 3,
     }
-    with open(os.path.join(path, "video_preprocessor_config.json"), "w") as f:
-        json.dump(video_cfg, f, indent=2)
-    with open(os.path.join(path, "chat_template.json"), "w") as f:
-        json.dump({"chat_template": CHAT_TEMPLATE}, f)
+    _save_processor_files(path, video_cfg)
     return path
 
 
@@ -133,7 +124,7 @@ def make_tiny_qwen3(path, *, hidden_size: int = 64, num_layers: int = 2, seed: i
     """Build and save a tiny random Qwen3VLForConditionalGeneration + tokenizer + processor configs (patch 16,
     per-frame timestamps in the prompt, deepstack features from the first vision block)."""
     import torch
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     path = str(path)
     os.makedirs(path, exist_ok=True)
@@ -163,12 +154,7 @@ def make_tiny_qwen3(path, *, hidden_size: int = 64, num_layers: int = 2, seed: i
     model = Qwen3VLForConditionalGeneration(config)
     with torch.no_grad():  # a sharp random LM head, as in make_tiny_qwen
         model.lm_head.weight.normal_(0.0, 0.5)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
-        do_sample=False,
-    )
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    _save_model(model, tok, ids, path)
     min_pixels, max_pixels = 64 * 64, 8 * 64 * 64  # over all frames: up to 8 frames of 64x64
     video_cfg = {
         "video_processor_type": "Qwen3VLVideoProcessor", "patch_size": 16, "temporal_patch_size": 2,
@@ -176,8 +162,25 @@ def make_tiny_qwen3(path, *, hidden_size: int = 64, num_layers: int = 2, seed: i
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_resize": True, "resample": 3,
     }
+    _save_processor_files(path, video_cfg)
+    return path
+
+
+def _save_model(model, tok, ids: dict, path: str) -> None:
+    """Greedy generation stopping at <|im_end|>, then the weights and tokenizer, as a released checkpoint."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def _save_processor_files(path: str, video_cfg: dict) -> None:
+    # The video processor classes need torchvision; their config files are what loaders read.
     with open(os.path.join(path, "video_preprocessor_config.json"), "w") as f:
         json.dump(video_cfg, f, indent=2)
     with open(os.path.join(path, "chat_template.json"), "w") as f:
         json.dump({"chat_template": CHAT_TEMPLATE}, f)
-    return path

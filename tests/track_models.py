@@ -79,10 +79,8 @@ def build_sam2_video(folder: Path, seed: int = 0, size: int = 128, present: bool
 
 def build_owlv2(folder: Path, seed: int = 0) -> str:
     """A tiny OWLv2 with a character-level CLIP tokenizer (vocab.json + empty merges) written offline."""
-    import json
 
     from transformers import (
-        CLIPTokenizer,
         Owlv2Config,
         Owlv2ForObjectDetection,
         Owlv2ImageProcessorPil,
@@ -92,16 +90,9 @@ def build_owlv2(folder: Path, seed: int = 0) -> str:
     torch.manual_seed(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(letters)}
-    vocab.update({c + "</w>": len(letters) + i for i, c in enumerate(letters)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab.update({"<|startoftext|>": bos, "<|endoftext|>": eos})
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer, bos, eos = _char_clip_tokenizer(folder)
     config = Owlv2Config(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+        text_config=dict(vocab_size=eos + 1, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
                          num_attention_heads=2, max_position_embeddings=16, bos_token_id=bos, eos_token_id=eos,
                          pad_token_id=eos),
         vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
