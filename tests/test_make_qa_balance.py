@@ -139,12 +139,16 @@ def test_naive_distractors_from_a_skewed_pool_would_leak():
 
 
 def test_generator_options_dropped_where_a_type_is_mostly_pooled():
-    # 80% pooled (DSR distance on 200 synth scenes was 90%): the made-up wrong options of the other 20% would let
-    # their answer stand out, so those records go; a type pooled less than that keeps them (a small run).
+    # 80% pooled (DSR distance on 200 synth scenes was 90%, speed pooled per time window 65-80%): the made-up wrong
+    # options of the other 20% would let their answer stand out, so those records go; a type pooled less than half
+    # keeps them (a small run).
     pooled = [rec(i, "abcd"[i % 4], options=list("abcd"), pool="p") for i in range(40)]
     made_up = [rec(100 + i, "z", options=["z", "y", "w", "v"], pool=f"tiny{i}") for i in range(10)]
     out = balance.redraw_distractors(pooled + made_up, seed=0)
     assert {r.metadata["options_from"] for r in out} == {"pool"} and len(out) == 40
-    few = [rec(200 + i, "abcd"[i % 4], options=list("abcd"), pool="q", qtype="u") for i in range(20)]
-    more = [rec(300 + i, "z", options=["z", "y", "w", "v"], pool=f"t{i}", qtype="u") for i in range(10)]
-    assert len(balance.redraw_distractors(few + more, seed=0)) == 30
+    # cap() drops them first, so that the answers it keeps are capped without them
+    assert sorted(r.id for r in balance.cap(pooled + made_up)) == sorted(r.id for r in pooled)
+    few = [rec(200 + i, "abcd"[i % 4], options=list("abcd"), pool="q", qtype="u") for i in range(10)]
+    more = [rec(300 + i, "z", options=["z", "y", "w", "v"], pool=f"t{i}", qtype="u") for i in range(15)]
+    assert len(balance.redraw_distractors(few + more, seed=0)) == 25
+    assert any(r.metadata["option_pool"].startswith("t") for r in balance.cap(few + more))

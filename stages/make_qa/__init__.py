@@ -101,13 +101,18 @@ def generate_scene(scene: SceneData, config: MakeQAConfig) -> list[QARecord]:
 
 
 def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QARecord]:
-    """Round-robin over the family's types so every type is represented, until n questions or no type is left."""
+    """Round-robin over the family's types so every type is represented, until n questions or no type is left; a
+    type named in the generator's ``tries`` gets that many tries per round (one otherwise)."""
     alive = {t: 0 for t in gen.types}  # consecutive failures
     asked: set[str] = set()  # types that gave a question: they get GIVE_UP_AFTER tries, the others GIVE_UP_FIRST
     seen: set[tuple] = set()
     out: list[QARecord] = []
+    tries = getattr(gen, "tries", {})
     while len(out) < n and alive:
-        for t in rng.sample(list(alive), len(alive)):
+        order = [t for t in alive for _ in range(tries.get(t, 1))]
+        for t in rng.sample(order, len(order)):
+            if t not in alive:
+                continue
             draft = gen.generate(t, rng)
             key = None if draft is None else (t, draft.question, tuple(h["question"] for h in draft.history or []))
             if draft is None or key in seen:

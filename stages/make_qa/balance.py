@@ -135,7 +135,7 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
             measure = group[0].answer_type == "number" and group[0].unit is not None
             if name and len({answer_key(r) for r in group}) < (MIN_GROUP_BINS if measure else MIN_GROUP_KEYS):
                 continue  # e.g. a label whose sizes barely vary: its questions are answered by the label alone
-            group = _order(group, seed)
+            group = _order(_drop_unpooled(group), seed)
             for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
                 if not group:
                     break
@@ -166,6 +166,30 @@ def _cap_answers(group: list[QARecord], target: dict | None, whole_type: bool = 
             used[k] += 1
             kept.append(r)
     return kept
+
+
+# Above this share of pooled records, a type's generator-option records are dropped. 0.9 kept DSR distance's 10%
+# (200 synth scenes), whose made-up wrong options left the one-phase answer standing out: blind 0.347 vs 0.25; DSR
+# speed, pooled per time window, has 65-80% pooled there (its other records would show their made-up options).
+POOLED_SHARE = 0.5
+
+
+def _drop_unpooled(group: list[QARecord]) -> list[QARecord]:
+    """The records :func:`redraw_distractors` would leave with the generator's options (their pool and fallback pool
+    have fewer distinct answers than options), dropped where at least ``POOLED_SHARE`` of the group is pooled: here,
+    before the caps, so that the kept answers stay within them."""
+    distinct: dict = defaultdict(set)
+    for r in group:
+        if r.answer_type == "mc" and r.metadata.get("option_pool") is not None:
+            distinct[("pool", r.metadata["option_pool"])].add(r.answer_option)
+            distinct[("fallback", r.metadata.get("option_pool_fallback"))].add(r.answer_option)
+    pooled = [r for r in group if r.answer_type == "mc" and r.metadata.get("option_pool") is not None]
+    unpooled = {id(r) for r in pooled if len(distinct[("pool", r.metadata["option_pool"])]) < len(r.options)
+                and (r.metadata.get("option_pool_fallback") is None
+                     or len(distinct[("fallback", r.metadata["option_pool_fallback"])]) < len(r.options))}
+    if not unpooled or len(unpooled) > (1 - POOLED_SHARE) * len(pooled):
+        return group
+    return [r for r in group if id(r) not in unpooled]
 
 
 def _cap_pools(group: list[QARecord]) -> list[QARecord]:
@@ -246,11 +270,6 @@ def _cap_steps(group: list[QARecord]) -> list[QARecord]:
             alive[i] = False
             counts.subtract(steps[i])
     return [r for r, a in zip(group, alive, strict=True) if a]
-
-
-# Above this share of pooled records, a type's generator-option records are dropped. 0.9 kept DSR distance's 10%
-# (200 synth scenes), whose made-up wrong options left the one-phase answer standing out: blind 0.347 vs 0.25.
-POOLED_SHARE = 0.75
 
 
 def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]:

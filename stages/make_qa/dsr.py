@@ -53,6 +53,10 @@ DISTANCE_PHRASE = ("getting farther apart", "getting closer", "staying about the
 SPEED_PHRASE = ("speeding up", "slowing down", "keeping about the same speed")
 FACING_PHRASE = ("facing the same way as the viewpoint", "facing toward the viewpoint", "facing left",
                  "facing right")
+# "(1) keeping about the same speed" is possible in nearly every scene (most movers keep their speed for a while):
+# drawn as often as the others, it would fill most speed questions and the run-level cap would drop them again, so
+# a draw of it is kept with this probability (a try that gives no question; the scene's budget goes elsewhere).
+KEEP_STEADY_SPEED = 0.1
 COMPARE_PHRASE = ("object 1 is faster", "object 2 is faster", "they move at about the same speed")
 
 
@@ -118,6 +122,14 @@ def pool_phases(k: int, states: int) -> tuple[int, ...]:
     if states * (states - 1) ** (k - 1) >= 6:
         return (k,) if k == 1 or states * (states - 1) ** (k - 2) >= 6 else (k - 1, k)
     return (k, k + 1)
+
+
+def window_cell(first: int, last: int, n: int) -> str:
+    """Where key frames ``first``..``last`` of ``n`` lie, as a question's times show it: from the first frame or
+    from a third of the video, to the last frame or to a third."""
+    a = "start" if first == 0 else f"third {3 * first // n + 1}"
+    b = "end" if last == n - 1 else f"third {3 * last // n + 1}"
+    return f"from {a} to {b}"
 
 
 def phases_text(phrases: list[str]) -> str:
@@ -267,6 +279,9 @@ class _Candidates:
 class DSRGenerator:
     family = "dsr"
     types = TYPES
+    # Speed has the fewest usable questions per scene (movers only; most keep their speed, an answer the run-level
+    # cap mostly drops), and its option pools are split by time window (see _draft): three tries per round.
+    tries = {"speed": 4}
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -293,7 +308,8 @@ class DSRGenerator:
         # One number of key times and one mode per scene and type (direction and its prediction share theirs, and
         # their table): a quarter of the tables to build; the run mixes them over scenes.
         group = "direction" if qtype == "direction_prediction" else qtype
-        if group not in self._key_times:
+        # speed: per question (its tables are small), so one scene gives answers of both modes and numbers of key times
+        if group not in self._key_times or qtype == "speed":
             self._key_times[group] = (rng.choice(KEY_TIMES[group]), rng.choice(MODES))
         m, mode = self._key_times[group]
         kind = "agent" if self.agents and rng.random() < 0.4 else "camera"
@@ -309,7 +325,10 @@ class DSRGenerator:
         cands = self._candidates[key]
         if not len(cands):
             return None
-        return getattr(self, "_" + qtype)(mode, kind, agent, m, cands, cands.draw(rng))
+        j = cands.draw(rng)
+        if qtype == "speed" and (cands.values["codes"][j] == 2).all() and rng.random() >= KEEP_STEADY_SPEED:
+            return None
+        return getattr(self, "_" + qtype)(mode, kind, agent, m, cands, j)
 
     # -- candidate tables for every viewer at once: (valid (V, O[, O], K), values (V, ...), code base)
 
@@ -486,9 +505,18 @@ class DSRGenerator:
         # Relative to the viewpoint or to another object: seen objects are mostly in front of the camera, so the two
         # never share a pool.
         ref = "/to viewpoint" if meta.get("relative_to") == "viewpoint" else ""
-        meta["option_pool"] = (f"dsr/{qtype}{ref}/{mode}/{kind}/{len(codes)} steps/{'-'.join(map(str, counts))} "
-                               f"phases/1e{self.magnitude} m")
-        meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
+        if qtype == "speed":
+            # A speed change is tied to when it happens (a mover stops, starts or turns back at some time), and the
+            # question's times show when: pooled by where the key frames lie in the video as well, all numbers of
+            # phases together, and never with a coarser pool (a pool too small keeps the generator's options).
+            # Seen from a frozen viewpoint a speed is the speed in the world, whoever the viewer: one pool for both.
+            cell = window_cell(frames[0], frames[-1], self.scene.n_frames)
+            viewer = kind if mode == "relative" else "any viewer"
+            meta["option_pool"] = f"dsr/{qtype}/{mode}/{viewer}/{len(codes)} steps/{cell}"
+        else:
+            meta["option_pool"] = (f"dsr/{qtype}{ref}/{mode}/{kind}/{len(codes)} steps/"
+                                   f"{'-'.join(map(str, counts))} phases/1e{self.magnitude} m")
+            meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         fallback = _fallback_options(phrases, counts)
         rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
         opts = mc(answer, rng.sample(fallback, 4), rng)
