@@ -280,7 +280,7 @@ class DSRGenerator:
     family = "dsr"
     types = TYPES
     # Speed has the fewest usable questions per scene (movers only; most keep their speed, an answer the run-level
-    # cap mostly drops), and its option pools are split by time window (see _draft): three tries per round.
+    # cap mostly drops), and its option pools are split by time window (see _draft): four tries per round.
     tries = {"speed": 4}
 
     def __init__(self, scene: SceneData):
