@@ -152,3 +152,21 @@ def test_generator_options_dropped_where_a_type_is_mostly_pooled():
     more = [rec(300 + i, "z", options=["z", "y", "w", "v"], pool=f"t{i}", qtype="u") for i in range(15)]
     assert len(balance.redraw_distractors(few + more, seed=0)) == 25
     assert any(r.metadata["option_pool"].startswith("t") for r in balance.cap(few + more))
+
+
+def test_fallback_options_come_from_the_questions_that_use_the_fallback():
+    # Round 3: a big pool and small pools share a fallback; the small pools' answers differ from the big one's.
+    # Drawn from every record naming the fallback, "s0" (the small pools' answer) was rarely offered but right
+    # whenever it was; drawn from the fallback's users only (capped), every text is right 1 time in 4.
+    rng = random.Random(1)
+    big = [rec(i, "b%d" % (i % 8), pool="big") for i in range(800)]
+    # 40 small pools of two answers each (too few for 4 options), "s0" in every one: half of the small answers
+    small = [rec(1000 + i, rng.choice(["s0", f"s{1 + i % 40 % 4}"]), pool=f"small{i % 40}") for i in range(400)]
+    for r in big + small:
+        r.metadata["option_pool_fallback"] = "fb"
+    out = balance.balance(big + small, seed=0)
+    users = [r for r in out if r.metadata["options_from"] == "fallback pool"]
+    assert len(users) > 150 and all(set(r.options) <= {"s0", "s1", "s2", "s3", "s4"} for r in users)
+    for t in ("s0", "s1", "s2", "s3", "s4"):
+        offered = [r for r in users if t in r.options]
+        assert abs(sum(r.answer_option == t for r in offered) / len(offered) - 0.25) < 0.06, t

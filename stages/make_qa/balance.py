@@ -174,30 +174,43 @@ def _cap_answers(group: list[QARecord], target: dict | None, whole_type: bool = 
 POOLED_SHARE = 0.5
 
 
-def _drop_unpooled(group: list[QARecord]) -> list[QARecord]:
-    """The records :func:`redraw_distractors` would leave with the generator's options (their pool and fallback pool
-    have fewer distinct answers than options), dropped where at least ``POOLED_SHARE`` of the group is pooled: here,
-    before the caps, so that the kept answers stay within them."""
+def _sources(records: list[QARecord]) -> dict:
+    """id(record) -> where the wrong options of a pooled multiple-choice record come from: ("pool", name) where its
+    pool has as many distinct answers as it has options; else ("fallback", name) of its ``option_pool_fallback``,
+    whose answers are those of the records that use it (not of every record naming it: the users are the questions
+    of small pools, whose answers differ from the big pools'), where they are enough; else None (the generator's)."""
+    pooled = [r for r in records if r.answer_type == "mc" and r.metadata.get("option_pool") is not None]
     distinct: dict = defaultdict(set)
-    for r in group:
-        if r.answer_type == "mc" and r.metadata.get("option_pool") is not None:
-            distinct[("pool", r.metadata["option_pool"])].add(r.answer_option)
-            distinct[("fallback", r.metadata.get("option_pool_fallback"))].add(r.answer_option)
-    pooled = [r for r in group if r.answer_type == "mc" and r.metadata.get("option_pool") is not None]
-    unpooled = {id(r) for r in pooled if len(distinct[("pool", r.metadata["option_pool"])]) < len(r.options)
-                and (r.metadata.get("option_pool_fallback") is None
-                     or len(distinct[("fallback", r.metadata["option_pool_fallback"])]) < len(r.options))}
-    if not unpooled or len(unpooled) > (1 - POOLED_SHARE) * len(pooled):
+    for r in pooled:
+        distinct[("pool", r.metadata["option_pool"])].add(r.answer_option)
+    src = {}
+    for r in pooled:
+        key = ("pool", r.metadata["option_pool"])
+        if len(distinct[key]) < len(r.options):
+            key = ("fallback", r.metadata.get("option_pool_fallback"))
+            distinct[key].add(r.answer_option)
+        src[id(r)] = key
+    return {i: None if k[1] is None or len(distinct[k]) < n else k
+            for (i, k), n in zip(src.items(), (len(r.options) for r in pooled), strict=True)}
+
+
+def _drop_unpooled(group: list[QARecord]) -> list[QARecord]:
+    """The records :func:`redraw_distractors` would leave with the generator's options, dropped where at least
+    ``POOLED_SHARE`` of the group is pooled: here, before the caps, so that the kept answers stay within them."""
+    src = _sources(group)
+    unpooled = {i for i, k in src.items() if k is None}
+    if not unpooled or len(unpooled) > (1 - POOLED_SHARE) * len(src):
         return group
     return [r for r in group if id(r) not in unpooled]
 
 
 def _cap_pools(group: list[QARecord]) -> list[QARecord]:
-    """Within each option pool, no answer above 1/n of the pool (n options): the condition for exchangeable
-    option sets (:func:`redraw_distractors`)."""
+    """Within each option pool (and among the users of each fallback pool, :func:`_sources`), no answer above 1/n
+    (n options): the condition for exchangeable option sets (:func:`redraw_distractors`)."""
+    src = _sources(group)
     pools: dict = defaultdict(list)
     for r in group:
-        pools[r.metadata.get("option_pool") if r.answer_type == "mc" else None].append(r)
+        pools[src.get(id(r))].append(r)
     out = list(pools.pop(None, []))
     for _, members in sorted(pools.items()):
         n = max(len(r.options) for r in members)
@@ -280,40 +293,28 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
     sampling with inclusion probabilities pi(d) = n p(d) (Madow), conditioned on containing the true answer: the
     pool's answers in a random order, laid end to end with lengths pi(d); a point x uniform in the true answer's
     stretch; the n options are the answers under x, x + 1, ..., x + n - 1 (mod n). Then p(a) P(S | a) = P(S) / n
-    for every a in S. A pool with fewer than n distinct answers draws from its coarser
-    ``metadata["option_pool_fallback"]`` if it has one with enough, else (a small run) keeps the generator's
-    options (dropped where at least ``POOLED_SHARE`` of its type's records have pooled ones);
+    for every a in S. A pool with fewer than n distinct answers draws from the answers of the records that use the
+    same coarser ``metadata["option_pool_fallback"]`` (capped like a pool, :func:`_sources`) if they are enough,
+    else (a small run) keeps the generator's options (dropped where at least ``POOLED_SHARE`` of its type's records
+    have pooled ones);
     ``metadata["options_from"]`` says which. Ids are recomputed (options are part of them)."""
-    pools: dict[str, list[QARecord]] = defaultdict(list)
+    src = _sources(records)
+    pools: dict = defaultdict(list)
     for r in records:
-        p = r.metadata.get("option_pool")
-        if p is not None and r.answer_type == "mc":
-            pools[p].append(r)
-    # A pool with too few distinct answers lends from its coarser fallback pool (metadata["option_pool_fallback"]):
-    # the records of every pool that names it.
-    fallback: dict[str, list[QARecord]] = defaultdict(list)
-    for r in records:
-        p = r.metadata.get("option_pool_fallback")
-        if p is not None and r.answer_type == "mc" and r.metadata.get("option_pool") is not None:
-            fallback[p].append(r)
-    answers = {k: Counter(x.answer_option for x in v) for k, v in fallback.items()}
-    for name, group in sorted(pools.items()):
-        rng = random.Random(f"{seed}:{name}")
+        if id(r) in src:
+            pools[src[id(r)]].append(r)
+    for r in pools.pop(None, []):
+        r.metadata["options_from"] = "generator"
+    for key, group in sorted(pools.items()):
+        rng = random.Random(f"{seed}:{key[1]}" if key[0] == "pool" else f"{seed}:fallback:{key[1]}")
         group = _order(group, seed)
-        own = Counter(r.answer_option for r in group)
+        counts = Counter(r.answer_option for r in group)
         for r in group:
             n = len(r.options)
-            source, counts = group, own
-            if len(own) < n and r.metadata.get("option_pool_fallback") in fallback:
-                source = fallback[r.metadata["option_pool_fallback"]]
-                counts = answers[r.metadata["option_pool_fallback"]]
-            if len(counts) < n:
-                r.metadata["options_from"] = "generator"
-                continue
             texts = sorted(counts)
-            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(source)) for t in texts], r.answer_option, n,
+            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(group)) for t in texts], r.answer_option, n,
                                  rng)
-            r.metadata["options_from"] = "pool" if source is group else "fallback pool"
+            r.metadata["options_from"] = "pool" if key[0] == "pool" else "fallback pool"
             truth = r.answer_option
             r.options = chosen
             r.answer = LETTERS[chosen.index(truth)]
