@@ -9,6 +9,7 @@ config; resuming with another model, adapter or prompt setting is refused (it wo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -119,11 +120,14 @@ def sample_video(path: str, num_frames: int, timestamps: list[float] | None = No
 
 
 def video_example(record: qa_format.QARecord, video_path: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
-                  num_frames: int, prompt_suffix: str = "", by_index: bool = False, features=None) -> dict:
+                  num_frames: int, prompt_suffix: str = "", by_index: bool = False, features=None,
+                  image_cfg: qwen.VideoProcessorConfig | None = None) -> dict:
     """The model inputs of one record from its video (no geometry: a GSM adapter needs a scene store);
-    ``features(frames)`` adds an encoder's features for an encoder-fusion adapter."""
+    ``features(frames)`` adds an encoder's features for an encoder-fusion adapter; with ``image_cfg`` the frames
+    are separate views (images), for a multi-view adapter."""
     frames, times = sample_video(video_path, num_frames, record.timestamps or None, by_index=by_index)
-    example = gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix)
+    example = gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix,
+                                 image_cfg=image_cfg)
     return gsm.add_gen_tokens(example, features(frames), video_cfg) if features is not None else example
 
 
@@ -225,7 +229,7 @@ def load(config: RunnerConfig):
 
 
 def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt_suffix: str = "",
-             genfeat: bool = False) -> dict:
+             genfeat: bool = False, image_cfg: qwen.VideoProcessorConfig | None = None) -> dict:
     scene_url = None
     if config.layout == "ours" and (config.scenes_dir is not None or os.path.isabs(record.scene)):
         try:
@@ -234,7 +238,8 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
             scene_url = None
     if scene_url is not None:
         return gsm.prepare_example(record, scene_url, tokenizer, video_cfg, gsm_cfg, num_frames=config.num_frames,
-                                   with_answer=False, prompt_suffix=prompt_suffix, genfeat=genfeat)
+                                   with_answer=False, prompt_suffix=prompt_suffix, genfeat=genfeat,
+                                   image_cfg=image_cfg)
     if gsm_cfg is not None or (genfeat and not callable(genfeat)):
         raise SpatialctlError(f"record {record.id}: the adapter's geometry module or VEGA fusion needs the scene store of "
                               f"{record.scene!r}; pass --scenes")
@@ -243,7 +248,7 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
                               "pass --scenes")
     video = record.video if os.path.isabs(record.video) else str(qa_dir / record.video)
     return video_example(record, video, tokenizer, video_cfg, config.num_frames, prompt_suffix,
-                         by_index=config.layout == "vsibench", features=genfeat or None)
+                         by_index=config.layout == "vsibench", features=genfeat or None, image_cfg=image_cfg)
 
 
 def _line(record: qa_format.QARecord, prediction: str, config: RunnerConfig) -> dict:
@@ -274,6 +279,12 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
         return summary
     model, tokenizer, video_cfg, gsm_cfg = load(config)
     prompt_suffix = gsm.adapter_prompt_suffix(config.adapter) if config.adapter else ""  # e.g. GRPO's format
+    image_cfg = None
+    if config.adapter and (views := gsm.adapter_views(config.adapter)):
+        # a multi-view adapter is asked as it was trained: its number of views, each a separate image
+        image_cfg = qwen.VideoProcessorConfig.from_model_dir(
+            resolve_model_dir(config.model or gsm.adapter_base(config.adapter)), images=True)
+        config = dataclasses.replace(config, num_frames=views)
     qa_dir = Path(qa_path).parent
     genfeat = model.vega is not None  # the store's generative features, or an encoder's from the frames
     if genfeat and model.vega.cfg.encoder:
@@ -281,7 +292,7 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with open(out_path, "a") as f, torch.inference_mode():
         for batch in (progress(batches) if progress else batches):
-            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix, genfeat)
+            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix, genfeat, image_cfg)
                          for r in batch]
             answers = model.answer(examples, tokenizer, max_new_tokens=config.max_new_tokens)
             for record, answer in zip(batch, answers, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from spatialctl.boost import DEFAULT_ENCODER
+from spatialctl.boost import DEFAULT_ENCODER, parse_layers
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
 from spatialctl.errors import UsageError
 from spatialctl.gsm import GEOMETRY_SOURCES
@@ -107,6 +107,15 @@ class TrainGSMConfig:
     grad_accum: int = opt(1, "Micro-steps per optimizer step.")
     max_grad_norm: float = opt(1.0, "Gradient clipping; 0 disables.")
     num_frames: int = opt(16, "Frames per sample (the record's, thinned).")
+    views: int = opt(0, "Multi-view records: the record's frames thinned to N views, each given as a separate image "
+                     "(SpatialBoost's multi-view VQA: 2, 4 or 8) instead of a video; 0: a video of --num-frames. "
+                     "Needs --no-gsm and --fusion none.")
+    boost: bool = opt(False, "SpatialBoost on the VLM's vision tower: every chosen attention block becomes "
+                      "a*Attn + (1-a)*Attn+ (Attn+ a copy, gate a=sigmoid(0)), identical at step 0; Attn+ and the "
+                      "gates train with the LLM (LoRA, or --full-finetune); saved as boost.safetensors.")
+    boost_layers: list[int] | None = opt(None, "--boost: vision blocks to boost: all, or indices like 0,1,-1.",
+                                         parse=parse_layers, show_default="all")
+    boost_lr: float = opt(0.0, "--boost: learning rate of Attn+ and the gates; 0 means --lr.")
     max_pixels: int = opt(0, "Pixels per frame after resizing; 0 means the model's video processor setting.")
     gradient_checkpointing: bool = opt(True, "Keep activations (faster, more memory).",
                                        flag="--no-gradient-checkpointing", invert=True)
@@ -148,6 +157,17 @@ class TrainGSMConfig:
             raise UsageError("--lora-rank must be at least 1 (or use --full-finetune)")
         if self.max_steps < 0 or self.epochs <= 0 and self.max_steps == 0:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
+        if self.views < 0:
+            raise UsageError("--views must be 0 (a video) or at least 1")
+        if self.views and (self.gsm or self.fusion.kind != "none"):
+            raise UsageError("--views gives the frames as images; the GSM and --fusion need a video (add --no-gsm, "
+                             "--fusion none)")
+        if (self.views or self.boost) and (self.experts.mode != "none" or self.objective != "sft"):
+            raise UsageError("--views and --boost train with --objective sft and --experts none")
+        if self.boost_lr < 0:
+            raise UsageError("--boost-lr must be >= 0")
+        if not self.boost and (self.boost_layers is not None or self.boost_lr):
+            raise UsageError("--boost-layers and --boost-lr configure --boost; add --boost")
         if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
         if self.fusion.kind != "none" and (self.experts.mode != "none" or self.objective != "sft"):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from spatialctl import gsm, io, jobs, qwen, vega
+from spatialctl import boost, gsm, io, jobs, qwen, vega
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
@@ -132,6 +132,8 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     records, scene_urls = load_records(cfg.qa, cfg.scenes, cfg.scales)
     tokenizer = qwen.load_tokenizer(cfg.base)
     video_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(cfg.base), max_pixels=cfg.max_pixels or None)
+    image_cfg = (qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(cfg.base), images=True,
+                                                          max_pixels=cfg.max_pixels or None) if cfg.views else None)
     encoder = vega.EncoderFeatures(cfg.fusion.encoder) if cfg.fusion.kind == "encoder" else None
     dims = _geometry_dims(cfg, records[0], scene_urls)
     if encoder is not None:
@@ -140,8 +142,9 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     model = build(cfg, tokenizer, dims, dtype=torch.bfloat16 if use_bf16 else None)
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
     grpo = cfg.objective == "grpo"
-    dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.num_frames, with_answer=not grpo,
-                        prompt_suffix=cfg.grpo.prompt if grpo else "", genfeat=encoder or cfg.fusion.kind == "vega")
+    dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.views or cfg.num_frames,
+                        with_answer=not grpo, prompt_suffix=cfg.grpo.prompt if grpo else "",
+                        genfeat=encoder or cfg.fusion.kind == "vega", image_cfg=image_cfg)
 
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / samples_per_step))
@@ -226,7 +229,7 @@ def _finish(cfg: TrainGSMConfig, t: _Training, result: TrainResult, router_setup
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(t.model)
         gsm.save_adapter(cfg.out, unwrapped, t.gsm_cfg, base=cfg.base,
-                         prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "")
+                         prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "", views=cfg.views)
         provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *t.scene_urls.values()])
         io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
             "config": jobs.config_dict(cfg), "world_size": accelerator.num_processes, "total_steps": t.total_steps,
@@ -256,7 +259,8 @@ def _prepare_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
             raise UsageError(f"{os.path.join(cfg.out, found[0])}: train-gsm did not write it (no {TRAIN_CONFIG} "
                              "or checkpoints in --out); refusing to delete it, --overwrite included (choose another --out)")
         for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
-                     gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS):
+                     gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS, boost.BOOST_CONFIG, boost.BOOST_WEIGHTS,
+                     gsm.PROMPT_CONFIG):
             path = os.path.join(cfg.out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)

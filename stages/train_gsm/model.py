@@ -1,10 +1,11 @@
-"""Build the trainable model: Qwen2.5-VL + (LoRA on the language model | full fine-tuning) + GSM."""
+"""Build the trainable model: Qwen-VL + (LoRA on the language model | full fine-tuning) + GSM, optionally with
+SpatialBoost's dual-channel attention in the vision tower."""
 
 from __future__ import annotations
 
 import torch
 
-from spatialctl import gsm, qwen, vega
+from spatialctl import boost, gsm, qwen, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
 
@@ -24,6 +25,8 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
             base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if cfg.boost:  # before LoRA: Attn⁺ starts as a copy of the frozen, unadapted vision attention
+        boost.wrap_tower(base, cfg.boost_layers)
     if cfg.full_finetune:
         base.model.language_model.requires_grad_(True)
         base.lm_head.requires_grad_(True)
@@ -45,6 +48,8 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
         fusion = vega.VegaFusion(vega.VegaConfig(
             base.config.text_config.hidden_size, geometry_dims["genfeat"], cfg.fusion.method,
             encoder=cfg.fusion.encoder if cfg.fusion.kind == "encoder" else None))
+    if cfg.boost:  # after LoRA, which freezes every base weight it does not adapt
+        boost.trainable_parameters(base.model.visual)
     module = geo_token_id = None
     if cfg.gsm:
         gsm_cfg = gsm_config(cfg, base.config.text_config.hidden_size, geometry_dims)
@@ -59,16 +64,16 @@ def gsm_config(cfg: TrainGSMConfig, hidden_size: int, geometry_dims: dict[str, i
 
 
 def param_groups(model: gsm.GeometryVLM, cfg: TrainGSMConfig) -> list[dict]:
-    """Language-model and GSM parameters, each with its learning rate; no weight decay on norms and biases."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    """Language-model, GSM and SpatialBoost (Attn⁺, gates) parameters, each with its learning rate; no weight decay
+    on norms, biases and gates."""
+    boosted = {id(p) for _, m in boost.boosted_modules(model) for p in [*m.plus.parameters(), m.a]}
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_gsm = name.startswith("gsm.")
+        kind = "gsm" if name.startswith("gsm.") else "boost" if id(p) in boosted else "lm"
         no_decay = p.ndim < 2 or name.endswith("queries")
-        groups.setdefault((is_gsm, no_decay), []).append(p)
-    out = []
-    for (is_gsm, no_decay), params in sorted(groups.items()):
-        lr = (cfg.gsm_lr or cfg.lr) if is_gsm else cfg.lr
-        out.append({"params": params, "lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
-    return out
+        groups.setdefault((kind, no_decay), []).append(p)
+    lrs = {"gsm": cfg.gsm_lr or cfg.lr, "boost": cfg.boost_lr or cfg.lr, "lm": cfg.lr}
+    return [{"params": params, "lr": lrs[kind], "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+            for (kind, no_decay), params in sorted(groups.items())]
