@@ -25,8 +25,9 @@ ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.j
 PROMPT_CONFIG = "prompt.json"  # the instruction appended to every question at training time (GRPO's format)
 
 
-def trainable_state(model: GeometryVLM) -> tuple[dict, dict]:
-    """(language-model weights that train, GSM weights), CPU tensors, keyed as the adapter files store them."""
+def trainable_state(model: GeometryVLM, full_lm: bool = False) -> tuple[dict, dict]:
+    """(language-model weights that train, or with ``full_lm`` all of them; GSM weights), CPU tensors, keyed as the
+    adapter files store them."""
     base = model.base
     lm = {}
     if model.xlora is not None:
@@ -37,22 +38,24 @@ def trainable_state(model: GeometryVLM) -> tuple[dict, dict]:
         lm = get_peft_model_state_dict(model.vlm)
     else:
         # the vision tower's trainable weights (SpatialBoost's) are saved on their own, by boost.save_tower
-        lm = {k: p for k, p in base.named_parameters() if p.requires_grad and not k.startswith("model.visual.")}
+        lm = {k: p for k, p in base.named_parameters()
+              if (full_lm or p.requires_grad) and not k.startswith("model.visual.")}
     gsm = dict(model.gsm.state_dict()) if model.gsm is not None else {}
     return ({k: v.detach().cpu().contiguous() for k, v in lm.items()},
             {k: v.detach().cpu().contiguous() for k, v in gsm.items()})
 
 
 def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *, base: str,
-                 extra: dict | None = None, prompt_suffix: str = "", views: int = 0) -> None:
-    """Write the adapter files (see the module docstring) into ``out_dir``.
+                 extra: dict | None = None, prompt_suffix: str = "", views: int = 0, full_lm: bool = False) -> None:
+    """Write the adapter files (see the module docstring) into ``out_dir``; with ``full_lm`` (a run started from
+    another adapter, ``--init-adapter``) every language-model weight, so the folder stands on its own.
 
     ``prompt_suffix`` and ``views``, when the model was trained with them, are saved so inference asks questions
     the same way."""
     from safetensors.torch import save_file
 
     os.makedirs(out_dir, exist_ok=True)
-    lm, gsm = trainable_state(model)
+    lm, gsm = trainable_state(model, full_lm)
     if model.xlora is not None:
         save_xlora(out_dir, model, base)
     elif hasattr(model.vlm, "peft_config"):

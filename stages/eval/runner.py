@@ -39,7 +39,8 @@ class RunnerConfig:
     # hub id or folder; "": the adapter's base model, else qwen.DEFAULT_BASE
     model: str = opt("", "Qwen2.5-VL hub id or folder. Default: the adapter's base model, else "
                      "Qwen/Qwen2.5-VL-7B-Instruct.")
-    adapter: str | None = opt(None, "A train-gsm adapter folder (LoRA, optionally + GSM).")
+    adapter: str | None = opt(None, "A train-gsm adapter folder (LoRA or full weights, optionally + GSM, fusion, "
+                              "SpatialBoost tower); one trained with --views N is asked with N views, not --frames.")
     num_frames: int = opt(0, "Frames per question (the record's frames thinned, or spread over the video); 0: the "
                           "layout's reference (ours: 8, vsibench: 32).", flag="--frames")
     scenes_dir: str | None = opt(None, "Folder of scene stores named by the records' `scene` (SCENES/NAME/scene.zarr "

@@ -96,6 +96,11 @@ class TrainGSMConfig:
     lora_alpha: float = opt(0.0, "LoRA alpha; 0 means twice the rank.")
     lora_dropout: float = opt(0.05, "LoRA dropout.")
     full_finetune: bool = opt(False, "Train all language-model weights instead of LoRA (vision tower stays frozen).")
+    freeze_llm: bool = opt(False, "Train no language-model weights: only the GSM, --fusion or --boost (with --boost "
+                           "alone: SpatialBoost stage 3, only Attn+ and the gates).")
+    init_adapter: str | None = opt(None, "Start the language model (and any boost) from a train-gsm adapter folder, "
+                                   "e.g. SpatialBoost stage 3 from a stage-2 run; the adapter is then saved with the "
+                                   "full language-model weights. Needs --full-finetune or --freeze-llm.")
     lora_targets: tuple[str, ...] = LORA_TARGETS
     lr: float = opt(1e-4, "Peak learning rate (cosine schedule with warm-up).")
     gsm_lr: float = opt(0.0, "GSM learning rate; 0 means --lr.")
@@ -153,7 +158,15 @@ class TrainGSMConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.gsm and not self.geometry:
             raise UsageError("--geometry: give at least one source (or --no-gsm)")
-        if not self.full_finetune and self.lora_rank < 1:
+        if self.freeze_llm and self.full_finetune:
+            raise UsageError("--freeze-llm and --full-finetune exclude each other")
+        if self.freeze_llm and not (self.gsm or self.fusion.kind != "none" or self.boost):
+            raise UsageError("--freeze-llm leaves nothing to train: add the GSM, --fusion or --boost")
+        if self.init_adapter is not None and not (self.full_finetune or self.freeze_llm):
+            raise UsageError("--init-adapter carries full language-model weights: add --full-finetune or --freeze-llm")
+        if (self.freeze_llm or self.init_adapter) and (self.experts.mode != "none" or self.objective != "sft"):
+            raise UsageError("--freeze-llm and --init-adapter train with --objective sft and --experts none")
+        if not self.full_finetune and not self.freeze_llm and self.lora_rank < 1:
             raise UsageError("--lora-rank must be at least 1 (or use --full-finetune)")
         if self.max_steps < 0 or self.epochs <= 0 and self.max_steps == 0:
             raise UsageError("give --max-steps > 0 or --epochs > 0")

@@ -3,6 +3,8 @@ SpatialBoost's dual-channel attention in the vision tower."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from spatialctl import boost, gsm, qwen, vega
@@ -17,6 +19,8 @@ def lora_target_regex(targets) -> str:
 
 def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *, dtype=None) -> gsm.GeometryVLM:
     base = qwen.load_model(cfg.base, dtype=dtype)
+    if cfg.init_adapter is not None:
+        base = init_from_adapter(base, cfg.init_adapter)
     base.config.use_cache = False
     base.requires_grad_(False)
     if cfg.gradient_checkpointing:
@@ -25,9 +29,12 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
             base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if cfg.boost:  # before LoRA: Attn⁺ starts as a copy of the frozen, unadapted vision attention
+    # before LoRA: Attn⁺ starts as a copy of the frozen, unadapted vision attention (or continues --init-adapter's)
+    if cfg.boost and not boost.boosted_modules(base):
         boost.wrap_tower(base, cfg.boost_layers)
-    if cfg.full_finetune:
+    if cfg.freeze_llm:
+        vlm = base
+    elif cfg.full_finetune:
         base.model.language_model.requires_grad_(True)
         base.lm_head.requires_grad_(True)
         vlm = base
@@ -56,6 +63,15 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
         geo_token_id = tokenizer.convert_tokens_to_ids(gsm_cfg.geo_token)
         module = gsm.GeometrySelectionModule(gsm_cfg)
     return gsm.GeometryVLM(vlm, module, geo_token_id, fusion)
+
+
+def init_from_adapter(base, adapter_dir: str):
+    """``base`` with a train-gsm adapter's language-model weights (LoRA merged) and boost applied, in place."""
+    extra = [name for name in (gsm.GSM_CONFIG, vega.VEGA_CONFIG) if os.path.isfile(os.path.join(adapter_dir, name))]
+    if extra or gsm.read_adapter_config(adapter_dir).get("peft_type") == "XLORA":
+        raise SpatialctlError(f"--init-adapter {adapter_dir}: holds a GSM, fusion or scale experts "
+                              f"({', '.join(extra) or 'X-LoRA'}); only language-model and boost weights carry over")
+    return gsm.load_adapter(base, adapter_dir, merge=True).base
 
 
 def gsm_config(cfg: TrainGSMConfig, hidden_size: int, geometry_dims: dict[str, int]) -> gsm.GSMConfig:
