@@ -186,6 +186,8 @@ def test_batch_size_and_grad_accum_give_the_update_of_one_big_batch(data, tmp_pa
     (("--no-gsm", "--boost-layers", "0"), "--boost"),
     (("--no-gsm", "--boost", "--objective", "grpo"), "--objective sft"),
     (("--no-gsm", "--views", "-1"), "--views"),
+    (("--no-gsm", "--boost", "--freeze-llm", "--init-adapter", "nowhere"), "adapter_config.json"),
+    (("--no-gsm", "--boost", "--init-adapter", "."), "--full-finetune or --freeze-llm"),
 ])
 def test_cli_errors(cli, data, tmp_path, args, words):
     _, scenes, qa, bases = data

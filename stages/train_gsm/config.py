@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -164,6 +165,12 @@ class TrainGSMConfig:
             raise UsageError("--freeze-llm leaves nothing to train: add the GSM, --fusion or --boost")
         if self.init_adapter is not None and not (self.full_finetune or self.freeze_llm):
             raise UsageError("--init-adapter carries full language-model weights: add --full-finetune or --freeze-llm")
+        if self.init_adapter is not None:
+            if not os.path.isfile(os.path.join(self.init_adapter, "adapter_config.json")):
+                raise UsageError(f"--init-adapter {self.init_adapter}: not a train-gsm adapter folder (no "
+                                 "adapter_config.json)")
+            if os.path.realpath(self.init_adapter) == os.path.realpath(self.out):
+                raise UsageError("--init-adapter must not be --out (the run would replace what it starts from)")
         if (self.freeze_llm or self.init_adapter) and (self.experts.mode != "none" or self.objective != "sft"):
             raise UsageError("--freeze-llm and --init-adapter train with --objective sft and --experts none")
         if not self.full_finetune and not self.freeze_llm and self.lora_rank < 1:
