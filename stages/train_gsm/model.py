@@ -32,6 +32,8 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
     # before LoRA: Attn⁺ starts as a copy of the frozen, unadapted vision attention (or continues --init-adapter's)
     if cfg.boost and not boost.boosted_modules(base):
         boost.wrap_tower(base, cfg.boost_layers)
+    elif cfg.boost and cfg.boost_layers is not None:
+        raise SpatialctlError(f"--boost-layers: --init-adapter {cfg.init_adapter} already fixes the boosted layers")
     if cfg.freeze_llm:
         vlm = base
     elif cfg.full_finetune:
