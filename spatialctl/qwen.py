@@ -233,7 +233,8 @@ class PromptIds:
 
 def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_geo_tokens: int,
                      answer: str | None = None, system: str = SYSTEM_PROMPT,
-                     history: list[tuple[str, str]] = (), frame_times: list[float] | None = None) -> PromptIds:
+                     history: list[tuple[str, str]] = (), frame_times: list[float] | None = None,
+                     text_first: bool = False) -> PromptIds:
     """Token ids of a Qwen2.5-VL chat (Qwen3-VL with ``frame_times``, one per temporal patch): the video in the
     first user turn, earlier ``history`` turns
     (user text, assistant answer), then the question (and, for training, its ``answer``).
@@ -243,6 +244,8 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
     RoPE index gives them the positions that transformers 4.51's ``get_rope_index`` (DSR Suite's pin) gives
     pads beyond the video grid: consecutive, after the video block. They carry their own id (``GEO_PAD``) so the
     model's count of video pad tokens still matches its video features; their embeddings are the GSM's outputs.
+
+    ``text_first``: the first user turn's text comes before the video (as SpaceVista's released harness sends it).
 
     Every assistant answer is a target (multi-turn records train on all turns). Pieces are tokenised separately
     and joined by id, so the answer (training) and the generation prompt (inference) share the same prefix.
@@ -267,13 +270,13 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
             video += enc(f"<{t:.1f} seconds>") + [ids[VISION_START]] + [ids[VIDEO_PAD]] * per
         video += [ids[GEO_PAD]] * n_geo_tokens
     video.append(ids[VISION_END])
-    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + video
+    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + ([] if text_first else video)
     labels = [-100] * len(input_ids)
     assistant = enc(f"{IM_END}\n{IM_START}assistant\n")
     user = enc(f"{IM_END}\n{IM_START}user\n")
     turns = [*[(enc(q), a) for q, a in history], (question, answer)]
     for k, (text, reply) in enumerate(turns):
-        prompt = text + assistant
+        prompt = text + (video if text_first and k == 0 else []) + assistant
         input_ids += prompt
         labels += [-100] * len(prompt)
         if reply is None:

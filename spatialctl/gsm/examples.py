@@ -27,10 +27,11 @@ def select_frames(n_frames: int, record_frames, num_frames: int) -> list[int]:
 
 def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.ndarray, tokenizer,
                    video_cfg: qwen.VideoProcessorConfig, *, n_geo_tokens: int = 0, with_answer: bool = False,
-                   prompt_suffix: str = "") -> dict:
+                   prompt_suffix: str = "", text_first: bool = False) -> dict:
     """One QA record and its sampled frames -> the arrays the model takes (prompt ids, video patches). Numpy only.
 
-    ``prompt_suffix`` is appended to the user's text (GRPO's answer-format instruction).
+    ``prompt_suffix`` is appended to the user's text (GRPO's answer-format instruction); ``text_first`` puts the
+    text before the video.
     """
     video = qwen.process_video(frames, video_cfg)
     # Qwen2.5-VL spaces temporal RoPE by seconds per temporal patch.
@@ -49,7 +50,7 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
         frame_times = [(t[i] + t[i + tp - 1]) / 2 for i in range(0, len(t), tp)]
     prompt = qwen.build_prompt_ids(
         tokenizer, text, n_video_tokens=qwen.video_token_count(video["video_grid_thw"], video_cfg.merge_size),
-        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times)
+        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times, text_first=text_first)
     return {
         "id": record.id,
         "input_ids": np.asarray(prompt.input_ids, np.int64),
