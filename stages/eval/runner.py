@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from spatialctl import gsm, io, jobs, qa_format, qwen, store, vega
-from spatialctl.stages.eval import released
 from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
+from spatialctl.stages.eval import released
 
 log = logging.getLogger("spatialctl.eval")
 
