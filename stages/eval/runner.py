@@ -2,6 +2,8 @@
 
 Frames come from the record's scene store (its ``frames``, thinned to ``num_frames``) when ``scenes_dir``
 holds it, else from its ``video`` (``num_frames`` spread over the record's ``timestamps`` or the whole video).
+With ``--layout vsibench|dsrbench|spacevista`` the records are a benchmark's released file and the frames and
+text are what that benchmark's reference harness gives the model (`released` for DSR-Bench and SpaceVista-Bench).
 Each answer is appended to the predictions JSONL and flushed as soon as its batch is done, so a killed run
 resumes where it stopped: ids already in the file are skipped. A sidecar ``<out>.run.json`` records the
 config; resuming with another model, adapter or prompt setting is refused (it would mix two models' answers).
