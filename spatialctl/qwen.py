@@ -262,7 +262,7 @@ class PromptIds:
 def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_geo_tokens: int,
                      answer: str | None = None, system: str = SYSTEM_PROMPT,
                      history: list[tuple[str, str]] = (), frame_times: list[float] | None = None,
-                     image_tokens: list[int] | None = None) -> PromptIds:
+                     image_tokens: list[int] | None = None, text_first: bool = False) -> PromptIds:
     """Token ids of a Qwen2.5-VL chat (Qwen3-VL with ``frame_times``, one per temporal patch): the video in the
     first user turn, earlier ``history`` turns
     (user text, assistant answer), then the question (and, for training, its ``answer``).
@@ -276,6 +276,8 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
     With ``image_tokens`` (multi-view records, one count per view) the first user turn holds one
     ``<|vision_start|><|image_pad|>...<|vision_end|>`` span per view instead of the video, as Qwen's chat template
     writes a message of several images (no geometry slots then).
+
+    ``text_first``: the first user turn's text comes before the video (as SpaceVista's released harness sends it).
 
     Every assistant answer is a target (multi-turn records train on all turns). Pieces are tokenised separately
     and joined by id, so the answer (training) and the generation prompt (inference) share the same prefix.
@@ -307,13 +309,13 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
             video += enc(f"<{t:.1f} seconds>") + [ids[VISION_START]] + [ids[VIDEO_PAD]] * per
         video += [ids[GEO_PAD]] * n_geo_tokens
     video.append(ids[VISION_END])
-    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + video
+    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + ([] if text_first else video)
     labels = [-100] * len(input_ids)
     assistant = enc(f"{IM_END}\n{IM_START}assistant\n")
     user = enc(f"{IM_END}\n{IM_START}user\n")
     turns = [*[(enc(q), a) for q, a in history], (question, answer)]
     for k, (text, reply) in enumerate(turns):
-        prompt = text + assistant
+        prompt = text + (video if text_first and k == 0 else []) + assistant
         input_ids += prompt
         labels += [-100] * len(prompt)
         if reply is None:

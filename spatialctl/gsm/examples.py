@@ -27,11 +27,13 @@ def select_frames(n_frames: int, record_frames, num_frames: int) -> list[int]:
 
 def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.ndarray, tokenizer,
                    video_cfg: qwen.VideoProcessorConfig, *, n_geo_tokens: int = 0, with_answer: bool = False,
-                   prompt_suffix: str = "", image_cfg: qwen.VideoProcessorConfig | None = None) -> dict:
+                   prompt_suffix: str = "", text_first: bool = False,
+                   image_cfg: qwen.VideoProcessorConfig | None = None) -> dict:
     """One QA record and its sampled frames -> the arrays the model takes (prompt ids, video patches). Numpy only.
 
-    ``prompt_suffix`` is appended to the user's text (GRPO's answer-format instruction). With ``image_cfg`` (the
-    image processor's settings) the frames are separate views, one image each, instead of a video.
+    ``prompt_suffix`` is appended to the user's text (GRPO's answer-format instruction); ``text_first`` puts the
+    text before the video. With ``image_cfg`` (the image processor's settings) the frames are separate views, one
+    image each, instead of a video.
     """
     text = qa_format.prompt_text(record.question, record.options, record.answer_type)
     if prompt_suffix:
@@ -44,7 +46,7 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
         views = qwen.process_images(frames, image_cfg)
         counts = [qwen.video_token_count(g, image_cfg.merge_size) for g in views["image_grid_thw"]]
         prompt = qwen.build_prompt_ids(tokenizer, text, n_video_tokens=0, n_geo_tokens=n_geo_tokens, answer=answer,
-                                       history=history, image_tokens=counts)
+                                       history=history, image_tokens=counts, text_first=text_first)
         return {**_prompt_arrays(record, prompt), **views}
     video = qwen.process_video(frames, video_cfg)
     # Qwen2.5-VL spaces temporal RoPE by seconds per temporal patch.
@@ -56,7 +58,7 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
         frame_times = [(t[i] + t[i + tp - 1]) / 2 for i in range(0, len(t), tp)]
     prompt = qwen.build_prompt_ids(
         tokenizer, text, n_video_tokens=qwen.video_token_count(video["video_grid_thw"], video_cfg.merge_size),
-        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times)
+        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times, text_first=text_first)
     return {**_prompt_arrays(record, prompt), **video,
             "second_per_grid_ts": np.float32(video_cfg.temporal_patch_size / fps)}
 
