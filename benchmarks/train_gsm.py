@@ -1,7 +1,9 @@
-"""train-gsm step time, tokens/s and peak memory, GSM on against off, on a random Qwen2.5-VL of a given size.
+"""train-gsm step time, tokens/s and peak memory, GSM on against off (and, with ``--variants``, boost mode: GSM off,
+SpatialBoost's Attn⁺ and gates in every vision block), on a random Qwen2.5-VL of a given size.
 
     python benchmarks/train_gsm.py --hidden 64 --layers 2 --frames 8 --size 112      # CPU, small
     python benchmarks/train_gsm.py --preset 7b --frames 32 --size 336                 # GPU, 7B-sized random
+    python benchmarks/train_gsm.py --preset 7b --frames 32 --size 336 --variants off,boost   # boost's cost
 
 Each run of each variant is its own process (peak RSS / CUDA peak is per process); the variants alternate (off on,
 on off, ...) ``--repeats`` times and the table gives each one's median step time. Both run at the same precision
@@ -23,6 +25,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
+VARIANTS = ("off", "on", "boost")  # plain VLM (LoRA), + GSM, + SpatialBoost in the vision tower (GSM off)
 PRESET_7B = dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vision_depth=32,
                  vision_hidden=1280, vision_heads=16, vision_intermediate=3420)
 
@@ -66,7 +69,7 @@ def variant(a) -> dict:
     qa = os.path.join(root, "qa.jsonl")
     marks: list[float] = []
     cfg = TrainGSMConfig(qa=qa, out=os.path.join(root, f"run-{a.variant}"), scenes=scenes, base=base,
-                         gsm=a.variant == "on", lora_rank=a.lora_rank, num_frames=a.frames, queries=32, geo_grid=8,
+                         gsm=a.variant == "on", boost=a.variant == "boost", lora_rank=a.lora_rank, num_frames=a.frames, queries=32, geo_grid=8,
                          batch_size=a.batch, max_steps=a.warmup + a.steps, save_every=10**6, quiet=True,
                          overwrite=True, lora_dropout=0.0)
     if torch.cuda.is_available():
@@ -85,7 +88,7 @@ def variant(a) -> dict:
     tokens = len(ds[0]["input_ids"]) + (32 if cfg.gsm else 0)
     peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    return {"gsm": a.variant, "device": "cuda" if torch.cuda.is_available() else "cpu",
+    return {"variant": a.variant, "device": "cuda" if torch.cuda.is_available() else "cpu",
             "preset": a.preset or f"hidden{a.hidden}-layers{a.layers}", "frames": a.frames, "frame_size": a.size,
             "batch": a.batch, "tokens_per_sample": tokens, "step_s": round(step_s, 4),
             "tokens_per_s": round(a.batch * tokens / step_s, 1), "peak_mem_gib": round(peak, 3),
@@ -107,7 +110,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="processes per variant, alternating (default 2)")
     ap.add_argument("--smoke", action="store_true", help="width 32, 2 frames of 56x56, 2 steps: checks the benchmark runs")
     ap.add_argument("--append-results", action="store_true", help="append the table to benchmarks/RESULTS.md")
-    ap.add_argument("--variant", choices=["on", "off"], help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default="off,on", help="compared variants, comma-separated: off (plain VLM), on "
+                    "(GSM), boost (GSM off, --boost) (default off,on)")
+    ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.smoke:
@@ -121,9 +126,12 @@ def main() -> None:
         make_base(os.path.join(root, "base"), a)
         make_scenes(root, n_scenes=2, n_frames=a.frames, size=a.size)
         write_records(os.path.join(root, "qa.jsonl"), make_records(8, n_frames=a.frames))
-        runs = {"off": [], "on": []}
+        variants = [v for v in a.variants.split(",") if v]
+        if not variants or set(variants) - set(VARIANTS):
+            sys.exit(f"--variants {a.variants!r}: choose from {', '.join(VARIANTS)}")
+        runs = {v: [] for v in variants}
         for r in range(a.repeats):
-            for v in ("off", "on")[:: 1 if r % 2 == 0 else -1]:
+            for v in variants[:: 1 if r % 2 == 0 else -1]:
                 cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", v, "--workdir", root]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode:
@@ -140,12 +148,12 @@ def main() -> None:
                      "tokens_per_s": statistics.median(x["tokens_per_s"] for x in rs),
                      "peak_mem_gib": max(x["peak_mem_gib"] for x in rs)})
     table = harness.markdown_table(rows, [
-        ("GSM", "gsm", ""), ("tokens / sample", "tokens_per_sample", "d"), ("step s (median)", "step_s", ".3f"),
+        ("variant", "variant", ""), ("tokens / sample", "tokens_per_sample", "d"), ("step s (median)", "step_s", ".3f"),
         ("min-max", "range", ""), ("tokens/s", "tokens_per_s", ".0f"),
         (f"peak GiB ({rows[0]['peak_mem_kind']}, own process)", "peak_mem_gib", ".3f")])
     print(table)
     if a.append_results:
-        harness.append_results(f"train-gsm, {rows[0]['preset']}, {a.frames} frames {a.size}x{a.size}, batch {a.batch}, "
+        harness.append_results(f"train-gsm ({a.variants}), {rows[0]['preset']}, {a.frames} frames {a.size}x{a.size}, batch {a.batch}, "
                                f"{a.repeats} processes per variant", table,
                                "python benchmarks/train_gsm.py " + " ".join(sys.argv[1:]),
                                "cuda" if rows[0]["device"] == "cuda" else None)
