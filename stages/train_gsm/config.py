@@ -122,7 +122,8 @@ class TrainGSMConfig:
     boost_layers: list[int] | None = opt(None, "--boost: vision blocks to boost: all, or indices like 0,1,-1.",
                                          parse=parse_layers, show_default="all")
     boost_lr: float = opt(0.0, "--boost: learning rate of Attn+ and the gates; 0 means --lr.")
-    max_pixels: int = opt(0, "Pixels per frame after resizing; 0 means the model's video processor setting.")
+    max_pixels: int = opt(0, "Pixels per frame after resizing; 0 means the model's video processor setting (with "
+                          "--views: its image processor's).")
     gradient_checkpointing: bool = opt(True, "Keep activations (faster, more memory).",
                                        flag="--no-gradient-checkpointing", invert=True)
     # Fields marked runtime do not change the trained weights: a resumed run may change them freely.
