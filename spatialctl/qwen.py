@@ -42,7 +42,8 @@ def load_tokenizer(base: str):
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise SpatialctlError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {e})") from e
-    missing = [t for t in (IM_START, IM_END, VISION_START, VISION_END, VIDEO_PAD, GEO_PAD) if _token_id(tok, t) is None]
+    missing = [t for t in (IM_START, IM_END, VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD, GEO_PAD)
+               if _token_id(tok, t) is None]
     if missing:
         raise SpatialctlError(f"{path}: tokenizer lacks Qwen2.5-VL special tokens {missing}")
     return tok
