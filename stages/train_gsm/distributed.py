@@ -15,6 +15,16 @@ import torch
 from spatialctl.errors import UsageError
 
 
+def check_launch() -> None:
+    """Before ``Accelerator(...)``: a DeepSpeed launch without CUDA would silently train without DeepSpeed
+    (accelerate only enables it on GPUs), so it is an error."""
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.cuda.is_available():
+        raise UsageError("train-gsm: the DeepSpeed launch config needs CUDA GPUs and none is visible; on CPU "
+                         "use configs/accelerate/fsdp.yaml or plain `accelerate launch --multi_gpu`")
+
+
 def configure(accelerator, cfg) -> None:
     """Called right after ``Accelerator(...)``, before ``prepare``."""
     from accelerate import PartialState
@@ -27,10 +37,18 @@ def configure(accelerator, cfg) -> None:
         # both states, as AcceleratorState itself does (accelerate re-reads PartialState's during prepare)
         accelerator.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
-    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
-        # FSDP1 renames parameters inside its flat units (_fsdp_wrapped_module), which the adapter files cannot hold
-        raise UsageError("train-gsm: FSDP needs fsdp_version: 2 in the accelerate config "
-                         "(see configs/accelerate/fsdp.yaml)")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        if not accelerator.is_fsdp2:
+            # FSDP1 renames parameters inside its flat units (_fsdp_wrapped_module), which the adapter files
+            # are keyed by
+            raise UsageError("train-gsm: FSDP needs fsdp_version: 2 in the accelerate config "
+                             "(see configs/accelerate/fsdp.yaml)")
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded and (cfg.objective == "grpo" or cfg.experts.mode != "none"):
+        # GRPO samples from the unwrapped model outside the wrapper's forward (FSDP's weights are shards there);
+        # the scale experts prepare one model per expert (FSDP2 takes one per process). Neither is tested sharded.
+        raise UsageError(f"train-gsm: {accelerator.distributed_type.value} runs the SFT objective without "
+                         "--experts only; use DDP (accelerate launch --multi_gpu) for GRPO and --experts")
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         _fill_deepspeed(accelerator.state.deepspeed_plugin, cfg, accelerator.num_processes)
 

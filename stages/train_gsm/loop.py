@@ -121,6 +121,7 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     from transformers import get_cosine_schedule_with_warmup
 
     use_bf16 = cfg.bf16 == "yes" or (cfg.bf16 == "auto" and torch.cuda.is_available())
+    distributed.check_launch()
     # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` accelerate then runs MULTI_CPU (gloo).
     # gradient_accumulation_steps: accelerate divides each micro-batch loss by it (DeepSpeed's engine does instead)
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available(),
