@@ -101,6 +101,8 @@ def local_state(state: dict) -> dict:
     without the device mesh and stay readable with torch.load(weights_only=True))."""
     from torch.distributed.tensor import DTensor
 
+    if "state" not in state:  # DeepSpeed's ZeRO optimizer: its own layout, plain tensors
+        return state
     per_param = {i: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in s.items()}
                  for i, s in state["state"].items()}
     return {**state, "state": per_param}
