@@ -18,8 +18,6 @@ from spatialctl.errors import UsageError
 def check_launch() -> None:
     """Before ``Accelerator(...)``: a DeepSpeed launch without CUDA would silently train without DeepSpeed
     (accelerate only enables it on GPUs), so it is an error."""
-    import torch
-
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.cuda.is_available():
         raise UsageError("train-gsm: the DeepSpeed launch config needs CUDA GPUs and none is visible; on CPU "
                          "use configs/accelerate/fsdp.yaml or plain `accelerate launch --multi_gpu`")
@@ -33,8 +31,8 @@ def configure(accelerator, cfg) -> None:
     wants_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if wants_fsdp and accelerator.distributed_type == DistributedType.MULTI_CPU:
         # accelerate turns a run into FSDP only on accelerator devices (AcceleratorState: MULTI_GPU, ...), and a
-        # CPU run would silently train replicated; torch's fully_shard itself shards over gloo on CPU.
-        # both states, as AcceleratorState itself does (accelerate re-reads PartialState's during prepare)
+        # CPU run would silently train replicated; torch's fully_shard itself shards over gloo on CPU. Set in
+        # both states, as AcceleratorState itself does (prepare reads PartialState's)
         accelerator.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
     if accelerator.distributed_type == DistributedType.FSDP:
@@ -77,7 +75,8 @@ def _fill_deepspeed(plugin, cfg, world: int) -> None:
 @contextlib.contextmanager
 def full_params(accelerator, model):
     """The unwrapped model with every parameter whole for the duration; every process must enter (FSDP2
-    all-gathers the shards), and the weights must only be read, not written."""
+    all-gathers the shards), and the weights must only be read, not written. FSDP holds the whole model on every
+    process meanwhile (saving then needs the memory of one unsharded copy)."""
     from accelerate.utils import DistributedType
 
     unwrapped = accelerator.unwrap_model(model)

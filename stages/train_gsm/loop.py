@@ -231,6 +231,7 @@ def _finish(cfg: TrainGSMConfig, t: _Training, result: TrainResult, router_setup
         if accelerator.is_main_process:
             gsm.save_adapter(cfg.out, unwrapped, t.gsm_cfg, base=cfg.base,
                              prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "")
+    if accelerator.is_main_process:
         provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *t.scene_urls.values()])
         io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
             "config": jobs.config_dict(cfg), "world_size": accelerator.num_processes, "total_steps": t.total_steps,
