@@ -118,6 +118,14 @@ def test_deepspeed_zero2_config_takes_batch_accumulation_and_clipping_from_the_o
                                                       "train_batch_size", "gradient_clipping")}
     assert got == {"train_micro_batch_size_per_gpu": 3, "gradient_accumulation_steps": 4, "train_batch_size": 24,
                    "gradient_clipping": 0.5}
+
+    def autos(d, prefix=""):
+        for k, v in d.items():
+            yield from autos(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"] * (v == "auto")
+
+    # what is left is filled from --bf16 by accelerate; "auto" sizes that accelerate derives from model.config
+    # (reduce_bucket_size) would fail, as our GeometryVLM has none
+    assert list(autos(plugin.deepspeed_config)) == ["bf16.enabled"]
     plugin.deepspeed_config["gradient_accumulation_steps"] = 8  # a number that contradicts --grad-accum
     with pytest.raises(UsageError, match="gradient_accumulation_steps=8"):
         _fill_deepspeed(plugin, cfg, world=2)
