@@ -35,14 +35,20 @@ def trainable_state(model: GeometryVLM, full_lm: bool = False) -> tuple[dict, di
     elif hasattr(model.vlm, "peft_config"):
         from peft import get_peft_model_state_dict
 
-        lm = get_peft_model_state_dict(model.vlm)
+        lm = get_peft_model_state_dict(model.vlm, state_dict=_lm_params(model))
     else:
         # the vision tower's trainable weights (SpatialBoost's) are saved on their own, by boost.save_tower
         lm = {k: p for k, p in base.named_parameters()
               if (full_lm or p.requires_grad) and not k.startswith("model.visual.")}
-    gsm = dict(model.gsm.state_dict()) if model.gsm is not None else {}
+    gsm = dict(model.gsm.named_parameters()) if model.gsm is not None else {}  # no buffers; see _lm_params
     return ({k: v.detach().cpu().contiguous() for k, v in lm.items()},
             {k: v.detach().cpu().contiguous() for k, v in gsm.items()})
+
+
+def _lm_params(model: GeometryVLM) -> dict:
+    # named_parameters, not state_dict(): under FSDP2 state_dict() reshards each unit, so the parameters
+    # train-gsm gathered for saving would come back as shards
+    return dict(model.vlm.named_parameters())
 
 
 def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *, base: str,
@@ -59,7 +65,7 @@ def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *,
     if model.xlora is not None:
         save_xlora(out_dir, model, base)
     elif hasattr(model.vlm, "peft_config"):
-        model.vlm.save_pretrained(out_dir, safe_serialization=True)
+        model.vlm.save_pretrained(out_dir, safe_serialization=True, state_dict=_lm_params(model))
         cfg_file = os.path.join(out_dir, ADAPTER_CONFIG)
         with open(cfg_file) as f:
             adapter_cfg = json.load(f)

@@ -41,6 +41,11 @@ class GeometryVLM(nn.Module):
         return inner if hasattr(inner, "internal_xlora_classifier") else None
 
     @property
+    def _no_split_modules(self) -> list[str]:
+        """The base model's layer classes: what FSDP's transformer auto-wrap shards as units."""
+        return list(getattr(self.base, "_no_split_modules", None) or [])
+
+    @property
     def base(self) -> nn.Module:
         """The Qwen2_5_VLForConditionalGeneration itself (LoRA layers, if any, live inside it)."""
         return self.vlm.get_base_model() if hasattr(self.vlm, "get_base_model") else self.vlm

@@ -7,7 +7,6 @@ so ``resume`` continues to exactly the result of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from spatialctl import boost, gsm, io, jobs, qwen, vega
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
+from spatialctl.stages.train_gsm import distributed
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
 from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
 from spatialctl.stages.train_gsm.grpo import GRPOObjective
@@ -121,8 +121,12 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     from transformers import get_cosine_schedule_with_warmup
 
     use_bf16 = cfg.bf16 == "yes" or (cfg.bf16 == "auto" and torch.cuda.is_available())
-    # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` accelerate then runs MULTI_CPU (gloo)
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
+    distributed.check_launch()
+    # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` accelerate then runs MULTI_CPU (gloo).
+    # gradient_accumulation_steps: accelerate divides each micro-batch loss by it (DeepSpeed's engine does instead)
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available(),
+                              gradient_accumulation_steps=cfg.grad_accum)
+    distributed.configure(accelerator, cfg)
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_root = os.path.join(cfg.out, CKPT_DIR)
     if accelerator.is_main_process:
@@ -195,10 +199,10 @@ def _optimizer_step(cfg: TrainGSMConfig, t: _Training, batches, step: int) -> tu
     accelerator = t.accelerator
     step_loss = torch.zeros((), device=accelerator.device)
     step_stats = torch.zeros(5, device=accelerator.device)  # GRPO: reward, answer, format, kl, tokens
-    for micro in range(cfg.grad_accum):
+    for _micro in range(cfg.grad_accum):
         batch = next(batches)
-        sync = micro == cfg.grad_accum - 1
-        with contextlib.nullcontext() if sync else accelerator.no_sync(t.model):
+        # gradients synchronise on the last micro-batch only (DDP/FSDP no_sync; DeepSpeed's accumulation boundary)
+        with accelerator.accumulate(t.model):
             with accelerator.autocast():
                 if t.objective is None:
                     loss = t.model(batch)
@@ -207,7 +211,7 @@ def _optimizer_step(cfg: TrainGSMConfig, t: _Training, batches, step: int) -> tu
                     step_stats += torch.tensor(list(vars(stats).values()), device=step_stats.device)
             if not torch.isfinite(loss):
                 raise SpatialctlError(f"{cfg.qa}: non-finite loss at step {step + 1}; lower --lr or check the data")
-            accelerator.backward(loss / cfg.grad_accum)
+            accelerator.backward(loss)
         step_loss += loss.detach() / cfg.grad_accum
     if cfg.max_grad_norm > 0:
         accelerator.clip_grad_norm_(t.trainable, cfg.max_grad_norm)
@@ -226,11 +230,12 @@ def _finish(cfg: TrainGSMConfig, t: _Training, result: TrainResult, router_setup
     """The adapter folder and train_config.json (with provenance), written by the main process."""
     accelerator = t.accelerator
     accelerator.wait_for_everyone()
+    with distributed.full_params(accelerator, t.model) as unwrapped:  # every rank: FSDP gathers collectively
+        if accelerator.is_main_process:
+            gsm.save_adapter(cfg.out, unwrapped, t.gsm_cfg, base=cfg.base,
+                             prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "", views=cfg.views,
+                             full_lm=cfg.init_adapter is not None)
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(t.model)
-        gsm.save_adapter(cfg.out, unwrapped, t.gsm_cfg, base=cfg.base,
-                         prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "", views=cfg.views,
-                         full_lm=cfg.init_adapter is not None)
         provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *t.scene_urls.values()])
         io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
             "config": jobs.config_dict(cfg), "world_size": accelerator.num_processes, "total_steps": t.total_steps,
@@ -281,7 +286,8 @@ def _append_log(out: str, row: dict) -> None:
 
 
 def _trainable_named(model) -> dict[str, torch.Tensor]:
-    return {k: p.detach().cpu().contiguous() for k, p in model.named_parameters() if p.requires_grad}
+    # a copy even on CPU: FSDP frees the gathered storage when full_params exits
+    return {k: p.detach().to("cpu", copy=True).contiguous() for k, p in model.named_parameters() if p.requires_grad}
 
 
 def _save_checkpoint(root: str, step: int, accelerator, model, optimizer, scheduler, cfg: TrainGSMConfig) -> None:
@@ -294,8 +300,9 @@ def _save_checkpoint(root: str, step: int, accelerator, model, optimizer, schedu
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     accelerator.wait_for_everyone()
-    weights = _trainable_named(accelerator.unwrap_model(model))  # every rank: FSDP gathers collectively
-    torch.save(optimizer.state_dict(), os.path.join(tmp, f"optimizer-rank{rank}.pt"))
+    with distributed.full_params(accelerator, model) as unwrapped:  # every rank: FSDP gathers collectively
+        weights = _trainable_named(unwrapped)
+    torch.save(distributed.local_state(optimizer.state_dict()), os.path.join(tmp, f"optimizer-rank{rank}.pt"))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -344,7 +351,8 @@ def _load_weights(ckpt: str, model, cfg: TrainGSMConfig, world: int) -> int:
 
 
 def _load_states(ckpt: str, optimizer, scheduler, rank: int) -> None:
-    optimizer.load_state_dict(torch.load(os.path.join(ckpt, f"optimizer-rank{rank}.pt"), map_location="cpu"))
+    state = torch.load(os.path.join(ckpt, f"optimizer-rank{rank}.pt"), map_location="cpu")
+    optimizer.load_state_dict(distributed.sharded_state(state, optimizer))
     scheduler.load_state_dict(torch.load(os.path.join(ckpt, "scheduler.pt")))
     rng = torch.load(os.path.join(ckpt, f"rng-rank{rank}.pt"))
     torch.set_rng_state(rng["cpu"])
