@@ -568,13 +568,12 @@ def _room_layout(room: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def _place(rng: np.random.Generator, p: Preset, categories: list[str], order: np.ndarray, n_moving: int,
-           times: np.ndarray, duration: float, room: np.ndarray | None, bounds: np.ndarray, eyes_xy: np.ndarray,
-           clearance: float) -> tuple[list[SceneObject], bool]:
+           times: np.ndarray, duration: float, bounds: np.ndarray, eyes_xy: np.ndarray, clearance: float) -> tuple[list[SceneObject], bool]:
     """Objects of the given categories placed clear of each other, of the walls and of the camera path, and
     whether every one found such a place (else, outside a room, the last try is kept, possibly overlapping)."""
     span = 0.6 * float(min(bounds))
     area = bounds * 0.8
-    if room is not None:  # a small room is furnished up to its walls, a hall in its middle, crossed by its people
+    if p.room:  # a small room is furnished up to its walls, a hall in its middle, crossed by its people
         area = np.minimum(np.maximum(bounds - 0.4, 0.6 * bounds), FURNISHED_HALF)
         span = min(span, 0.9 * FURNISHED_HALF)
     objects: list[SceneObject | None] = [None] * len(categories)
@@ -591,7 +590,7 @@ def _place(rng: np.random.Generator, p: Preset, categories: list[str], order: np
             ok, path = _trajectory_ok(obj, times, placed, bounds, eyes_xy, clearance)
             if ok:
                 break
-        if not ok and room is not None:
+        if not ok and p.room:
             return objects, False  # a room grows and is furnished again: no need to place the rest
         fits &= ok
         placed.append((obj, obj.motion.position(times)))
@@ -624,7 +623,7 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
     categories = [str(rng.choice(p.movable)) for _ in range(n_moving)]
     categories += [str(rng.choice(p.fixed)) for _ in range(n_objects - n_moving)]
     order = rng.permutation(n_objects)  # which object id gets which category (moving ones are not always first)
-    objects, fits = _place(rng, p, categories, order, n_moving, times, duration, room, bounds, eyes_xy, clearance)
+    objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance)
     while p.room and not fits:
         # The room's contents do not fit (a sofa and a table in a bathroom): a larger room, its camera path and
         # the same kinds of objects again, so that nothing stands in a wall or in another object.
@@ -632,7 +631,7 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
         bounds, extent, clearance = _room_layout(room)
         cam = _camera(rng, p, camera, width, height, extent, room, duration, look_height)
         eyes_xy = cam.eye_fn(times)[..., :2]
-        objects, fits = _place(rng, p, categories, order, n_moving, times, duration, room, bounds, eyes_xy, clearance)
+        objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance)
 
     az, el = rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(40, 70))
     light = np.array([math.cos(az) * math.cos(el), math.sin(az) * math.cos(el), math.sin(el)])
