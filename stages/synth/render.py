@@ -280,7 +280,7 @@ def _shade(scene: Scene, t_now: float, dirs, points, ids, prim, shadow) -> np.nd
     px, py, pz = (c.ravel() for c in points)
     rgb = np.zeros((h * w, 3), dtype=np.float32)
     light = scene.light
-    ambient = 0.5 if scene.room is not None else 0.38
+    ambient = 0.5 if scene.room is not None and scene.table is None else 0.38  # a table scene: lit as before
 
     def lit(lambert):
         return (ambient + (1.0 - ambient) * np.clip(lambert, 0.0, 1.0)).astype(np.float32)

@@ -617,8 +617,8 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
     cam = _camera(rng, p, camera, width, height, extent, room, duration, look_height)
     eyes_xy = cam.eye_fn(times)[..., :2]
     table = None
-    if p.on_table:
-        table, room = sample_table_room(rng, bounds, eyes_xy)
+    if p.on_table:  # from a stream of its own: the objects on the table stay those the seed gave before
+        table, room = sample_table_room(np.random.Generator(np.random.PCG64([seed, 1])), bounds, eyes_xy)
 
     categories = [str(rng.choice(p.movable)) for _ in range(n_moving)]
     categories += [str(rng.choice(p.fixed)) for _ in range(n_objects - n_moving)]
