@@ -11,7 +11,15 @@ import pytest
 from spatialctl import camera, store
 from spatialctl.stages.synth import SynthConfig, generate, make_scene, run
 from spatialctl.stages.synth.render import render_frame
-from spatialctl.stages.synth.scene import CAMERAS, MOTIONS, PRESETS, TURNING, Motion, _make_object, _sample_motion
+from spatialctl.stages.synth.scene import (
+    CAMERAS,
+    MOTIONS,
+    PRESETS,
+    TURNING,
+    Motion,
+    _make_object,
+    _sample_motion,
+)
 from spatialctl.stages.synth.truth import scene_attrs
 from spatialctl.video import read_video
 

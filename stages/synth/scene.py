@@ -518,6 +518,7 @@ ROOM_ASPECT = 2.2
 ROOM_MIN_SIDE = 2.2
 FURNISHED_HALF = 3.0  # half size (m) of the furnished middle of a room: objects stay within it
 ROOM_GROW = 1.1  # a room too small for its contents grows by this factor along both sides, until they fit
+ROOM_GROW_TRIES = 25  # at most (x10.8 per side)
 
 
 def sample_room(rng: np.random.Generator) -> np.ndarray:
@@ -568,9 +569,11 @@ def _room_layout(room: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def _place(rng: np.random.Generator, p: Preset, categories: list[str], order: np.ndarray, n_moving: int,
-           times: np.ndarray, duration: float, bounds: np.ndarray, eyes_xy: np.ndarray, clearance: float) -> tuple[list[SceneObject], bool]:
+           times: np.ndarray, duration: float, bounds: np.ndarray, eyes_xy: np.ndarray, clearance: float,
+           stop_early: bool = False) -> tuple[list[SceneObject], bool]:
     """Objects of the given categories placed clear of each other, of the walls and of the camera path, and
-    whether every one found such a place (else, outside a room, the last try is kept, possibly overlapping)."""
+    whether every one found such a place (else the last try is kept, possibly overlapping; ``stop_early``: stop
+    at the first object without a place, the caller tries a larger room)."""
     span = 0.6 * float(min(bounds))
     area = bounds * 0.8
     if p.room:  # a small room is furnished up to its walls, a hall in its middle, crossed by its people
@@ -590,8 +593,8 @@ def _place(rng: np.random.Generator, p: Preset, categories: list[str], order: np
             ok, path = _trajectory_ok(obj, times, placed, bounds, eyes_xy, clearance)
             if ok:
                 break
-        if not ok and p.room:
-            return objects, False  # a room grows and is furnished again: no need to place the rest
+        if not ok and stop_early:
+            return objects, False
         fits &= ok
         placed.append((obj, obj.motion.position(times)))
         objects[int(order[slot])] = obj
@@ -623,15 +626,19 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
     categories = [str(rng.choice(p.movable)) for _ in range(n_moving)]
     categories += [str(rng.choice(p.fixed)) for _ in range(n_objects - n_moving)]
     order = rng.permutation(n_objects)  # which object id gets which category (moving ones are not always first)
-    objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance)
-    while p.room and not fits:
+    grows = 0
+    objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance, p.room)
+    while p.room and not fits and grows < ROOM_GROW_TRIES:
         # The room's contents do not fit (a sofa and a table in a bathroom): a larger room, its camera path and
-        # the same kinds of objects again, so that nothing stands in a wall or in another object.
+        # the same kinds of objects again, so that nothing stands in a wall or in another object. (Only far more
+        # objects than a room holds, from --objects, use up the tries; the last one keeps every object.)
+        grows += 1
         room = room * np.array([ROOM_GROW, ROOM_GROW, 1.0])
         bounds, extent, clearance = _room_layout(room)
         cam = _camera(rng, p, camera, width, height, extent, room, duration, look_height)
         eyes_xy = cam.eye_fn(times)[..., :2]
-        objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance)
+        objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance,
+                               grows < ROOM_GROW_TRIES)
 
     az, el = rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(40, 70))
     light = np.array([math.cos(az) * math.cos(el), math.sin(az) * math.cos(el), math.sin(el)])
