@@ -21,7 +21,7 @@ from spatialctl.qa_format import read_qa, to_sharegpt
 
 # Four scales, cameras that walk, orbit, pan and stay (a pan reveals objects one after another: appearance order).
 PRESETS = [("indoor", 10, "walk"), ("tabletop", 11, "orbit"), ("tiny-tabletop", 12, "orbit"), ("outdoor", 13, "walk"),
-           ("indoor", 15, "pan"), ("tabletop", 18, "static")]
+           ("indoor", 23, "pan"), ("tabletop", 18, "static")]
 
 EXPECTED = {
     "dsr": {"distance", "direction", "orientation", "speed", "speed_comparison", "direction_prediction"},
@@ -88,6 +88,7 @@ class Raw:
         self.hw = self.depth.shape[1:]
         self.frames = g["frames"][:]
         self.enclosed = "room" in g.attrs["synth"]
+        self.room_bounds = np.array(g.attrs["synth"]["room"]["bounds_m"], dtype=float) if self.enclosed else None
         self._colour = {}
 
     def med(self, arr, o):
@@ -413,7 +414,10 @@ def expect_static(raw, r):
         assert raw.enclosed
         if not hasattr(raw, "area"):
             raw.area = hull_area(raw.pm[raw.depth > 0][:, :2].astype(float))
-        return round(raw.area, 1)
+        lo, hi = raw.room_bounds
+        floor = (hi[0] - lo[0]) * (hi[1] - lo[1])  # the room's floor, from its walls
+        assert raw.area >= 0.25 * floor  # asked only where the video shows a good part of the room
+        return round(floor, 1)
     if t == "rel_distance":
         assert len(r.options) == 4
         anchor = raw.med(raw.aabb, m["anchor"])

@@ -7,7 +7,7 @@ Three steps, each usable by every family:
    where most candidates "keep constant" then gives "constant" no more often than any other answer it can give.
 2. :func:`cap` — over the whole run, per type, each answer (its option text, its count, or its log-bin for a
    measure) is capped by water-filling: the largest cap M such that no answer exceeds ``share`` of what is kept,
-   ``share = max(SPREAD / distinct, MANY_SHARE)`` (see :func:`share_limit`); a count type is drawn to its target distribution the same way (numbers: flat, or where flat leaves a constant guess above the MRA limit, the one minimising it, :func:`mra_target`).
+   ``share = max(SPREAD / distinct, MANY_SHARE)`` (see :func:`share_limit`); a count type is drawn to its target distribution the same way (numbers: flat, or where flat leaves a constant guess above the MRA limit, the most records whose constant guess stays below it, :func:`mra_target`).
    Each step label of a multi-step answer (``metadata["steps"]``) is then capped the same way, by dropping the
    records that use the over-represented label most.
 3. :func:`redraw_distractors` — records that name an ``metadata["option_pool"]`` get their wrong options replaced
@@ -151,9 +151,12 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
 def _cap_answers(group: list[QARecord], target: dict | None, whole_type: bool = True) -> list[QARecord]:
     keys = [answer_key(r) for r in group]
     counts = Counter(keys)
+    keep = None
     if not target and whole_type and group[0].answer_type == "number":  # per-label groups stay flat
-        target = mra_target(counts, group[0].unit is None)
-    if target:
+        keep = mra_target(counts, group[0].unit is None)
+    if keep is not None:
+        limit = keep
+    elif target:
         limit = _target_caps(counts, target)
     else:
         pooled = all(r.metadata.get("option_pool") is not None for r in group)
@@ -192,14 +195,18 @@ def _cap_pools(group: list[QARecord]) -> list[QARecord]:
 
 
 MRA_LIMIT = 0.35  # the done-when limit on the best blind MRA (audit.NUMBER_LIMIT)
+MRA_AIM = 0.32  # where the data allow, a constant guess is held this far below the limit (room for sampling noise)
 
 
 def mra_target(counts, is_count: bool) -> dict | None:
     """None (flat) where a flat distribution already keeps every constant guess's mean MRA (VSI-Bench's scorer) at
-    most ``MRA_LIMIT``; else the weights over the keys present that minimise the best constant guess's MRA. Few
-    distinct values need it: counts of 1-4 of a kind, or room areas within a factor of 5, leave a constant guess
-    at ~0.4 when flat. Measures are taken at their log-bin's centre."""
-    from scipy.optimize import linprog
+    most ``MRA_LIMIT``; else how many records of each key to keep: the most records (an integer program) whose
+    best constant guess scores at most max(``MRA_AIM``, the least any weighting allows). Few distinct values need
+    it: counts of 1-4 of a kind, or room areas within a factor of 5, leave a constant guess at ~0.4 when flat.
+    Keeping the most records (not fixed weights scaled down to the rarest key) lets a rare large count (one 6
+    among hundreds of 1s) help without cutting the type to a handful. Measures are taken at their log-bin's
+    centre."""
+    from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
     from spatialctl.scoring import MRA_THRESHOLDS
 
@@ -207,18 +214,32 @@ def mra_target(counts, is_count: bool) -> dict | None:
     if len(keys) < 2:
         return None
     gt = np.array(keys, dtype=np.float64) if is_count else np.exp((np.array(keys, dtype=np.float64) + 0.5) * LOG_BIN)
-    guesses = np.geomspace(0.5 * gt.min(), 2.0 * gt.max(), 512)
+    # A guess's MRA (the scorer's closed intervals, |guess - gt| <= (1 - threshold) gt) only changes at
+    # gt * (1 +- (1 - threshold)): those breakpoints and one guess between each two cover every constant guess.
+    tol = 1.0 - MRA_THRESHOLDS
+    edges = np.unique(np.concatenate([gt * (1.0 - tol[:, None]), gt * (1.0 + tol[:, None])], axis=None))
+    guesses = np.r_[edges, (edges[1:] + edges[:-1]) / 2]
     rel = np.abs(guesses[:, None] - gt[None]) / gt[None]  # (G, K)
-    mra = (rel[..., None] < 1.0 - MRA_THRESHOLDS).mean(-1)  # (G, K)
+    mra = (rel[..., None] <= tol + 1e-9).mean(-1)  # (G, K)
     if mra.mean(1).max() <= MRA_LIMIT:
         return None
-    # minimise t subject to mra @ p <= t for every guess, sum(p) = 1, p >= 0
+    # the least reachable: minimise t subject to mra @ p <= t for every guess, sum(p) = 1, p >= 0
     k = len(keys)
     res = linprog(np.r_[np.zeros(k), 1.0], A_ub=np.c_[mra, -np.ones(len(guesses))], b_ub=np.zeros(len(guesses)),
                   A_eq=np.r_[np.ones(k), 0.0][None], b_eq=[1.0], bounds=[(0.0, 1.0)] * k + [(None, None)])
     if not res.success:
         return None
-    return {key: float(w) if w > 1e-6 else 0.0 for key, w in zip(keys, res.x[:k], strict=True)}
+    # the most records, integers n_k <= counts_k, with mra @ n <= limit * sum(n) for every guess
+    limit = max(MRA_AIM, float(res.x[k]) + 1e-3)
+    cap = np.array([float(counts[key]) for key in keys])
+    most = milp(-np.ones(k), constraints=LinearConstraint(mra - limit, -np.inf, 0.0), integrality=np.ones(k),
+                bounds=Bounds(np.zeros(k), cap), options={"time_limit": 5.0})
+    if most.x is not None and most.x.sum() >= 1.0:
+        n = np.round(most.x)
+    else:  # no integer solution found: the minimising weights, scaled to the rarest key
+        p = np.where(res.x[:k] > 1e-6, res.x[:k], 0.0)
+        n = np.floor(p * min(c / w for c, w in zip(cap, p, strict=True) if w > 0) + 1e-6)
+    return {key: int(v) for key, v in zip(keys, n, strict=True)} | {key: 0 for key in counts if key not in keys}
 
 
 def _target_caps(counts: Counter, weights: dict) -> dict:
