@@ -111,6 +111,7 @@ def run_classes(codes: np.ndarray, base: int) -> np.ndarray:
     return acc
 
 
+@lru_cache(maxsize=256)
 def pool_phases(k: int, states: int) -> tuple[int, ...]:
     """The numbers of phases whose answers share a pool of wrong options: k alone when there are at least 6
     sequences of k phases (states (states-1)^(k-1)), else k and k+1 (one phase of three states: three answers,
@@ -118,6 +119,11 @@ def pool_phases(k: int, states: int) -> tuple[int, ...]:
     if states * (states - 1) ** (k - 1) >= 6:
         return (k,) if k == 1 or states * (states - 1) ** (k - 2) >= 6 else (k - 1, k)
     return (k, k + 1)
+
+
+@lru_cache(maxsize=16)
+def _n_states(phrases: tuple[str, ...]) -> int:
+    return sum(1 for p in phrases if p)
 
 
 def phases_text(phrases: list[str]) -> str:
@@ -280,6 +286,7 @@ class DSRGenerator:
         self._tables: dict = {}
         self._candidates: dict = {}
         self._key_times: dict = {}
+        self._ts = scene.timestamps.tolist()  # Python floats: formatted in every question
 
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         s = self.scene
@@ -421,7 +428,7 @@ class DSRGenerator:
     # -- pieces shared by the templates
 
     def _viewpoint_text(self, mode, kind, agent, frames):
-        t0 = self.scene.timestamps[frames[0]]
+        t0 = self._ts[frames[0]]
         if kind == "camera":
             who = "the camera"
         else:
@@ -454,7 +461,7 @@ class DSRGenerator:
         return clip + [f for f in refs if f is not None]
 
     def _times(self, frames):
-        t = self.scene.timestamps
+        t = self._ts
         return ", ".join(f"{t[f]:.2f} s" for f in frames[:-1]) + f" and {t[frames[-1]]:.2f} s"
 
     def _pick(self, cands, j, m):
@@ -477,7 +484,7 @@ class DSRGenerator:
     def _draft(self, qtype, question, mode, kind, agent, frames, objs, refs, codes, phrases, shown=None, **extra):
         meta = self._meta(mode, kind, agent, frames, objs, codes, phrases, **extra)
         answer = phases_text(meta["phases"])
-        counts = tuple(k for k in pool_phases(len(meta["phases"]), sum(1 for p in phrases if p)) if k <= len(codes))
+        counts = tuple(k for k in pool_phases(len(meta["phases"]), _n_states(phrases)) if k <= len(codes))
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
         # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
@@ -530,7 +537,7 @@ class DSRGenerator:
         if got is None:
             return None
         vp, (ra, rb) = got
-        q = (f"The video is shown up to {s.timestamps[frames[0]]:.2f} s. {vp}, where will {ra[0]} be relative to "
+        q = (f"The video is shown up to {self._ts[frames[0]]:.2f} s. {vp}, where will {ra[0]} be relative to "
              f"{rb[0]} (front/back, left/right, above/below) at {self._times(frames[1:])}? Describe each phase.")
         return self._draft("direction_prediction", q, mode, kind, agent, frames, (a, b), (ra, rb),
                            cands.values["codes"][j].tolist(), POSITION_PHRASE, shown=observed,
