@@ -337,10 +337,11 @@ class DSRGenerator:
             self._tables[ck] = ok
         return self._tables[ck]
 
-    def _pairs(self, mode, m):
-        """(offset (3, V, O+1, O+1, K, m) of a from b in viewpoint axes, valid pairs (V, O+1, O+1, K)); index O
-        stands for the viewpoint itself (at the origin of its axes): "relative to the viewpoint" asks it of a
-        single object. Only b can be the viewpoint."""
+    def _pairs(self, mode, m, upper=False):
+        """(valid pairs (V, O+1, O+1, K) as index arrays (v, a, b, k), offsets (3, n, m) of a from b at them in
+        viewpoint axes, the table's shape (V, O+1, O+1, K)); index O stands for the viewpoint itself (at the origin
+        of its axes): "relative to the viewpoint" asks it of a single object. Only b can be the viewpoint;
+        ``upper``: only a < b. Offsets are taken only where a pair can be asked about at all."""
         loc, ok = self.tables.positions(mode, m)
         ok = ok & self._named(m)
         v, o, k = ok.shape
@@ -352,31 +353,37 @@ class DSRGenerator:
         ok = np.concatenate([ok, me[:, None]], axis=1)
         pair = ok[:, :, None] & ok[:, None, :] & ~np.eye(o + 1, dtype=bool)[None, :, :, None]
         pair[:, o] = False
-        return loc[:, :, :, None] - loc[:, :, None, :], pair
+        if upper:
+            pair &= np.triu(np.ones((o + 1, o + 1), bool), 1)[None, :, :, None]
+        idx = np.nonzero(pair)
+        vi, ai, bi, ki = idx
+        return idx, loc[:, vi, ai, ki] - loc[:, vi, bi, ki], pair.shape
 
     def _table_distance(self, mode, m):
-        off, pair = self._pairs(mode, m)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = _norm(off)  # (V, O, O, K, m)
-            codes, amb = change_codes(d)
-            valid = pair & (d.min(-1) >= 5 * self.noise) & ~amb
         # one of each unordered pair: the distance is symmetric
-        valid &= np.triu(np.ones(valid.shape[1:3], bool), 1)[None, :, :, None]
+        idx, off, shape = self._pairs(mode, m, upper=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sub_d = _norm(off)  # (n, m)
+            sub_codes, amb = change_codes(sub_d)
+            ok = (sub_d.min(-1) >= 5 * self.noise) & ~amb
+        valid = np.zeros(shape, bool)
+        valid[idx] = ok
+        d = np.zeros(shape + (m,))
+        d[idx] = sub_d
+        codes = np.zeros(shape + (m - 1,), np.int64)
+        codes[idx] = sub_codes
         return valid, {"codes": codes, "d": d}, 4
 
     def _position_table(self, mode, m):
         ck = ("positions", mode, m)
         if ck not in self._tables:
-            off, pair = self._pairs(mode, m)
-            # codes only where the pair can be asked about at all: the offsets are (3, V, O, O, K, m)
-            idx = np.nonzero(pair)
-            sub = off[(slice(None), *idx)]  # (3, n, m)
+            idx, sub, shape = self._pairs(mode, m)  # (3, n, m) at the pairs that can be asked about
             with np.errstate(divide="ignore", invalid="ignore"):
                 sub_codes, amb = position_codes(sub)
                 ok = (_norm(sub) >= 3 * self.noise).all(-1) & ~amb.any(-1)
-            valid = np.zeros(pair.shape, bool)
+            valid = np.zeros(shape, bool)
             valid[idx] = ok
-            codes = np.zeros(pair.shape + (m,), np.int64)
+            codes = np.zeros(shape + (m,), np.int64)
             codes[idx] = sub_codes
             self._tables[ck] = valid, codes
         return self._tables[ck]
@@ -530,7 +537,6 @@ class DSRGenerator:
                            cands.values["codes"][j].tolist(), POSITION_PHRASE)
 
     def _direction_prediction(self, mode, kind, agent, m, cands, j):
-        s = self.scene
         (a, b), frames = self._pick(cands, j, m)
         observed = list(range(max(0, frames[0] - (frames[-1] - frames[0])), frames[0] + 1))
         got = self._texts(mode, kind, agent, frames, (a, b), shown=observed)
