@@ -49,21 +49,31 @@ class ClassDraw:
 
     def __init__(self, classes: Sequence, weights: Sequence[float], target: dict | None = None):
         arr = np.asarray(classes)
-        if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
-            flat = np.ascontiguousarray(arr)
-            _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel(),
-                                          return_index=True, return_inverse=True)
-            keys = arr[first]
+        if arr.ndim == 1 and arr.dtype.kind in "iub" and len(arr):
+            # Integer classes (the common case, built once per candidate table): one stable sort gives the keys,
+            # the order and the class bounds that np.unique + argsort + searchsorted give below.
+            order = np.argsort(arr, kind="stable")
+            ranked = arr[order]
+            first = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+            self.keys = ranked[first].tolist()
+            bounds = [*first.tolist(), len(arr)]
         else:
-            keys, inverse = np.unique(arr, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
+            if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
+                flat = np.ascontiguousarray(arr)
+                _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1])))
+                                              .ravel(), return_index=True, return_inverse=True)
+                keys = arr[first]
+            else:
+                keys, inverse = np.unique(arr, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(len(self.keys) + 1)).tolist()
         cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else np.ones(len(self.keys))
         if not (cw > 0).any():
             cw = np.ones(len(self.keys))
         self.class_cum = np.cumsum(cw).tolist()
-        order = np.argsort(inverse, kind="stable")
-        self.bounds = np.searchsorted(inverse[order], np.arange(len(self.keys) + 1)).tolist()
+        self.bounds = bounds
         # Python lists: a draw is two bisections on floats, cheaper than numpy calls on scalars (same numbers).
         self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order]).tolist()
         self.order = order.tolist()
