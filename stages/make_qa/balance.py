@@ -49,22 +49,34 @@ class ClassDraw:
 
     def __init__(self, classes: Sequence, weights: Sequence[float], target: dict | None = None):
         arr = np.asarray(classes)
-        if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
-            flat = np.ascontiguousarray(arr)
-            _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel(),
-                                          return_index=True, return_inverse=True)
-            keys = arr[first]
+        if arr.ndim == 1 and arr.dtype.kind in "iub" and len(arr):
+            # Integer classes (the common case, built once per candidate table): one stable sort gives the keys,
+            # the order and the class bounds that np.unique + argsort + searchsorted give below.
+            order = np.argsort(arr, kind="stable")
+            ranked = arr[order]
+            first = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+            self.keys = ranked[first].tolist()
+            bounds = [*first.tolist(), len(arr)]
         else:
-            keys, inverse = np.unique(arr, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
+            if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
+                flat = np.ascontiguousarray(arr)
+                _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1])))
+                                              .ravel(), return_index=True, return_inverse=True)
+                keys = arr[first]
+            else:
+                keys, inverse = np.unique(arr, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(len(self.keys) + 1)).tolist()
         cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else np.ones(len(self.keys))
         if not (cw > 0).any():
             cw = np.ones(len(self.keys))
         self.class_cum = np.cumsum(cw).tolist()
-        self.order = np.argsort(inverse, kind="stable")
-        self.bounds = np.searchsorted(inverse[self.order], np.arange(len(self.keys) + 1)).tolist()
-        self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[self.order])
+        self.bounds = bounds
+        # Python lists: a draw is two bisections on floats, cheaper than numpy calls on scalars (same numbers).
+        self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order]).tolist()
+        self.order = order.tolist()
 
     def __len__(self) -> int:
         return len(self.order)
@@ -72,10 +84,10 @@ class ClassDraw:
     def draw(self, rng: random.Random) -> int:
         c = min(bisect.bisect_right(self.class_cum, rng.random() * self.class_cum[-1]), len(self.keys) - 1)
         lo, hi = self.bounds[c], self.bounds[c + 1]
-        base = self.cum[lo - 1] if lo else 0.0
-        x = base + rng.random() * (self.cum[hi - 1] - base)
-        j = min(max(int(np.searchsorted(self.cum[lo:hi], x, side="right")) + lo, lo), hi - 1)
-        return int(self.order[j])
+        cum = self.cum
+        base = cum[lo - 1] if lo else 0.0
+        x = base + rng.random() * (cum[hi - 1] - base)
+        return self.order[min(max(bisect.bisect_right(cum, x, lo, hi), lo), hi - 1)]
 
 
 def answer_key(r: QARecord):
@@ -303,6 +315,9 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
         rng = random.Random(f"{seed}:{name}")
         group = _order(group, seed)
         own = Counter(r.answer_option for r in group)
+        # (texts, inclusion probabilities, their sum, text -> index) per (answer counts, options): the counts do not
+        # change while a pool is redrawn (true answers stay), so they are built once, not per record.
+        prepared: dict = {}
         for r in group:
             n = len(r.options)
             source, counts = group, own
@@ -312,11 +327,15 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
             if len(counts) < n:
                 r.metadata["options_from"] = "generator"
                 continue
-            texts = sorted(counts)
-            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(source)) for t in texts], r.answer_option, n,
-                                 rng)
-            r.metadata["options_from"] = "pool" if source is group else "fallback pool"
             truth = r.answer_option
+            key = (id(counts), n)
+            if key not in prepared:
+                texts = sorted(counts)
+                pi = [min(1.0, n * counts[t] / len(source)) for t in texts]
+                prepared[key] = (texts, pi, sum(pi), {t: i for i, t in enumerate(texts)})
+            texts, pi, pi_sum, where = prepared[key]
+            chosen = _systematic(texts, pi, truth, n, rng, pi_sum, where[truth])
+            r.metadata["options_from"] = "pool" if source is group else "fallback pool"
             r.options = chosen
             r.answer = LETTERS[chosen.index(truth)]
             r.id = record_id(r.scene, r.family, r.type,
@@ -331,16 +350,18 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
     return [r for r in records if not (r.metadata.get("options_from") == "generator" and (r.family, r.type) in mostly)]
 
 
-def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random) -> list[str]:
+def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random,
+                pi_sum: float | None = None, truth_index: int | None = None) -> list[str]:
     """n distinct texts containing ``truth``: Madow systematic sampling with inclusion probabilities ``pi``
-    (rescaled to sum to n), conditioned on ``truth`` being drawn; returned in a random order."""
+    (rescaled to sum to n), conditioned on ``truth`` being drawn; returned in a random order. ``pi_sum`` and
+    ``truth_index`` (``sum(pi)``, ``texts.index(truth)``) may be given when known."""
     order = list(range(len(texts)))
     rng.shuffle(order)
-    scale = n / sum(pi)
+    scale = n / (sum(pi) if pi_sum is None else pi_sum)
     lengths = [min(1.0, pi[i] * scale) for i in order]
     cum = list(itertools.accumulate(lengths))
     total = cum[-1]
-    k = order.index(texts.index(truth))
+    k = order.index(texts.index(truth) if truth_index is None else truth_index)
     lo = cum[k] - lengths[k]
     x = lo + rng.random() * lengths[k]
     picked = {order[k]}

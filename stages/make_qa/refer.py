@@ -153,14 +153,22 @@ class Namer:
         if s.frames_reader is None or s.mask_reader is None:
             return out
         frames = s.frames_reader()  # (N, H, W, 3)
+        pixels = {}
         for o in objs:  # only the object's own pixels, in up to COLOUR_FRAMES frames spread over where it is seen
             seen = np.flatnonzero(s.visible[o])
             if not len(seen):
                 continue
             pick = seen[np.unique(np.round(np.linspace(0, len(seen) - 1, min(COLOUR_FRAMES, len(seen))))
                                   .astype(int))]
-            px = np.concatenate([frames[f][s.mask_reader(o, int(f))] for f in pick])
-            counts = np.bincount(colour_codes(px), minlength=len(COLOURS)).astype(np.float64)
+            pixels[o] = np.concatenate([frames[f][s.mask_reader(o, int(f))] for f in pick])
+        if not pixels:
+            return out
+        # One colour pass over every object's pixels (colour names are per pixel), then counted per object.
+        codes = colour_codes(np.concatenate(list(pixels.values())))
+        start = 0
+        for o, px in pixels.items():
+            counts = np.bincount(codes[start:start + len(px)], minlength=len(COLOURS)).astype(np.float64)
+            start += len(px)
             out[o] = counts / max(counts.sum(), 1.0)
         return out
 

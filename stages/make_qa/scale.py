@@ -138,7 +138,9 @@ class ScaleGenerator:
         return sorted({r[1] for r in refs if r[1] is not None})
 
     def _t(self, f):
-        return f"{self.scene.timestamps[f]:.2f} s"
+        if "times" not in self._lazy:  # Python floats: numpy scalars format several times slower
+            self._lazy["times"] = self.scene.timestamps.tolist()
+        return f"{self._lazy['times'][f]:.2f} s"
 
     # ------------------------------------------------------------------------------------------------- numeric
 
@@ -247,8 +249,10 @@ class ScaleGenerator:
         """Is there a <label> in the video? Yes for a label the scene shows, no for one of its scale's usual kinds
         that it lacks; balanced yes/no per label (``balance_group``), so the label says nothing."""
         s = self.scene
-        present = sorted({s.labels[o] for o in range(s.n_objects) if s.visible[o].any()})
-        absent = [x for x in VOCABULARY[self.scale] if x not in set(s.labels)]
+        if "existence" not in self._lazy:  # the scene's labels, seen and absent: the same for every question
+            self._lazy["existence"] = (sorted({s.labels[o] for o in range(s.n_objects) if s.visible[o].any()}),
+                                       [x for x in VOCABULARY[self.scale] if x not in set(s.labels)])
+        present, absent = self._lazy["existence"]
         answer = rng.choice(["yes", "no"]) if present and absent else ("yes" if present else "no")
         label = rng.choice(present if answer == "yes" else absent) if (present or absent) else None
         if label is None:
