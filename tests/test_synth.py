@@ -233,8 +233,9 @@ def test_writes_valid_store_and_video_roundtrip(tmp_path):
     assert frames.shape == truth.scene_arrays["frames"].shape
     mse = (err**2).mean()
     # Codec error only (yuv420 halves chroma, which costs most on dense texture at 64x48); a wrong frame order,
-    # size or colour conversion would give well under 15 dB.
-    assert 10 * np.log10(255**2 / mse) > 25 and err.mean() < 8
+    # size or colour conversion would give well under 15 dB (and a mean error of tens; codec alone: 5.6-8.2 on
+    # tabletop seeds 1-8).
+    assert 10 * np.log10(255**2 / mse) > 25 and err.mean() < 10
 
 
 def test_cli_count_shard_and_resume(cli, tmp_path):
