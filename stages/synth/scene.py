@@ -143,8 +143,9 @@ NATURAL_SIZE = {
     "car": (3.5, 5.5), "toy car": (0.06, 0.2), "tree": (4.0, 9.0), "building": (10.0, 30.0), "container": (6.0, 12.2), "pillar": (3.0, 6.0),
 }
 # Real scenes hold several objects of a kind (chairs round a table, boxes, cups, parked cars): each object after the
-# first of its role (moving or still) is another of a kind already drawn for that role with this probability.
-REPEAT = 0.5
+# first of its role (moving or still) is, with this probability, a second one of a kind drawn once so far for that
+# role. Pairs rather than crowds: two of a kind can be told apart by their place in a frame, more rarely three.
+REPEAT = 0.6
 
 PRESET = {
     p.name: p
@@ -364,10 +365,12 @@ class Scene:
 
 
 def _colours(rng: np.random.Generator) -> np.ndarray:
-    """A saturated base colour and a contrasting secondary colour (HSV sampled, converted to RGB)."""
+    """A saturated base colour and a darker shade of nearly the same hue for the pattern (HSV sampled, converted to
+    RGB): most objects are of one colour, so a person can say "the red cup" of one, and the contrast in brightness
+    keeps the pattern for matchers."""
     h = rng.uniform(0, 1)
     base = _hsv(h, rng.uniform(0.55, 0.9), rng.uniform(0.65, 0.95))
-    second = _hsv((h + rng.uniform(0.3, 0.7)) % 1.0, rng.uniform(0.2, 0.7), rng.uniform(0.25, 0.95))
+    second = _hsv((h + rng.uniform(-0.02, 0.02)) % 1.0, rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.55))
     return np.stack([base, second])
 
 
@@ -383,10 +386,12 @@ def _size_range(preset: Preset, category: str) -> tuple[float, float]:
 
 
 def _categories(rng: np.random.Generator, kinds: tuple[str, ...], n: int) -> list[str]:
-    """n categories from ``kinds``; each after the first repeats one already drawn with probability ``REPEAT``."""
+    """n categories from ``kinds``; each after the first is, with probability ``REPEAT``, a second one of a kind
+    drawn once so far."""
     out: list[str] = []
     for _ in range(n):
-        pool = out if out and rng.random() < REPEAT else kinds
+        single = [k for k in out if out.count(k) == 1]
+        pool = single if single and rng.random() < REPEAT else kinds
         out.append(str(pool[int(rng.integers(len(pool)))]))
     return out
 

@@ -1,0 +1,98 @@
+"""Scale size comparisons (#16): synth scenes hold objects of one kind in different sizes, and the options of a
+comparison are named by what says nothing about the sizes compared."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from spatialctl.stages.make_qa.scale import COMPARE_MARGIN, ScaleGenerator
+from spatialctl.stages.make_qa.scene import load_scene
+from spatialctl.stages.synth import SynthConfig
+from spatialctl.stages.synth import run as synth_run
+from spatialctl.stages.synth.scene import PRESETS, build_scene
+
+COMPARISONS = ("size_comparison", "height_comparison", "width_comparison")
+# Words that would name an option by its size, its neighbours (an object's distance to them grows with its own
+# footprint) or its pixel box (its size in pixels).
+LEAKY = re.compile(r"\b(larger|smaller|largest|smallest|bigger|biggest|taller|shorter|wider|narrower)\b|nearest to|"
+                   r"pixel box")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_hold_same_kind_objects_of_different_sizes(preset):
+    scenes = [build_scene(seed, preset, 2, 32, 24, 7, 3, "orbit", 10.0) for seed in range(30)]
+    with_pair, pairs, clear = 0, 0, 0
+    for sc in scenes:
+        kinds = Counter(o.label for o in sc.objects)
+        with_pair += any(n >= 2 for n in kinds.values())
+        for label, n in kinds.items():
+            if n < 2:
+                continue
+            sizes = sorted(float(o.true_size.max()) for o in sc.objects if o.label == label)
+            pairs += 1
+            clear += sizes[-1] - sizes[-2] >= COMPARE_MARGIN * sizes[-1]
+    assert with_pair >= 27, with_pair  # nearly every scene (it was about half before repeats)
+    assert pairs >= 45 and clear >= 0.4 * pairs, (pairs, clear)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    out = []
+    for i, preset in enumerate(("indoor", "tabletop", "outdoor", "tiny-tabletop")):
+        c = SynthConfig(seed=1000 + i, preset=preset, camera="orbit", frames=8, width=64, height=48, moving=3,
+                        objects=7, quiet=True, out=str(root / preset))
+        synth_run(c)
+        out.append(load_scene(str(root / preset / "scene.zarr")))
+    return out
+
+
+def _drafts(scene, n=40):
+    gen = ScaleGenerator(scene)
+    rng = random.Random(0)
+    return [d for t in COMPARISONS for _ in range(n) if (d := gen.generate(t, rng)) is not None]
+
+
+def _swap_sizes(scene):
+    """The same scene with the box sizes of every label's objects rotated among them (names must not change)."""
+    box = scene.box.copy()
+    for label in set(scene.labels):
+        members = [o for o, lab in enumerate(scene.labels) if lab == label]
+        if len(members) >= 2:
+            box[members, :, 3:6] = box[np.roll(members, 1), :, 3:6]
+    return dataclasses.replace(scene, box=box, _cache={})
+
+
+def test_comparison_options_never_name_the_compared_attribute(scenes):
+    drafts = [d for s in scenes for d in _drafts(s)]
+    assert len(drafts) >= 6, len(drafts)
+    for d in drafts:
+        labels = set(d.metadata["labels"])
+        assert len(labels) == 1, d.question  # one kind: across kinds the label answers it
+        for o in d.options:
+            assert not LEAKY.search(o), (d.type, o)
+
+
+def test_comparison_names_do_not_depend_on_sizes(scenes):
+    """Rotating the sizes among same-label objects changes answers but not one option's name."""
+    checked = changed = 0
+    for s in scenes:
+        drafts = _drafts(s)
+        swapped = ScaleGenerator(_swap_sizes(s))
+        swapped._prepare()
+        for d in drafts:
+            objs = d.metadata["objects"]
+            refs = swapped._alike(objs)
+            assert refs is not None and sorted(r[0] for r in refs) == sorted(d.options), d.question
+            checked += 1
+            if d.type != "size_comparison":
+                continue
+            sides = np.array([np.max(swapped.sides[o]) for o in objs])
+            changed += refs[int(np.argmax(sides))][0] != d.options["ABCD".index(d.answer)]
+    assert checked >= 6 and changed >= 1, (checked, changed)
