@@ -72,8 +72,11 @@ def _swap_sizes(scene):
 def test_comparison_options_never_name_the_compared_attribute(scenes):
     drafts = [d for s in scenes for d in _drafts(s)]
     assert len(drafts) >= 6, len(drafts)
+    # asked both ways: an option's text (colour word, length) cannot stand for "larger"
+    assert {d.metadata["largest"] for d in drafts} == {True, False}
     for d in drafts:
         labels = set(d.metadata["labels"])
+        assert ("smallest" in d.question or "shortest" in d.question or "narrowest" in d.question) != d.metadata["largest"]
         assert len(labels) == 1, d.question  # one kind: across kinds the label answers it
         for o in d.options:
             assert not LEAKY.search(o), (d.type, o)
@@ -94,5 +97,6 @@ def test_comparison_names_do_not_depend_on_sizes(scenes):
             if d.type != "size_comparison":
                 continue
             sides = np.array([np.max(swapped.sides[o]) for o in objs])
-            changed += refs[int(np.argmax(sides))][0] != d.options["ABCD".index(d.answer)]
+            truth = int(np.argmax(sides) if d.metadata["largest"] else np.argmin(sides))
+            changed += refs[truth][0] != d.options["ABCD".index(d.answer)]
     assert checked >= 6 and changed >= 1, (checked, changed)

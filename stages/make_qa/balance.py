@@ -203,7 +203,10 @@ def mra_target(counts, is_count: bool) -> dict | None:
 
     from spatialctl.scoring import MRA_THRESHOLDS
 
-    keys = sorted(k for k in counts if math.isfinite(k))
+    # A value under 1% of the records (as in share_limit) gets no weight: matching its tiny count would shrink
+    # every other value to it (counts of 5 and 7 once each in 700 kept 2 records of counting).
+    total = sum(counts.values())
+    keys = sorted(k for k in counts if math.isfinite(k) and counts[k] >= 0.01 * total)
     if len(keys) < 2:
         return None
     gt = np.array(keys, dtype=np.float64) if is_count else np.exp((np.array(keys, dtype=np.float64) + 0.5) * LOG_BIN)

@@ -11,11 +11,11 @@ camera rotation here; counting, appearance order, room size and relative distanc
 Definitions (each question says them in words):
 - height: the box's vertical side; width: its longer horizontal side; size: its longest side.
 - depth: the object centre's distance along the camera's viewing axis in one frame.
-- size/height/width comparisons are asked among objects that share a label: between categories ("the cup or the
-  table?", even "the sphere or the box?") the label gives the answer away; distance comparisons too (a building
-  stands farther than a book). Options that compare sizes or
-  distances never name an object by its pixel box (a box's size in pixels hints at both). Size comparisons name
-  their options by colour or by left-to-right place in one frame drawn at random (``Namer.alike``): never by size,
+- size/height/width comparisons (which is the largest, or as often the smallest) are asked among objects that share
+  a label: between categories ("the cup or the table?", even "the sphere or the box?") the label gives the answer
+  away; distance comparisons too (a building stands farther than a book). Options that compare sizes or distances
+  never name an object by its pixel box (a box's size in pixels hints at both). Size comparisons name their options
+  by colour or by left-to-right place in a frame, each arrangement equally often (``_alike``): never by size,
   landmark or anything else that depends on the sizes compared.
 - position change: the pixel-box centre's shift between two frames, along its dominant image axis.
 - camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
@@ -271,20 +271,30 @@ class ScaleGenerator:
 
     def _alike(self, objs):
         """Names of ``objs`` that are blind to their geometry (``Namer.alike``): by colour, else by left-to-right
-        place in one frame picked by a hash of the scene and the objects among the frames where that names them all
-        (uniform over those frames, the same every time: a set of objects gives one question per type, not one
-        per frame, and its names cannot depend on the values compared)."""
+        place in one frame. Only two objects have a place (leftmost, rightmost), and only where the video shows them
+        both ways round: a hash of the scene and the objects (a fair coin, the same every time) picks which
+        arrangement, then which frame of it, so "rightmost" is the larger one half of the time whatever the scenes'
+        layout, and a set of objects always gets the same names (one question per type, not one per frame)."""
         key = tuple(sorted(int(o) for o in objs))
         nm = namer(self.scene)
-        frames = nm.alike_frames(list(key))
         pick = zlib.crc32(f"{self.scene.scene_id}:{key}".encode())
-        names = nm.alike(list(key), int(frames[pick % len(frames)]) if len(frames) else None)
+        frame = None
+        if not all(nm.colour[o] is not None for o in key):
+            frames = nm.alike_frames(list(key))
+            ways = [frames[nm.position[key[0], frames] == side] for side in (1, 2)]
+            if all(len(w) for w in ways):
+                way = ways[pick & 1]
+                frame = int(way[(pick >> 1) % len(way)])
+        names = nm.alike(list(key), frame)
         if names is None:
             return None
         got = dict(zip(key, names, strict=True))
         return [got[int(o)] for o in objs]
 
-    def _compare(self, rng, qtype, value_of, wording, largest=True):
+    def _compare(self, rng, qtype, value_of, wordings):
+        """Which of 2-4 same-label objects is the largest or (as often) the smallest: asked both ways, an option's
+        text (its colour word, its length) is the answer as often as not even where it goes with size in a scene
+        set (``wordings``: the largest and the smallest question)."""
         groups = self._comparable()
         if not groups:
             return None
@@ -293,6 +303,7 @@ class ScaleGenerator:
         refs = self._alike(objs)
         if refs is None:
             return None
+        largest = rng.random() < 0.5
         values = np.array([value_of(o) for o in objs])
         order = np.argsort(-values if largest else values, kind="stable")
         best, second = values[order[0]], values[order[1]]
@@ -300,20 +311,24 @@ class ScaleGenerator:
             return None
         names = [r[0] for r in refs]
         opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
-        q = wording.format(names=", ".join(sorted(names)))
-        return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs), metadata=self._meta(objs))
+        q = wordings[0 if largest else 1].format(names=", ".join(sorted(names)))
+        return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs),
+                     metadata=self._meta(objs, largest=largest))
 
     def _size_comparison(self, rng):
         return self._compare(rng, "size_comparison", lambda o: float(np.max(self.sides[o])),
-                             "Which of these objects is the largest, by its longest side: {names}?")
+                             ("Which of these objects is the largest, by its longest side: {names}?",
+                              "Which of these objects is the smallest, by its longest side: {names}?"))
 
     def _height_comparison(self, rng):
         return self._compare(rng, "height_comparison", lambda o: float(self.sides[o][2]),
-                             "Which of these objects is the tallest: {names}?")
+                             ("Which of these objects is the tallest: {names}?",
+                              "Which of these objects is the shortest (least tall): {names}?"))
 
     def _width_comparison(self, rng):
         return self._compare(rng, "width_comparison", lambda o: float(max(self.sides[o][0], self.sides[o][1])),
-                             "Which of these objects is the widest (longer horizontal side): {names}?")
+                             ("Which of these objects is the widest (longer horizontal side): {names}?",
+                              "Which of these objects is the narrowest (longer horizontal side): {names}?"))
 
     def _distance_comparison(self, rng):
         s = self.scene
