@@ -100,3 +100,43 @@ def test_comparison_names_do_not_depend_on_sizes(scenes):
             truth = int(np.argmax(sides) if d.metadata["largest"] else np.argmin(sides))
             changed += refs[truth][0] != d.options["ABCD".index(d.answer)]
     assert checked >= 6 and changed >= 1, (checked, changed)
+
+
+def _record(i, options, answer, key="largest"):
+    from spatialctl.qa_format import QARecord
+
+    return QARecord(id=f"r{i}", scene=f"s{i % 20}", question="Which is the largest?", answer=answer,
+                    answer_type="mc", family="scale", type="size_comparison", options=options,
+                    metadata={"word_balance": key})
+
+
+def test_option_words_are_capped_near_chance():
+    """A scene set where purple things happen to be larger: purple may not stay the answer 3 times in 4."""
+    from spatialctl.stages.make_qa.balance import WORD_SPREAD, cap_option_words
+
+    rng = random.Random(0)
+    others = ("red", "blue", "green", "pink", "orange")
+    recs = []
+    for i in range(200):
+        other = rng.choice(others)
+        opts = ["the purple box", f"the {other} box"]
+        rng.shuffle(opts)
+        purple_wins = rng.random() < 0.75
+        recs.append(_record(i, opts, "AB"[opts.index("the purple box" if purple_wins else f"the {other} box")]))
+    kept = cap_option_words(recs, seed=0)
+    wins = sum(r.options["AB".index(r.answer)] == "the purple box" for r in kept)
+    assert len(kept) >= 100 and wins <= WORD_SPREAD * len(kept) / 2 + 1, (len(kept), wins)
+    # records without the key are left alone
+    plain = [_record(i, ["the purple box", "the red box"], "A", key=None) for i in range(10)]
+    for r in plain:
+        r.metadata.pop("word_balance")
+    assert cap_option_words(plain) == plain
+
+
+def test_count_target_ignores_values_under_one_percent():
+    """Counts of 5 and 7 seen once or thrice among ~700 must not shrink every other count to their size."""
+    from spatialctl.stages.make_qa.balance import _target_caps, mra_target
+
+    counts = Counter({2: 328, 1: 246, 3: 81, 4: 20, 5: 3, 7: 1})
+    caps = _target_caps(counts, mra_target(counts, True))
+    assert caps[5] == caps[7] == 0 and sum(caps.values()) >= 50, caps

@@ -313,7 +313,7 @@ class ScaleGenerator:
         opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
         q = wordings[0 if largest else 1].format(names=", ".join(sorted(names)))
         return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs),
-                     metadata=self._meta(objs, largest=largest))
+                     metadata=self._meta(objs, largest=largest, word_balance="largest" if largest else "smallest"))
 
     def _size_comparison(self, rng):
         return self._compare(rng, "size_comparison", lambda o: float(np.max(self.sides[o])),
