@@ -87,12 +87,15 @@ def test_comparison_names_do_not_depend_on_sizes(scenes):
     checked = changed = 0
     for s in scenes:
         drafts = _drafts(s)
+        original = ScaleGenerator(s)
+        original._prepare()
         swapped = ScaleGenerator(_swap_sizes(s))
         swapped._prepare()
         for d in drafts:
             objs = d.metadata["objects"]
             refs = swapped._alike(objs)
             assert refs is not None and sorted(r[0] for r in refs) == sorted(d.options), d.question
+            assert refs == original._alike(objs), d.question  # each object keeps its own name
             checked += 1
             if d.type != "size_comparison":
                 continue
