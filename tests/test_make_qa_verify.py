@@ -497,7 +497,7 @@ def expect_scale(raw, r):
         return float(round(d))
     if t == "existence":
         present = {raw.labels[o] for o in range(len(raw.labels)) if raw.vis[o].any()}
-        label = re.fullmatch(r"Is there an? ([a-z]+) anywhere in the video\?", r.question).group(1)
+        label = re.fullmatch(r"Is there an? ([a-z ]+) anywhere in the video\?", r.question).group(1)
         assert sorted(r.options) == ["no", "yes"] and (label in present or label not in raw.labels)
         return "yes" if label in present else "no"
     if t in ("size_comparison", "height_comparison", "width_comparison"):
@@ -505,8 +505,12 @@ def expect_scale(raw, r):
         assert len(labels) == 1 or labels <= {"box", "sphere", "cylinder"}
         key = {"size_comparison": max, "height_comparison": lambda s: s[2], "width_comparison": lambda s: max(s[:2])}[t]
         vals = [key(s) for s in sides]
-        assert sorted(vals)[-1] - sorted(vals)[-2] >= 0.15 * sorted(vals)[-1]
-        assert not re.search(r"larger|smaller|largest|smallest", " ".join(r.options))
+        least = re.search(r"is the (smallest|shortest|narrowest)\b", r.question) is not None
+        if least:  # the smallest: the same check on the negated values
+            vals = [-v for v in vals]
+        top, second = sorted(vals)[-1], sorted(vals)[-2]
+        assert top - second >= 0.15 * max(abs(top), abs(second))
+        assert not re.search(r"larger|smaller|largest|smallest|nearest to|pixel box", " ".join(r.options))
         return ("object", objs[int(np.argmax(vals))])
     if t == "distance_comparison":
         f = m["frame"]

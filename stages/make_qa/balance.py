@@ -222,7 +222,10 @@ def mra_target(counts, is_count: bool) -> dict | None:
 
     from spatialctl.scoring import MRA_THRESHOLDS
 
-    keys = sorted(k for k in counts if math.isfinite(k))
+    # A value under 1% of the records (as in share_limit) gets no weight: matching its tiny count would shrink
+    # every other value to it (counts of 5 and 7 once each in 700 kept 2 records of counting).
+    total = sum(counts.values())
+    keys = sorted(k for k in counts if math.isfinite(k) and counts[k] >= 0.01 * total)
     if len(keys) < 2:
         return None
     gt = np.array(keys, dtype=np.float64) if is_count else np.exp((np.array(keys, dtype=np.float64) + 0.5) * LOG_BIN)
@@ -375,6 +378,51 @@ def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: rand
     return out
 
 
+WORD_SPREAD = 1.15  # a word may be the answer at most this many times as often as chance says, when offered
+
+
+def _distinct_words(options: list[str]) -> list[frozenset]:
+    """Per option, the words that set it apart from the other options (``the purple box`` vs ``the pink box``)."""
+    words = [frozenset(o.split()) for o in options]
+    common = frozenset.intersection(*words)
+    return [w - common for w in words]
+
+
+def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
+    """Records with ``metadata["word_balance"]`` (a key: type and wording) name fixed options by words that should
+    say nothing (a colour): per key, no word is the answer more than ``WORD_SPREAD`` times its chance share of the
+    times it is offered (sum of 1/n). A scene set small enough to hold, by chance, larger purple than pink objects
+    would otherwise teach that; records that make an over-used word the answer are dropped, last in seeded order."""
+    groups: dict = defaultdict(list)
+    rest = []
+    for r in records:
+        key = r.metadata.get("word_balance") if r.answer_type == "mc" and r.options else None
+        (groups[f"{r.family}/{r.type}/{key}"] if key else rest).append(r)
+    keep = rest
+    for _, group in sorted(groups.items()):
+        group = _order(group, seed)
+        words = [_distinct_words(r.options) for r in group]
+        alive = [True] * len(group)
+        for _ in range(len(group)):
+            expected, answered = Counter(), Counter()
+            for i, r in enumerate(group):
+                if alive[i]:
+                    for j, ws in enumerate(words[i]):
+                        for w in ws:
+                            expected[w] += 1.0 / len(r.options)
+                            answered[w] += j == LETTERS.index(r.answer)
+            over = [w for w in answered if answered[w] > WORD_SPREAD * expected[w] + 1.0]
+            if not over:
+                break
+            w = max(over, key=lambda x: (answered[x] - WORD_SPREAD * expected[x], x))
+            i = max(i for i, r in enumerate(group) if alive[i] and w in words[i][LETTERS.index(r.answer)])
+            alive[i] = False
+        keep.extend(r for r, a in zip(group, alive, strict=True) if a)
+    order = {id(r): i for i, r in enumerate(records)}
+    return sorted(keep, key=lambda r: order[id(r)])
+
+
 def balance(records: list[QARecord], seed: int = 0, target: dict | None = None) -> list[QARecord]:
-    """Cap answers and step labels per type, then redraw pooled distractors from the kept answers."""
-    return redraw_distractors(cap(records, seed, target), seed)
+    """Cap answers and step labels per type and option words where asked, then redraw pooled distractors from the
+    kept answers."""
+    return redraw_distractors(cap_option_words(cap(records, seed, target), seed), seed)

@@ -216,6 +216,26 @@ class Namer:
         where = "" if image else f" in the frame at {s.timestamps[f]:.2f} s"
         return f"the {label} at pixel box [{b[0]}, {b[1]}, {b[2]}, {b[3]}]{where}", (None if image else f)
 
+    def alike(self, objs: list[int], frame: int | None = None) -> list[tuple[str, int | None]] | None:
+        """Names for objects of one label that say nothing about their geometry, for questions that compare it:
+        all by colour (no frame), or, given ``frame``, all by their left-to-right place among their label in that
+        frame; None when neither names every one. Never a size word (it is the answer), a landmark (an object's
+        distance to its neighbours grows with its own footprint) or a pixel box (its size in pixels hints at both)."""
+        s = self.scene
+        if all(self.colour[o] is not None for o in objs):
+            return [(f"the {COLOURS[self.colour[o]]} {s.labels[o]}", None) for o in objs]
+        if frame is None or not all(self.position[o, frame] for o in objs):
+            return None
+        n = len(self.groups[s.labels[objs[0]]])
+        many = f"{NUMBER_WORDS.get(n, str(n))} {plural(s.labels[objs[0]])}"
+        where = f" in the frame at {s.timestamps[frame]:.2f} s"
+        return [(f"the {('leftmost', 'rightmost')[int(self.position[o, frame]) - 1]} of the {many}{where}", frame)
+                for o in objs]
+
+    def alike_frames(self, objs: list[int]) -> np.ndarray:
+        """Frames where :meth:`alike` can name every one of ``objs`` by position."""
+        return np.flatnonzero((self.position[objs] > 0).all(0))
+
     def _spread(self, o: int) -> list[int]:
         """Frames to try for a position phrase: where the object is seen, best-seen first."""
         seen = np.flatnonzero(self.position[o] > 0)

@@ -135,12 +135,18 @@ class Preset:
 
 
 GENERIC = ("box", "sphere", "cylinder")
+# Longest side (m) of each kind as real ones come: espresso cup to large mug, child's chair to high-backed chair,
+# child to tall adult, city car to van, so that two objects of one kind often differ clearly in size.
 NATURAL_SIZE = {
     "die": (0.006, 0.016), "bead": (0.004, 0.012), "coin": (0.016, 0.03), "battery": (0.03, 0.05),
-    "cup": (0.09, 0.13), "bottle": (0.2, 0.32), "book": (0.15, 0.3), "can": (0.1, 0.13), "ball": (0.06, 0.22),
-    "chair": (0.8, 1.0), "table": (0.9, 1.6), "sofa": (1.7, 2.2), "cabinet": (0.8, 1.9), "person": (1.55, 1.9),
-    "car": (3.8, 4.8), "toy car": (0.08, 0.16), "tree": (4.0, 9.0), "building": (10.0, 30.0), "container": (6.0, 12.2), "pillar": (3.0, 6.0),
+    "cup": (0.07, 0.15), "bottle": (0.15, 0.35), "book": (0.15, 0.3), "can": (0.08, 0.17), "ball": (0.06, 0.22),
+    "chair": (0.65, 1.1), "table": (0.9, 1.6), "sofa": (1.5, 2.4), "cabinet": (0.8, 1.9), "person": (1.2, 1.95),
+    "car": (3.5, 5.5), "toy car": (0.06, 0.2), "tree": (4.0, 9.0), "building": (10.0, 30.0), "container": (6.0, 12.2), "pillar": (3.0, 6.0),
 }
+# Real scenes hold several objects of a kind (chairs round a table, boxes, cups, parked cars): each object after the
+# first of its role (moving or still) is, with this probability, a second one of a kind drawn once so far for that
+# role. Pairs rather than crowds: two of a kind can be told apart by their place in a frame, more rarely three.
+REPEAT = 0.6
 
 PRESET = {
     p.name: p
@@ -361,10 +367,12 @@ class Scene:
 
 
 def _colours(rng: np.random.Generator) -> np.ndarray:
-    """A saturated base colour and a contrasting secondary colour (HSV sampled, converted to RGB)."""
+    """A saturated base colour and a darker shade of nearly the same hue for the pattern (HSV sampled, converted to
+    RGB): most objects are of one colour, so a person can say "the red cup" of one, and the contrast in brightness
+    keeps the pattern for matchers."""
     h = rng.uniform(0, 1)
     base = _hsv(h, rng.uniform(0.55, 0.9), rng.uniform(0.65, 0.95))
-    second = _hsv((h + rng.uniform(0.3, 0.7)) % 1.0, rng.uniform(0.2, 0.7), rng.uniform(0.25, 0.95))
+    second = _hsv((h + rng.uniform(-0.02, 0.02)) % 1.0, rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.55))
     return np.stack([base, second])
 
 
@@ -377,6 +385,17 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
 
 def _size_range(preset: Preset, category: str) -> tuple[float, float]:
     return NATURAL_SIZE.get(category, preset.generic_size) if category not in GENERIC else preset.generic_size
+
+
+def _categories(rng: np.random.Generator, kinds: tuple[str, ...], n: int) -> list[str]:
+    """n categories from ``kinds``; each after the first is, with probability ``REPEAT``, a second one of a kind
+    drawn once so far."""
+    out: list[str] = []
+    for _ in range(n):
+        single = [k for k in out if out.count(k) == 1]
+        pool = single if single and rng.random() < REPEAT else kinds
+        out.append(str(pool[int(rng.integers(len(pool)))]))
+    return out
 
 
 def _make_object(rng: np.random.Generator, preset: Preset, category: str, motion: Motion) -> SceneObject:
@@ -623,8 +642,7 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
     if p.on_table:  # from a stream of its own: the objects on the table stay those the seed gave before
         table, room = sample_table_room(np.random.Generator(np.random.PCG64([seed, 1])), bounds, eyes_xy)
 
-    categories = [str(rng.choice(p.movable)) for _ in range(n_moving)]
-    categories += [str(rng.choice(p.fixed)) for _ in range(n_objects - n_moving)]
+    categories = _categories(rng, p.movable, n_moving) + _categories(rng, p.fixed, n_objects - n_moving)
     order = rng.permutation(n_objects)  # which object id gets which category (moving ones are not always first)
     grows = 0
     objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance, p.room)
