@@ -21,7 +21,7 @@ from spatialctl.qa_format import read_qa, to_sharegpt
 
 # Four scales, cameras that walk, orbit, pan and stay (a pan reveals objects one after another: appearance order).
 PRESETS = [("indoor", 10, "walk"), ("tabletop", 11, "orbit"), ("tiny-tabletop", 12, "orbit"), ("outdoor", 13, "walk"),
-           ("indoor", 23, "pan"), ("tabletop", 18, "static")]
+           ("indoor", 21, "pan"), ("tabletop", 18, "static")]
 
 EXPECTED = {
     "dsr": {"distance", "direction", "orientation", "speed", "speed_comparison", "direction_prediction"},
