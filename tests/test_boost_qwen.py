@@ -139,6 +139,8 @@ def test_boost_with_views_overfits_16_items_and_eval_run_answers(cli, data, runs
     assert [x["prediction"] for x in lines] == [x["answer"] for x in lines]
     r = cli("eval", "qa", preds)
     assert r.exit_code == 0 and "| 16 | 100.0 |" in r.output, r.output
+    # the run record says what was shown: the adapter's 2 views, not the layout's 8 frames
+    assert json.loads((root / f"preds-{family}.jsonl.run.json").read_text())["config"]["num_frames"] == 2
     # what eval loads: the tower wrapped with the trained Attn⁺ and gates (the answers alone could come from the LLM)
     _, views = _views(bases[family])
     base = qwen.load_model(bases[family]).eval()
@@ -235,3 +237,19 @@ def test_boost_parameters_train_at_boost_lr_and_nothing_else_of_the_tower(data):
     groups = param_groups(model, cfg)
     assert {id(p) for g in groups if g["lr"] == 0.5 for p in g["params"]} == boosted
     assert all(g["lr"] == 0.1 for g in groups if not {id(p) for p in g["params"]} & boosted)
+
+
+def test_multi_view_adapter_on_a_released_layout_fails_before_touching_out(cli, runs, tmp_path):
+    """An option clash (a --views adapter, a video benchmark's layout) is a one-line usage error, and --overwrite
+    has not deleted the previous predictions by then."""
+    from released_fixtures import spacevista_bench
+
+    adapter, _ = runs["qwen2_5_vl"]
+    spacevista_bench(str(tmp_path))
+    preds, record = tmp_path / "p.jsonl", tmp_path / "p.jsonl.run.json"
+    preds.write_text('{"id": "0", "prediction": "A"}\n')
+    record.write_text("{}")
+    r = cli("eval", "run", "--qa", tmp_path / "bench_final.json", "--layout", "spacevista", "--adapter", adapter,
+            "--out", preds, "--overwrite", "--quiet")
+    assert r.exit_code == 2 and "multi-view adapter" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert preds.read_text() == '{"id": "0", "prediction": "A"}\n' and record.read_text() == "{}"
