@@ -190,6 +190,8 @@ def test_batch_size_and_grad_accum_give_the_update_of_one_big_batch(data, tmp_pa
     (("--no-gsm", "--views", "-1"), "--views"),
     (("--no-gsm", "--boost", "--freeze-llm", "--init-adapter", "nowhere"), "adapter_config.json"),
     (("--no-gsm", "--boost", "--init-adapter", "."), "--full-finetune or --freeze-llm"),
+    (("--no-gsm", "--boost", "--boost-layers", "2"), "--boost-layers"),  # the tiny tower has blocks 0 and 1
+    (("--no-gsm", "--boost", "--boost-layers", ","), "layers ','"),  # no index: would boost nothing
 ])
 def test_cli_errors(cli, data, tmp_path, args, words):
     _, scenes, qa, bases = data
@@ -205,6 +207,9 @@ def test_stage_3_trains_only_attn_plus_and_gates_from_a_previous_adapter(cli, da
     _, scenes, qa, bases = data
     init, _ = runs[family]
     out = tmp_path / "s3"
+    r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases[family], "--no-gsm", "--boost",
+            "--boost-layers", "0", "--freeze-llm", "--init-adapter", init)
+    assert r.exit_code == 2 and "already fixes the boosted layers" in r.output and not out.exists(), r.output
     r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases[family], "--no-gsm", "--boost",
             "--views", "2", "--freeze-llm", "--init-adapter", init, "--lr", "1e-3", "--batch-size", "8",
             "--max-steps", "2", "--warmup-ratio", "0", "--quiet")

@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 
-from spatialctl.boost import DEFAULT_ENCODER, parse_layers
+from spatialctl.boost import BOOST_CONFIG, DEFAULT_ENCODER, check_tower_layers, parse_layers
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
 from spatialctl.errors import UsageError
+from spatialctl.hub import resolve_model_dir
 from spatialctl.gsm import GEOMETRY_SOURCES
 from spatialctl.qwen import DEFAULT_BASE
 from spatialctl.vega import METHODS as VEGA_METHODS
@@ -189,6 +190,10 @@ class TrainGSMConfig:
             raise UsageError("--boost-lr must be >= 0")
         if not self.boost and (self.boost_layers is not None or self.boost_lr):
             raise UsageError("--boost-layers and --boost-lr configure --boost; add --boost")
+        if self.boost and self.boost_layers is not None:
+            if self.init_adapter is not None and os.path.isfile(os.path.join(self.init_adapter, BOOST_CONFIG)):
+                raise UsageError(f"--boost-layers: --init-adapter {self.init_adapter} already fixes the boosted layers")
+            check_tower_layers(resolve_model_dir(self.base, option="--base"), self.boost_layers)
         if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
         if self.fusion.kind != "none" and (self.experts.mode != "none" or self.objective != "sft"):
