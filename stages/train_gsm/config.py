@@ -8,7 +8,7 @@ from functools import cached_property
 
 from spatialctl.boost import BOOST_CONFIG, DEFAULT_ENCODER, check_tower_layers, parse_layers
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
-from spatialctl.errors import UsageError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
 from spatialctl.gsm import GEOMETRY_SOURCES
 from spatialctl.qwen import DEFAULT_BASE
@@ -193,7 +193,12 @@ class TrainGSMConfig:
         if self.boost and self.boost_layers is not None:
             if self.init_adapter is not None and os.path.isfile(os.path.join(self.init_adapter, BOOST_CONFIG)):
                 raise UsageError(f"--boost-layers: --init-adapter {self.init_adapter} already fixes the boosted layers")
-            check_tower_layers(resolve_model_dir(self.base, option="--base"), self.boost_layers)
+            try:
+                model_dir = resolve_model_dir(self.base)
+            except SpatialctlError:  # not here yet: loading it reports that, with the download command
+                model_dir = None
+            if model_dir is not None:
+                check_tower_layers(model_dir, self.boost_layers)
         if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
         if self.fusion.kind != "none" and (self.experts.mode != "none" or self.objective != "sft"):
