@@ -258,3 +258,30 @@ def test_multi_view_adapter_on_a_released_layout_fails_before_touching_out(cli, 
             "--out", preds, "--overwrite", "--quiet")
     assert r.exit_code == 2 and "multi-view adapter" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert preds.read_text() == '{"id": "0", "prediction": "A"}\n' and record.read_text() == "{}"
+
+
+def test_eval_asks_a_multi_view_adapter_at_its_training_resolution(cli, data, runs, tmp_path, monkeypatch):
+    """An adapter trained with --max-pixels is shown its views at that size by `eval run` (train_config.json), not at
+    the image processor's default; here 64x64 views -> 28x28 at 2*28*28 pixels, 56x56 by default."""
+    import shutil
+
+    root, scenes, _, bases = data
+    adapter = tmp_path / "adapter"
+    shutil.copytree(runs["qwen2_5_vl"][0], adapter, ignore=shutil.ignore_patterns("checkpoints"))
+    train = json.loads((adapter / "train_config.json").read_text())
+    train["config"]["max_pixels"] = 2 * 28 * 28  # as `train-gsm --max-pixels 1568` records it
+    (adapter / "train_config.json").write_text(json.dumps(train))
+    grids = []
+    process = qwen.process_images
+
+    def spy(frames, cfg):
+        out = process(frames, cfg)
+        grids.extend(out["image_grid_thw"].tolist())
+        return out
+
+    monkeypatch.setattr(qwen, "process_images", spy)
+    qa = write_records(tmp_path / "qa.jsonl", make_records(2))
+    r = cli("eval", "run", "--qa", qa, "--adapter", adapter, "--scenes", scenes, "--out", tmp_path / "p.jsonl",
+            "--max-new-tokens", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert grids == [[1, 2, 2]] * 4, grids  # 2 records x 2 views

@@ -219,6 +219,19 @@ def _check_sidecar(out: Path, config: RunnerConfig, qa_path: str) -> None:
 # ---------------------------------------------------------------------------------------------- model
 
 
+def _trained_max_pixels(adapter: str) -> int | None:
+    """train-gsm's --max-pixels for the adapter (its train_config.json), None when it used the model's setting."""
+    path = os.path.join(adapter, "train_config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)["config"].get("max_pixels", 0)
+        return int(value) or None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SpatialctlError(f"{path}: unreadable ({type(e).__name__})") from None
+
+
 def _base(config: RunnerConfig) -> str:
     return config.model or (gsm.adapter_base(config.adapter) if config.adapter else qwen.DEFAULT_BASE)
 
@@ -324,7 +337,8 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
             raise UsageError(f"--adapter {config.adapter}: a multi-view adapter (trained with --views {views}) answers "
                              f"from separate images; --layout {config.layout} shows its harness's video frames")
         # a multi-view adapter is asked as it was trained: its number of views, each a separate image
-        image_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(_base(config)), images=True)
+        image_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(_base(config)), images=True,
+                                                             max_pixels=_trained_max_pixels(config.adapter))
         config = dataclasses.replace(config, num_frames=views)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if config.overwrite and out_path.exists():
