@@ -285,3 +285,19 @@ def test_eval_asks_a_multi_view_adapter_at_its_training_resolution(cli, data, ru
             "--max-new-tokens", "1", "--quiet")
     assert r.exit_code == 0, r.output
     assert grids == [[1, 2, 2]] * 4, grids  # 2 records x 2 views
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_train_gsm_leaves_another_stages_boost_files_alone(cli, data, tmp_path, overwrite):
+    """boost-encoder's boost.safetensors/boost_config.json in --out: train-gsm neither deletes (--overwrite) nor
+    replaces them, nor leaves them beside its adapter for eval run to apply to the VLM's tower."""
+    _, scenes, qa, bases = data
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / boost.BOOST_CONFIG).write_text('{"family": "dinov3"}')
+    (out / boost.BOOST_WEIGHTS).write_bytes(b"boost-encoder's")
+    r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases["qwen2_5_vl"], "--no-gsm",
+            "--boost", "--max-steps", "1", *(["--overwrite"] if overwrite else []))
+    assert r.exit_code == 2 and "did not write it" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([boost.BOOST_CONFIG, boost.BOOST_WEIGHTS])
+    assert (out / boost.BOOST_WEIGHTS).read_bytes() == b"boost-encoder's"
