@@ -192,6 +192,7 @@ def test_batch_size_and_grad_accum_give_the_update_of_one_big_batch(data, tmp_pa
     (("--no-gsm", "--boost", "--init-adapter", "."), "--full-finetune or --freeze-llm"),
     (("--no-gsm", "--boost", "--boost-layers", "2"), "--boost-layers"),  # the tiny tower has blocks 0 and 1
     (("--no-gsm", "--boost", "--boost-layers", ","), "layers ','"),  # no index: would boost nothing
+    (("--no-gsm", "--views", "2", "--num-frames", "8"), "--num-frames"),  # would be ignored
 ])
 def test_cli_errors(cli, data, tmp_path, args, words):
     _, scenes, qa, bases = data
@@ -244,7 +245,7 @@ def test_boost_parameters_train_at_boost_lr_and_nothing_else_of_the_tower(data):
     assert all(g["lr"] == 0.1 for g in groups if not {id(p) for p in g["params"]} & boosted)
 
 
-def test_multi_view_adapter_on_a_released_layout_fails_before_touching_out(cli, runs, tmp_path):
+def test_multi_view_adapter_on_a_released_layout_fails_before_touching_out(cli, data, runs, tmp_path):
     """An option clash (a --views adapter, a video benchmark's layout) is a one-line usage error, and --overwrite
     has not deleted the previous predictions by then."""
     from released_fixtures import spacevista_bench
@@ -258,6 +259,10 @@ def test_multi_view_adapter_on_a_released_layout_fails_before_touching_out(cli, 
             "--out", preds, "--overwrite", "--quiet")
     assert r.exit_code == 2 and "multi-view adapter" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert preds.read_text() == '{"id": "0", "prediction": "A"}\n' and record.read_text() == "{}"
+    # --frames other than its views would be ignored: refused too
+    r = cli("eval", "run", "--qa", data[2], "--adapter", adapter, "--frames", "4", "--out",
+            tmp_path / "q.jsonl", "--quiet")
+    assert r.exit_code == 2 and "--views 2" in r.output and not (tmp_path / "q.jsonl").exists(), r.output
 
 
 def test_eval_asks_a_multi_view_adapter_at_its_training_resolution(cli, data, runs, tmp_path, monkeypatch):

@@ -336,6 +336,9 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
         if bench:
             raise UsageError(f"--adapter {config.adapter}: a multi-view adapter (trained with --views {views}) answers "
                              f"from separate images; --layout {config.layout} shows its harness's video frames")
+        if config.num_frames not in (views, REFERENCE_FRAMES.get(config.layout)):
+            raise UsageError(f"--frames {config.num_frames}: --adapter {config.adapter} was trained with --views "
+                             f"{views} and is asked with {views} views")
         # a multi-view adapter is asked as it was trained: its number of views, each a separate image
         image_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(_base(config)), images=True,
                                                              max_pixels=_trained_max_pixels(config.adapter))

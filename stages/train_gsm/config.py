@@ -181,6 +181,8 @@ class TrainGSMConfig:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
         if self.views < 0:
             raise UsageError("--views must be 0 (a video) or at least 1")
+        if self.views and self.num_frames != TrainGSMConfig.num_frames:
+            raise UsageError("--num-frames and --views exclude each other (--views N takes N of the record's frames)")
         if self.views and (self.gsm or self.fusion.kind != "none"):
             raise UsageError("--views gives the frames as images; the GSM and --fusion need a video (add --no-gsm, "
                              "--fusion none)")
