@@ -9,8 +9,8 @@ from functools import cached_property
 from spatialctl.boost import BOOST_CONFIG, DEFAULT_ENCODER, check_tower_layers, parse_layers
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
 from spatialctl.errors import SpatialctlError, UsageError
-from spatialctl.hub import resolve_model_dir
 from spatialctl.gsm import GEOMETRY_SOURCES
+from spatialctl.hub import resolve_model_dir
 from spatialctl.qwen import DEFAULT_BASE
 from spatialctl.vega import METHODS as VEGA_METHODS
 
