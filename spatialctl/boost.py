@@ -84,9 +84,12 @@ def parse_layers(text: str) -> list[int] | None:
     if text.strip().lower() == "all":
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        layers = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UsageError(f"layers {text!r}: expected 'all' or comma-separated layer indices, e.g. 0,1,-1") from None
+        layers = []
+    if not layers:  # "" or "," would boost nothing while --boost reads as on
+        raise UsageError(f"layers {text!r}: expected 'all' or comma-separated layer indices, e.g. 0,1,-1")
+    return layers
 
 
 def family_of(model_type: str, where: str = "encoder") -> Family:
@@ -291,6 +294,23 @@ def load_delta(model, boost_dir: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- Qwen-VL
+
+
+def check_tower_layers(model_dir: str, layers: list[int]) -> None:
+    """UsageError unless every index in ``layers`` is a block of the vision tower ``model_dir/config.json``
+    describes (checked before a run writes anything)."""
+    import json
+
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    depth = (cfg.get("vision_config") or {}).get("depth")
+    if cfg.get("model_type") not in TOWERS or not isinstance(depth, int):
+        raise UsageError(f"{model_dir}: model_type {cfg.get('model_type')!r} has no SpatialBoost vision tower "
+                         f"({', '.join(TOWERS)})")
+    try:
+        resolve_layers(layers, depth)
+    except SpatialctlError as e:
+        raise UsageError(f"--boost-layers: {e}") from None
 
 
 def tower_family(vlm) -> Family:

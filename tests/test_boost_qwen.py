@@ -139,6 +139,8 @@ def test_boost_with_views_overfits_16_items_and_eval_run_answers(cli, data, runs
     assert [x["prediction"] for x in lines] == [x["answer"] for x in lines]
     r = cli("eval", "qa", preds)
     assert r.exit_code == 0 and "| 16 | 100.0 |" in r.output, r.output
+    # the run record says what was shown: the adapter's 2 views, not the layout's 8 frames
+    assert json.loads((root / f"preds-{family}.jsonl.run.json").read_text())["config"]["num_frames"] == 2
     # what eval loads: the tower wrapped with the trained Attn⁺ and gates (the answers alone could come from the LLM)
     _, views = _views(bases[family])
     base = qwen.load_model(bases[family]).eval()
@@ -188,6 +190,9 @@ def test_batch_size_and_grad_accum_give_the_update_of_one_big_batch(data, tmp_pa
     (("--no-gsm", "--views", "-1"), "--views"),
     (("--no-gsm", "--boost", "--freeze-llm", "--init-adapter", "nowhere"), "adapter_config.json"),
     (("--no-gsm", "--boost", "--init-adapter", "."), "--full-finetune or --freeze-llm"),
+    (("--no-gsm", "--boost", "--boost-layers", "2"), "--boost-layers"),  # the tiny tower has blocks 0 and 1
+    (("--no-gsm", "--boost", "--boost-layers", ","), "layers ','"),  # no index: would boost nothing
+    (("--no-gsm", "--views", "2", "--num-frames", "8"), "--num-frames"),  # would be ignored
 ])
 def test_cli_errors(cli, data, tmp_path, args, words):
     _, scenes, qa, bases = data
@@ -203,6 +208,9 @@ def test_stage_3_trains_only_attn_plus_and_gates_from_a_previous_adapter(cli, da
     _, scenes, qa, bases = data
     init, _ = runs[family]
     out = tmp_path / "s3"
+    r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases[family], "--no-gsm", "--boost",
+            "--boost-layers", "0", "--freeze-llm", "--init-adapter", init)
+    assert r.exit_code == 2 and "already fixes the boosted layers" in r.output and not out.exists(), r.output
     r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases[family], "--no-gsm", "--boost",
             "--views", "2", "--freeze-llm", "--init-adapter", init, "--lr", "1e-3", "--batch-size", "8",
             "--max-steps", "2", "--warmup-ratio", "0", "--quiet")
@@ -235,3 +243,66 @@ def test_boost_parameters_train_at_boost_lr_and_nothing_else_of_the_tower(data):
     groups = param_groups(model, cfg)
     assert {id(p) for g in groups if g["lr"] == 0.5 for p in g["params"]} == boosted
     assert all(g["lr"] == 0.1 for g in groups if not {id(p) for p in g["params"]} & boosted)
+
+
+def test_multi_view_adapter_on_a_released_layout_fails_before_touching_out(cli, data, runs, tmp_path):
+    """An option clash (a --views adapter, a video benchmark's layout) is a one-line usage error, and --overwrite
+    has not deleted the previous predictions by then."""
+    from released_fixtures import spacevista_bench
+
+    adapter, _ = runs["qwen2_5_vl"]
+    spacevista_bench(str(tmp_path))
+    preds, record = tmp_path / "p.jsonl", tmp_path / "p.jsonl.run.json"
+    preds.write_text('{"id": "0", "prediction": "A"}\n')
+    record.write_text("{}")
+    r = cli("eval", "run", "--qa", tmp_path / "bench_final.json", "--layout", "spacevista", "--adapter", adapter,
+            "--out", preds, "--overwrite", "--quiet")
+    assert r.exit_code == 2 and "multi-view adapter" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert preds.read_text() == '{"id": "0", "prediction": "A"}\n' and record.read_text() == "{}"
+    # --frames other than its views would be ignored: refused too
+    r = cli("eval", "run", "--qa", data[2], "--adapter", adapter, "--frames", "4", "--out",
+            tmp_path / "q.jsonl", "--quiet")
+    assert r.exit_code == 2 and "--views 2" in r.output and not (tmp_path / "q.jsonl").exists(), r.output
+
+
+def test_eval_asks_a_multi_view_adapter_at_its_training_resolution(cli, data, runs, tmp_path, monkeypatch):
+    """An adapter trained with --max-pixels is shown its views at that size by `eval run` (train_config.json), not at
+    the image processor's default; here 64x64 views -> 28x28 at 2*28*28 pixels, 56x56 by default."""
+    import shutil
+
+    root, scenes, _, bases = data
+    adapter = tmp_path / "adapter"
+    shutil.copytree(runs["qwen2_5_vl"][0], adapter, ignore=shutil.ignore_patterns("checkpoints"))
+    train = json.loads((adapter / "train_config.json").read_text())
+    train["config"]["max_pixels"] = 2 * 28 * 28  # as `train-gsm --max-pixels 1568` records it
+    (adapter / "train_config.json").write_text(json.dumps(train))
+    grids = []
+    process = qwen.process_images
+
+    def spy(frames, cfg):
+        out = process(frames, cfg)
+        grids.extend(out["image_grid_thw"].tolist())
+        return out
+
+    monkeypatch.setattr(qwen, "process_images", spy)
+    qa = write_records(tmp_path / "qa.jsonl", make_records(2))
+    r = cli("eval", "run", "--qa", qa, "--adapter", adapter, "--scenes", scenes, "--out", tmp_path / "p.jsonl",
+            "--max-new-tokens", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert grids == [[1, 2, 2]] * 4, grids  # 2 records x 2 views
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_train_gsm_leaves_another_stages_boost_files_alone(cli, data, tmp_path, overwrite):
+    """boost-encoder's boost.safetensors/boost_config.json in --out: train-gsm neither deletes (--overwrite) nor
+    replaces them, nor leaves them beside its adapter for eval run to apply to the VLM's tower."""
+    _, scenes, qa, bases = data
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / boost.BOOST_CONFIG).write_text('{"family": "dinov3"}')
+    (out / boost.BOOST_WEIGHTS).write_bytes(b"boost-encoder's")
+    r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases["qwen2_5_vl"], "--no-gsm",
+            "--boost", "--max-steps", "1", *(["--overwrite"] if overwrite else []))
+    assert r.exit_code == 2 and "did not write it" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([boost.BOOST_CONFIG, boost.BOOST_WEIGHTS])
+    assert (out / boost.BOOST_WEIGHTS).read_bytes() == b"boost-encoder's"

@@ -219,6 +219,19 @@ def _check_sidecar(out: Path, config: RunnerConfig, qa_path: str) -> None:
 # ---------------------------------------------------------------------------------------------- model
 
 
+def _trained_max_pixels(adapter: str) -> int | None:
+    """train-gsm's --max-pixels for the adapter (its train_config.json), None when it used the model's setting."""
+    path = os.path.join(adapter, "train_config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)["config"].get("max_pixels", 0)
+        return int(value) or None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SpatialctlError(f"{path}: unreadable ({type(e).__name__})") from None
+
+
 def _base(config: RunnerConfig) -> str:
     return config.model or (gsm.adapter_base(config.adapter) if config.adapter else qwen.DEFAULT_BASE)
 
@@ -317,6 +330,19 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
                              "(VLMEvalKit config Qwen2.5-VL-7B-Instruct-ForVideo); pass a Qwen2.5-VL --model")
     else:
         records = vsibench_records(qa_path, media) if config.layout == "vsibench" else qa_format.read_qa(qa_path)
+    # before anything is written or replaced: the adapter's view count decides the frames (and the run record)
+    image_cfg = None
+    if config.adapter and (views := gsm.adapter_views(config.adapter)):
+        if bench:
+            raise UsageError(f"--adapter {config.adapter}: a multi-view adapter (trained with --views {views}) answers "
+                             f"from separate images; --layout {config.layout} shows its harness's video frames")
+        if config.num_frames not in (views, REFERENCE_FRAMES.get(config.layout)):
+            raise UsageError(f"--frames {config.num_frames}: --adapter {config.adapter} was trained with --views "
+                             f"{views} and is asked with {views} views")
+        # a multi-view adapter is asked as it was trained: its number of views, each a separate image
+        image_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(_base(config)), images=True,
+                                                             max_pixels=_trained_max_pixels(config.adapter))
+        config = dataclasses.replace(config, num_frames=views)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if config.overwrite and out_path.exists():
         out_path.unlink()
@@ -326,14 +352,6 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     summary = jobs.Summary(skipped=[r.id for r in records if r.id in done], outputs=[str(out_path)])
     if not todo:
         return summary
-    image_cfg = None
-    if config.adapter and (views := gsm.adapter_views(config.adapter)):
-        if bench:
-            raise SpatialctlError(f"{config.adapter}: a multi-view adapter (trained with --views {views}) answers from "
-                                  f"separate images; --layout {config.layout} shows its harness's video frames")
-        # a multi-view adapter is asked as it was trained: its number of views, each a separate image
-        image_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(_base(config)), images=True)
-        config = dataclasses.replace(config, num_frames=views)
     model, tokenizer, video_cfg, gsm_cfg = load(config)
     prompt_suffix = gsm.adapter_prompt_suffix(config.adapter) if config.adapter else ""  # e.g. GRPO's format
     qa_dir = Path(qa_path).parent

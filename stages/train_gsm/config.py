@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 
-from spatialctl.boost import DEFAULT_ENCODER, parse_layers
+from spatialctl.boost import BOOST_CONFIG, DEFAULT_ENCODER, check_tower_layers, parse_layers
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
-from spatialctl.errors import UsageError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.gsm import GEOMETRY_SOURCES
+from spatialctl.hub import resolve_model_dir
 from spatialctl.qwen import DEFAULT_BASE
 from spatialctl.vega import METHODS as VEGA_METHODS
 
@@ -180,6 +181,8 @@ class TrainGSMConfig:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
         if self.views < 0:
             raise UsageError("--views must be 0 (a video) or at least 1")
+        if self.views and self.num_frames != TrainGSMConfig.num_frames:
+            raise UsageError("--num-frames and --views exclude each other (--views N takes N of the record's frames)")
         if self.views and (self.gsm or self.fusion.kind != "none"):
             raise UsageError("--views gives the frames as images; the GSM and --fusion need a video (add --no-gsm, "
                              "--fusion none)")
@@ -189,6 +192,15 @@ class TrainGSMConfig:
             raise UsageError("--boost-lr must be >= 0")
         if not self.boost and (self.boost_layers is not None or self.boost_lr):
             raise UsageError("--boost-layers and --boost-lr configure --boost; add --boost")
+        if self.boost and self.boost_layers is not None:
+            if self.init_adapter is not None and os.path.isfile(os.path.join(self.init_adapter, BOOST_CONFIG)):
+                raise UsageError(f"--boost-layers: --init-adapter {self.init_adapter} already fixes the boosted layers")
+            try:
+                model_dir = resolve_model_dir(self.base)
+            except SpatialctlError:  # not here yet: loading it reports that, with the download command
+                model_dir = None
+            if model_dir is not None:
+                check_tower_layers(model_dir, self.boost_layers)
         if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
         if self.fusion.kind != "none" and (self.experts.mode != "none" or self.objective != "sft"):

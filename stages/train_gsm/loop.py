@@ -255,18 +255,24 @@ def _n_frames(scene_url: str) -> int:
 def _prepare_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
     has_ckpt = os.path.isdir(ckpt_root) and any(n.startswith("step-") for n in os.listdir(ckpt_root))
     has_adapter = os.path.isfile(os.path.join(cfg.out, gsm.ADAPTER_CONFIG))
+    # ours: a finished run's train_config.json, or a killed run's step checkpoints
+    owned = has_ckpt or os.path.isfile(os.path.join(cfg.out, TRAIN_CONFIG))
+    # the adapter's side files, written at the end only: another stage's (boost-encoder's boost.safetensors) when
+    # the folder holds no run of ours; they would be deleted, replaced, or applied by eval run with the adapter
+    side = (gsm.GSM_CONFIG, gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS, boost.BOOST_CONFIG,
+            boost.BOOST_WEIGHTS, gsm.PROMPT_CONFIG)
+    foreign = [n for n in side if os.path.lexists(os.path.join(cfg.out, n))]
+    if foreign and not (owned or has_adapter):
+        raise UsageError(f"{os.path.join(cfg.out, foreign[0])}: train-gsm did not write it (no {TRAIN_CONFIG} or "
+                         "checkpoints in --out); refusing to replace or delete it, --overwrite included (choose another "
+                         "--out)")
     if cfg.overwrite:
-        # ours: a finished run's train_config.json, or a killed run's step checkpoints
-        owned = has_ckpt or os.path.isfile(os.path.join(cfg.out, TRAIN_CONFIG))
-        names = (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
-                 gsm.GSM_WEIGHTS)
+        names = (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS)
         found = [n for n in names if os.path.lexists(os.path.join(cfg.out, n))]
         if found and not owned:
             raise UsageError(f"{os.path.join(cfg.out, found[0])}: train-gsm did not write it (no {TRAIN_CONFIG} "
                              "or checkpoints in --out); refusing to delete it, --overwrite included (choose another --out)")
-        for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
-                     gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS, boost.BOOST_CONFIG, boost.BOOST_WEIGHTS,
-                     gsm.PROMPT_CONFIG):
+        for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, *side):
             path = os.path.join(cfg.out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
