@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu.sh --dry-run    # CPU: the same benchmarks at smoke size, tables to a temporary file
 #                                       # (tests/test_benchmarks.py runs this so the script does not rot)
 #
-# Each benchmark runs under its own time budget (the budgets add up to 7.5 minutes), so one that hangs cannot take
+# Each benchmark runs under its own time budget (the budgets add up to 7 min 55 s), so one that hangs cannot take
 # the others' time; a benchmark that fails or runs out of time leaves a line saying so in the results file and the
 # script exits 1 after running the rest. Random weights of the real architectures throughout (no downloads).
 #
@@ -92,9 +92,11 @@ bench reconstruct 160 append --full-size --device cuda --frames 8,16 --section "
   -- --smoke --section "$RECONSTRUCT_SECTIONS"
 # Wan2.1-T2V-1.3B sizes at 832x480, bf16: truncated forward vs full forward + hook.
 bench genfeat 90 append --full-size --device cuda --repeats 3 -- --smoke
-# Qwen2.5-VL-7B-sized random weights, 32 frames of 336x336, GSM on vs off (one process per variant: a 7B init is
-# the expensive part; the step time is the median of 4 steps after 2 warm-up steps).
-bench train_gsm 140 append --preset 7b --frames 32 --size 336 --steps 4 --warmup 2 --repeats 1 -- --smoke
+# Qwen2.5-VL-7B-sized random weights, 32 frames of 336x336: GSM off, GSM on, and GSM on under DeepSpeed ZeRO-2
+# (configs/accelerate/deepspeed_zero2.yaml, 1 GPU); tokens/s and MFU (6N model FLOPs / 989.4 TFLOP/s dense bf16
+# on H100/H200). One process per variant: a 7B load is the expensive part; the step time is the median of 4 steps
+# after 2 warm-up steps.
+bench train_gsm 165 append --preset 7b --frames 32 --size 336 --steps 4 --warmup 2 --repeats 1 -- --smoke
 # Both track backends at the released sizes (SAM 3; Grounding DINO + SAM 2.1 hiera-tiny), each run its own process.
 # shellcheck disable=SC2086  # TRACK_ARGS is a list of words
 bench track 60 stdout --section speed --full --device cuda --repeats 3 $TRACK_ARGS \

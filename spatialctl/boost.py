@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from spatialctl import io
-from spatialctl.errors import SpatialctlError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
 
 BOOST_WEIGHTS = "boost.safetensors"
@@ -66,6 +66,30 @@ FAMILIES = {
                (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     )
 }
+
+
+# Qwen-VL vision towers (train-gsm --boost): kept apart from FAMILIES, which name standalone encoders that
+# boost-encoder loads on their own.
+TOWERS = {
+    "qwen2_5_vl": Family("qwen2_5_vl_vision", ("qwen2_5_vl",), "Qwen2_5_VisionTransformerPretrainedModel",
+                         "Qwen2_5_VLVisionBlock", "attn", (0.48145466, 0.4578275, 0.40821073),
+                         (0.26862954, 0.26130258, 0.27577711)),
+    "qwen3_vl": Family("qwen3_vl_vision", ("qwen3_vl",), "Qwen3VLVisionModel", "Qwen3VLVisionBlock", "attn",
+                       (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+def parse_layers(text: str) -> list[int] | None:
+    """"all" -> None (every attention layer); "0,1,-1" -> [0, 1, -1]."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        layers = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        layers = []
+    if not layers:  # "" or "," would boost nothing while --boost reads as on
+        raise UsageError(f"layers {text!r}: expected 'all' or comma-separated layer indices, e.g. 0,1,-1")
+    return layers
 
 
 def family_of(model_type: str, where: str = "encoder") -> Family:
@@ -112,10 +136,14 @@ def dual_channel_attention_class():
             return torch.sigmoid(self.a)
 
         def forward(self, *args, **kwargs):
-            base_out, base_weights = self.base(*args, **kwargs)[:2]
-            plus_out = self.plus(*args, **kwargs)[0]
+            # Encoder attentions return (output, weights); Qwen-VL's vision attention returns the output alone.
+            base_ret = self.base(*args, **kwargs)
+            plus_ret = self.plus(*args, **kwargs)
+            base_out = base_ret[0] if isinstance(base_ret, tuple) else base_ret
+            plus_out = plus_ret[0] if isinstance(plus_ret, tuple) else plus_ret
             # Equal to α·base + (1−α)·plus, and exactly base_out while plus is an untouched copy.
-            return base_out + (1.0 - self.alpha).to(base_out.dtype) * (plus_out - base_out), base_weights
+            out = base_out + (1.0 - self.alpha).to(base_out.dtype) * (plus_out - base_out)
+            return (out, *base_ret[1:2]) if isinstance(base_ret, tuple) else out
 
     _Lazy.cls = DualChannelAttention
     return DualChannelAttention
@@ -238,7 +266,8 @@ def load_delta(model, boost_dir: str) -> None:
 
     path = os.path.join(boost_dir, BOOST_WEIGHTS)
     if not os.path.isfile(path):
-        raise SpatialctlError(f"{path}: no such file; run `spatialctl boost-encoder --stage 3` first")
+        raise SpatialctlError(f"{path}: no such file; not a boost folder (boost-encoder --stage 3 or train-gsm "
+                              "--boost write one)")
     try:
         tensors = load_file(path)
     except Exception as e:
@@ -262,6 +291,64 @@ def load_delta(model, boost_dir: str) -> None:
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise SpatialctlError(f"{path}: unexpected keys {result.unexpected_keys[:2]}")
+
+
+# ---------------------------------------------------------------------------------------------------- Qwen-VL
+
+
+def check_tower_layers(model_dir: str, layers: list[int]) -> None:
+    """UsageError unless every index in ``layers`` is a block of the vision tower ``model_dir/config.json``
+    describes (checked before a run writes anything)."""
+    import json
+
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    depth = (cfg.get("vision_config") or {}).get("depth")
+    if cfg.get("model_type") not in TOWERS or not isinstance(depth, int):
+        raise UsageError(f"{model_dir}: model_type {cfg.get('model_type')!r} has no SpatialBoost vision tower "
+                         f"({', '.join(TOWERS)})")
+    try:
+        resolve_layers(layers, depth)
+    except SpatialctlError as e:
+        raise UsageError(f"--boost-layers: {e}") from None
+
+
+def tower_family(vlm) -> Family:
+    """The vision-tower family of a Qwen2.5-VL / Qwen3-VL ``...ForConditionalGeneration``."""
+    kind = str(vlm.config.model_type)
+    if kind not in TOWERS:
+        raise SpatialctlError(f"model_type {kind!r}: no SpatialBoost vision tower for it ({', '.join(TOWERS)})")
+    return TOWERS[kind]
+
+
+def wrap_tower(vlm, layers=None, per_channel: bool = False) -> list[int]:
+    """Wrap the attention of the chosen blocks of the VLM's vision tower (``model.visual``) in place."""
+    return wrap(vlm.model.visual, tower_family(vlm), layers, per_channel)
+
+
+def save_tower(vlm, base: str, out_dir: str) -> None:
+    """``boost.safetensors`` (Attn⁺ and gates, named inside ``model.visual``) + ``boost_config.json``."""
+    visual = vlm.model.visual
+    layers = [i for i, (layer, attr) in enumerate(attention_slots(visual, tower_family(vlm)))
+              if isinstance(getattr(layer, attr), dual_channel_attention_class())]
+    per_channel = any(m.a.ndim == 1 for _, m in boosted_modules(visual))
+    save_delta(visual, BoostSpec(encoder=base, family=tower_family(vlm).name, layers=layers, per_channel=per_channel,
+                                 model_type=str(vlm.config.model_type)), out_dir)
+
+
+def load_tower(vlm, boost_dir: str) -> bool:
+    """Apply a ``save_tower`` folder to a base VLM; False (nothing done) when the folder holds no boost."""
+    if not os.path.isfile(os.path.join(boost_dir, BOOST_CONFIG)):
+        return False
+    spec = BoostSpec.read(os.path.join(boost_dir, BOOST_CONFIG))
+    fam = tower_family(vlm)
+    if spec.family != fam.name:
+        raise SpatialctlError(f"{boost_dir}: boost is for a {spec.family} tower, the model's is {fam.name}")
+    wrap(vlm.model.visual, fam, spec.layers, spec.per_channel)
+    load_delta(vlm.model.visual, boost_dir)
+    ref = next(vlm.model.visual.parameters())
+    vlm.model.visual.to(device=ref.device, dtype=ref.dtype)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- loading

@@ -27,6 +27,8 @@ VIDEO_PAD, IMAGE_PAD = "<|video_pad|>", "<|image_pad|>"
 GEO_PAD = "<|vision_pad|>"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# The image processors' own defaults (min, max pixels per image) when preprocessor_config.json does not say.
+IMAGE_PIXELS = {"qwen2_5_vl": (56 * 56, 28 * 28 * 1280), "qwen3_vl": (65536, 16777216)}
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -40,7 +42,8 @@ def load_tokenizer(base: str):
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise SpatialctlError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {e})") from e
-    missing = [t for t in (IM_START, IM_END, VISION_START, VISION_END, VIDEO_PAD, GEO_PAD) if _token_id(tok, t) is None]
+    missing = [t for t in (IM_START, IM_END, VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD, GEO_PAD)
+               if _token_id(tok, t) is None]
     if missing:
         raise SpatialctlError(f"{path}: tokenizer lacks Qwen2.5-VL special tokens {missing}")
     return tok
@@ -112,12 +115,17 @@ class VideoProcessorConfig:
         return self.patch_size * self.merge_size
 
     @classmethod
-    def from_model_dir(cls, path: str, **overrides) -> VideoProcessorConfig:
-        """Read ``video_preprocessor_config.json`` (or the patch sizes from ``preprocessor_config.json``)."""
+    def from_model_dir(cls, path: str, *, images: bool = False, **overrides) -> VideoProcessorConfig:
+        """Read ``video_preprocessor_config.json`` (or the patch sizes from ``preprocessor_config.json``); with
+        ``images``, the image processor's settings (``preprocessor_config.json`` alone, its pixel limits per image)."""
         cfg = cls()
         if os.path.isfile(os.path.join(path, "config.json")):
             cfg.family = model_family(path)
-        for name, is_video in (("preprocessor_config.json", False), ("video_preprocessor_config.json", True)):
+        if images:
+            cfg.min_pixels, cfg.max_pixels = IMAGE_PIXELS[cfg.family]
+        names = (("preprocessor_config.json", True),) if images else (("preprocessor_config.json", False),
+                                                                      ("video_preprocessor_config.json", True))
+        for name, is_video in names:
             file = os.path.join(path, name)
             if not os.path.isfile(file):
                 continue
@@ -132,7 +140,7 @@ class VideoProcessorConfig:
             for key in ("image_mean", "image_std"):
                 if key in data:
                     setattr(cfg, key, tuple(float(v) for v in data[key]))
-            if is_video:  # the image processor's pixel limits are for images, not frames
+            if is_video:  # the image processor's pixel limits are for images, not video frames
                 size = data.get("size") or {}
                 cfg.min_pixels = int(data.get("min_pixels", size.get("shortest_edge", cfg.min_pixels)))
                 cfg.max_pixels = int(data.get("max_pixels", size.get("longest_edge", cfg.max_pixels)))
@@ -187,15 +195,38 @@ def process_video(frames: np.ndarray, cfg: VideoProcessorConfig) -> dict[str, np
     A frame count that is not a multiple of the temporal patch is padded by repeating the last frame, as the
     transformers processor does.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise SpatialctlError(f"video frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    p, tp, m = cfg.patch_size, cfg.temporal_patch_size, cfg.merge_size
+    frames = _check_frames(frames)
     height, width = frames.shape[1:3]
     if cfg.family == "qwen3_vl":
-        rh, rw = smart_resize_video(len(frames), height, width, tp, cfg.factor, cfg.min_pixels, cfg.max_pixels)
+        rh, rw = smart_resize_video(len(frames), height, width, cfg.temporal_patch_size, cfg.factor, cfg.min_pixels,
+                                    cfg.max_pixels)
     else:
         rh, rw = smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
+    pixels, grid = _patches(frames, rh, rw, cfg)
+    return {"pixel_values_videos": pixels, "video_grid_thw": grid}
+
+
+def process_images(frames: np.ndarray, cfg: VideoProcessorConfig) -> dict[str, np.ndarray]:
+    """(N, H, W, 3) uint8 RGB views -> each an image, as Qwen2-VL's image processor lays them out (Qwen3-VL's is the
+    same): {"pixel_values": (sum of t*gh*gw, 3*tp*p*p), "image_grid_thw": (N, 3)}. ``cfg`` from
+    ``VideoProcessorConfig.from_model_dir(path, images=True)`` (pixel limits per image)."""
+    frames = _check_frames(frames)
+    rh, rw = smart_resize(*frames.shape[1:3], cfg.factor, cfg.min_pixels, cfg.max_pixels)
+    out = [_patches(f[None], rh, rw, cfg) for f in frames]
+    return {"pixel_values": np.concatenate([p for p, _ in out]), "image_grid_thw": np.concatenate([g for _, g in out])}
+
+
+def _check_frames(frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise SpatialctlError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    return frames
+
+
+def _patches(frames: np.ndarray, rh: int, rw: int, cfg: VideoProcessorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to (rh, rw), normalise, pad to whole temporal patches and flatten merge window by merge window."""
+    p, tp, m = cfg.patch_size, cfg.temporal_patch_size, cfg.merge_size
+    height, width = frames.shape[1:3]
     if (rh, rw) != (height, width):
         frames = np.stack([np.asarray(Image.fromarray(f).resize((rw, rh), Image.BICUBIC)) for f in frames])
     video = frames.astype(np.float32) * np.float32(1 / 255)
@@ -209,10 +240,8 @@ def process_video(frames: np.ndarray, cfg: VideoProcessorConfig) -> dict[str, np
     patches = video.reshape(gt, tp, c, gh // m, m, p, gw // m, m, p)
     # -> (t, gh/m, gw/m, m, m, C, tp, p, p): merge windows contiguous, each patch laid out as (C, tp, p, p)
     patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return {
-        "pixel_values_videos": np.ascontiguousarray(patches.reshape(gt * gh * gw, c * tp * p * p)),
-        "video_grid_thw": np.array([[gt, gh, gw]], dtype=np.int64),
-    }
+    return (np.ascontiguousarray(patches.reshape(gt * gh * gw, c * tp * p * p)),
+            np.array([[gt, gh, gw]], dtype=np.int64))
 
 
 def video_token_count(grid_thw, merge_size: int = 2) -> int:
@@ -227,13 +256,14 @@ def video_token_count(grid_thw, merge_size: int = 2) -> int:
 class PromptIds:
     input_ids: list[int]
     labels: list[int]  # -100 except every assistant turn's answer tokens and its closing <|im_end|>
-    mm_token_type_ids: list[int]  # 2 on video tokens, 0 elsewhere (drives Qwen2.5-VL's 3D RoPE)
+    mm_token_type_ids: list[int]  # 2 on video tokens, 1 on image tokens, 0 elsewhere (drives the 3D RoPE)
     question_ids: list[int]  # the question's text tokens alone (the last turn), for the GSM's first block
 
 
 def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_geo_tokens: int,
                      answer: str | None = None, system: str = SYSTEM_PROMPT,
-                     history: list[tuple[str, str]] = (), frame_times: list[float] | None = None) -> PromptIds:
+                     history: list[tuple[str, str]] = (), frame_times: list[float] | None = None,
+                     image_tokens: list[int] | None = None, text_first: bool = False) -> PromptIds:
     """Token ids of a Qwen2.5-VL chat (Qwen3-VL with ``frame_times``, one per temporal patch): the video in the
     first user turn, earlier ``history`` turns
     (user text, assistant answer), then the question (and, for training, its ``answer``).
@@ -244,17 +274,30 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
     pads beyond the video grid: consecutive, after the video block. They carry their own id (``GEO_PAD``) so the
     model's count of video pad tokens still matches its video features; their embeddings are the GSM's outputs.
 
+    With ``image_tokens`` (multi-view records, one count per view) the first user turn holds one
+    ``<|vision_start|><|image_pad|>...<|vision_end|>`` span per view instead of the video, as Qwen's chat template
+    writes a message of several images (no geometry slots then).
+
+    ``text_first``: the first user turn's text comes before the video (as SpaceVista's released harness sends it).
+
     Every assistant answer is a target (multi-turn records train on all turns). Pieces are tokenised separately
     and joined by id, so the answer (training) and the generation prompt (inference) share the same prefix.
     """
-    ids = {t: _token_id(tokenizer, t) for t in (VISION_START, VISION_END, VIDEO_PAD, GEO_PAD, IM_END)}
+    ids = {t: _token_id(tokenizer, t) for t in (VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD, GEO_PAD, IM_END)}
 
     def enc(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     special = set(tokenizer.all_special_ids) | set(ids.values()) | {_token_id(tokenizer, IMAGE_PAD)}
     question = enc(question_text)
-    if frame_times is None:
+    if image_tokens is not None:
+        if n_geo_tokens:
+            raise SpatialctlError("geometry slots go into a video span; multi-view images have none")
+        video = []
+        for n in image_tokens:
+            video += [ids[VISION_START]] + [ids[IMAGE_PAD]] * n + [ids[VISION_END]]
+        video.pop()  # the last span's end is appended below, as for a video
+    elif frame_times is None:
         video = [ids[VISION_START]] + [ids[VIDEO_PAD]] * n_video_tokens + [ids[GEO_PAD]] * n_geo_tokens
     else:
         # Qwen3-VL: each temporal patch is "<t seconds><|vision_start|>pads<|vision_end|>"; the slots go after the
@@ -267,13 +310,13 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
             video += enc(f"<{t:.1f} seconds>") + [ids[VISION_START]] + [ids[VIDEO_PAD]] * per
         video += [ids[GEO_PAD]] * n_geo_tokens
     video.append(ids[VISION_END])
-    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + video
+    input_ids = enc(f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n") + ([] if text_first else video)
     labels = [-100] * len(input_ids)
     assistant = enc(f"{IM_END}\n{IM_START}assistant\n")
     user = enc(f"{IM_END}\n{IM_START}user\n")
     turns = [*[(enc(q), a) for q, a in history], (question, answer)]
     for k, (text, reply) in enumerate(turns):
-        prompt = text + assistant
+        prompt = text + (video if text_first and k == 0 else []) + assistant
         input_ids += prompt
         labels += [-100] * len(prompt)
         if reply is None:
@@ -286,5 +329,5 @@ def build_prompt_ids(tokenizer, question_text: str, *, n_video_tokens: int, n_ge
             nxt = user[1:]
             input_ids += nxt
             labels += [-100] * len(nxt)
-    mm = [2 if t == ids[VIDEO_PAD] else 0 for t in input_ids]
+    mm = [2 if t == ids[VIDEO_PAD] else 1 if t == ids[IMAGE_PAD] else 0 for t in input_ids]
     return PromptIds(input_ids, labels, mm, [t for t in question if t not in special])

@@ -132,7 +132,8 @@ class EncoderFeatures:
 def save(out_dir: str, module: VegaFusion) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    # named_parameters (the module has no buffers), not state_dict(): under FSDP2 state_dict() returns shards
+    state = {k: v.detach().cpu().contiguous() for k, v in module.named_parameters()}
     save_file(state, os.path.join(out_dir, VEGA_WEIGHTS), metadata={"format": "pt"})
     io.write_json(os.path.join(out_dir, VEGA_CONFIG), dataclasses.asdict(module.cfg))
 

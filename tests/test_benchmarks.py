@@ -41,7 +41,8 @@ def test_gpu_script_dry_run_appends_every_table(tmp_path):
     for title, rows in (("reconstruct network", ["reference (mini-dust3r, fp32)", "ours (fp32)"]),
                         ("Global alignment", ["| reference |", "| ours |"]),
                         ("extract-gen-features", ["truncated (blocks 0..1)", "full forward + hook"]),
-                        ("train-gsm", ["| off |", "| on |"]),
+                        ("train-gsm", ["| off | plain |", "| on | plain |",
+                                       "| on-zero2 | CPU: ZeRO-2 config filled, trained without DeepSpeed |"]),
                         ("track", ["gdino-sam2", "sam3"])):
         section = text[text.index(f"### {title}"):]
         assert "Device: " in section and "Command: `python benchmarks/" in section, title

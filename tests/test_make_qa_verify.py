@@ -21,7 +21,7 @@ from spatialctl.qa_format import read_qa, to_sharegpt
 
 # Four scales, cameras that walk, orbit, pan and stay (a pan reveals objects one after another: appearance order).
 PRESETS = [("indoor", 10, "walk"), ("tabletop", 11, "orbit"), ("tiny-tabletop", 12, "orbit"), ("outdoor", 13, "walk"),
-           ("indoor", 15, "pan"), ("tabletop", 18, "static")]
+           ("indoor", 21, "pan"), ("tabletop", 18, "static")]
 
 EXPECTED = {
     "dsr": {"distance", "direction", "orientation", "speed", "speed_comparison", "direction_prediction"},
@@ -88,6 +88,7 @@ class Raw:
         self.hw = self.depth.shape[1:]
         self.frames = g["frames"][:]
         self.enclosed = "room" in g.attrs["synth"]
+        self.room_bounds = np.array(g.attrs["synth"]["room"]["bounds_m"], dtype=float) if self.enclosed else None
         self._colour = {}
 
     def med(self, arr, o):
@@ -413,7 +414,10 @@ def expect_static(raw, r):
         assert raw.enclosed
         if not hasattr(raw, "area"):
             raw.area = hull_area(raw.pm[raw.depth > 0][:, :2].astype(float))
-        return round(raw.area, 1)
+        lo, hi = raw.room_bounds
+        floor = (hi[0] - lo[0]) * (hi[1] - lo[1])  # the room's floor, from its walls
+        assert raw.area >= 0.25 * floor  # asked only where the video shows a good part of the room
+        return round(floor, 1)
     if t == "rel_distance":
         assert len(r.options) == 4
         anchor = raw.med(raw.aabb, m["anchor"])
@@ -493,7 +497,7 @@ def expect_scale(raw, r):
         return float(round(d))
     if t == "existence":
         present = {raw.labels[o] for o in range(len(raw.labels)) if raw.vis[o].any()}
-        label = re.fullmatch(r"Is there an? ([a-z]+) anywhere in the video\?", r.question).group(1)
+        label = re.fullmatch(r"Is there an? ([a-z ]+) anywhere in the video\?", r.question).group(1)
         assert sorted(r.options) == ["no", "yes"] and (label in present or label not in raw.labels)
         return "yes" if label in present else "no"
     if t in ("size_comparison", "height_comparison", "width_comparison"):
@@ -501,8 +505,12 @@ def expect_scale(raw, r):
         assert len(labels) == 1 or labels <= {"box", "sphere", "cylinder"}
         key = {"size_comparison": max, "height_comparison": lambda s: s[2], "width_comparison": lambda s: max(s[:2])}[t]
         vals = [key(s) for s in sides]
-        assert sorted(vals)[-1] - sorted(vals)[-2] >= 0.15 * sorted(vals)[-1]
-        assert not re.search(r"larger|smaller|largest|smallest", " ".join(r.options))
+        least = re.search(r"is the (smallest|shortest|narrowest)\b", r.question) is not None
+        if least:  # the smallest: the same check on the negated values
+            vals = [-v for v in vals]
+        top, second = sorted(vals)[-1], sorted(vals)[-2]
+        assert top - second >= 0.15 * max(abs(top), abs(second))
+        assert not re.search(r"larger|smaller|largest|smallest|nearest to|pixel box", " ".join(r.options))
         return ("object", objs[int(np.argmax(vals))])
     if t == "distance_comparison":
         f = m["frame"]

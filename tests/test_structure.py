@@ -66,6 +66,17 @@ def _sample(field: dataclasses.Field, hint, tmp_path: Path) -> tuple[list[str], 
             value = str(tmp_path / "poses.npy")
             np.save(value, np.tile(np.eye(4), (3, 1, 1)))
         return ["--backend", "pi3x", flag, str(value)], {name: value, "backend": "pi3x"}
+    # train-gsm options that configure another one, given with it
+    if name in ("boost_layers", "boost_lr"):
+        value = [0, -1] if name == "boost_layers" else 0.5
+        return ["--boost", flag, "0,-1" if name == "boost_layers" else "0.5"], {name: value, "boost": True}
+    if name == "views":
+        return ["--no-gsm", flag, "2"], {"views": 2, "gsm": False}
+    if name == "init_adapter":
+        (tmp_path / "stage2").mkdir(exist_ok=True)
+        (tmp_path / "stage2" / "adapter_config.json").write_text("{}")
+        path = str(tmp_path / "stage2")
+        return ["--full-finetune", flag, path], {name: path, "full_finetune": True}
     if name == "labels_file":
         path = tmp_path / "labels.txt"
         path.write_text("Bottle\nchair\n")

@@ -125,6 +125,7 @@ def make_tiny_qwen3(path, *, hidden_size: int = 64, num_layers: int = 2, seed: i
     per-frame timestamps in the prompt, deepstack features from the first vision block)."""
     import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     path = str(path)
     os.makedirs(path, exist_ok=True)
@@ -156,6 +157,9 @@ def make_tiny_qwen3(path, *, hidden_size: int = 64, num_layers: int = 2, seed: i
         model.lm_head.weight.normal_(0.0, 0.5)
     _save_model(model, tok, ids, path)
     min_pixels, max_pixels = 64 * 64, 8 * 64 * 64  # over all frames: up to 8 frames of 64x64
+    # images (multi-view records): Qwen3-VL's image processor is Qwen2-VL's at patch 16, mean/std 0.5
+    Qwen2VLImageProcessorPil(patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3, min_pixels=64 * 64,
+                             max_pixels=64 * 64).save_pretrained(path)
     video_cfg = {
         "video_processor_type": "Qwen3VLVideoProcessor", "patch_size": 16, "temporal_patch_size": 2,
         "merge_size": 2, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},

@@ -17,6 +17,7 @@ from spatialctl.gsm.adapter import (
     PROMPT_CONFIG,
     adapter_base,
     adapter_prompt_suffix,
+    adapter_views,
     build_xlora,
     load_adapter,
     load_gsm_config,
@@ -49,7 +50,7 @@ from spatialctl.gsm.vlm import GeometryVLM
 __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "GSM_CONFIG", "GSM_WEIGHTS", "PROMPT_CONFIG", "GEOMETRY_SOURCES",
     "POS_FEATURES", "Attention", "GeometrySelectionModule", "GeometryVLM", "GSMBlock", "GSMConfig", "RMSNorm",
-    "add_gen_tokens", "adapter_base", "adapter_prompt_suffix", "build_xlora", "collate", "frames_example", "geometry_dims",
+    "add_gen_tokens", "adapter_base", "adapter_prompt_suffix", "adapter_views", "build_xlora", "collate", "frames_example", "geometry_dims",
     "grid_positions", "load_adapter", "load_geometry", "load_gsm_config", "load_xlora", "pointmap_tokens",
     "pool_grid", "prepare_example", "read_adapter_config", "save_adapter", "save_xlora", "select_frames",
     "trainable_state",

@@ -2,7 +2,9 @@
 
 ``adapter_model.safetensors`` + ``adapter_config.json`` (peft LoRA; or the full language-model weights with
 ``{"spatialctl_full_finetune": true}``; or a scale-experts X-LoRA router), ``gsm.safetensors``,
-``gsm_config.json``, ``vega.safetensors`` + ``vega_config.json`` (VEGA-3D fusion), and ``prompt.json`` when training appended an instruction to each question.
+``gsm_config.json``, ``vega.safetensors`` + ``vega_config.json`` (VEGA-3D fusion), ``boost.safetensors`` +
+``boost_config.json`` (SpatialBoost's Attn⁺ and gates in the vision tower), and ``prompt.json`` when training
+appended an instruction to each question or gave each record's frames as separate views (``views``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 
 from torch import nn
 
-from spatialctl import io, qwen, vega
+from spatialctl import boost, io, qwen, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.gsm.module import GeometrySelectionModule, GSMConfig
 from spatialctl.gsm.vlm import GeometryVLM
@@ -23,8 +25,9 @@ ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.j
 PROMPT_CONFIG = "prompt.json"  # the instruction appended to every question at training time (GRPO's format)
 
 
-def trainable_state(model: GeometryVLM) -> tuple[dict, dict]:
-    """(language-model weights that train, GSM weights), CPU tensors, keyed as the adapter files store them."""
+def trainable_state(model: GeometryVLM, full_lm: bool = False) -> tuple[dict, dict]:
+    """(language-model weights that train, or with ``full_lm`` all of them; GSM weights), CPU tensors, keyed as the
+    adapter files store them."""
     base = model.base
     lm = {}
     if model.xlora is not None:
@@ -32,27 +35,37 @@ def trainable_state(model: GeometryVLM) -> tuple[dict, dict]:
     elif hasattr(model.vlm, "peft_config"):
         from peft import get_peft_model_state_dict
 
-        lm = get_peft_model_state_dict(model.vlm)
+        lm = get_peft_model_state_dict(model.vlm, state_dict=_lm_params(model))
     else:
-        lm = {k: p for k, p in base.named_parameters() if p.requires_grad}
-    gsm = dict(model.gsm.state_dict()) if model.gsm is not None else {}
+        # the vision tower's trainable weights (SpatialBoost's) are saved on their own, by boost.save_tower
+        lm = {k: p for k, p in base.named_parameters()
+              if (full_lm or p.requires_grad) and not k.startswith("model.visual.")}
+    gsm = dict(model.gsm.named_parameters()) if model.gsm is not None else {}  # no buffers; see _lm_params
     return ({k: v.detach().cpu().contiguous() for k, v in lm.items()},
             {k: v.detach().cpu().contiguous() for k, v in gsm.items()})
 
 
-def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *, base: str,
-                 extra: dict | None = None, prompt_suffix: str = "") -> None:
-    """Write the adapter files (see the module docstring) into ``out_dir``.
+def _lm_params(model: GeometryVLM) -> dict:
+    # named_parameters, not state_dict(): under FSDP2 state_dict() reshards each unit, so the parameters
+    # train-gsm gathered for saving would come back as shards
+    return dict(model.vlm.named_parameters())
 
-    ``prompt_suffix``, when the model was trained with one, is saved so inference asks questions the same way."""
+
+def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *, base: str,
+                 extra: dict | None = None, prompt_suffix: str = "", views: int = 0, full_lm: bool = False) -> None:
+    """Write the adapter files (see the module docstring) into ``out_dir``; with ``full_lm`` (a run started from
+    another adapter, ``--init-adapter``) every language-model weight, so the folder stands on its own.
+
+    ``prompt_suffix`` and ``views``, when the model was trained with them, are saved so inference asks questions
+    the same way."""
     from safetensors.torch import save_file
 
     os.makedirs(out_dir, exist_ok=True)
-    lm, gsm = trainable_state(model)
+    lm, gsm = trainable_state(model, full_lm)
     if model.xlora is not None:
         save_xlora(out_dir, model, base)
     elif hasattr(model.vlm, "peft_config"):
-        model.vlm.save_pretrained(out_dir, safe_serialization=True)
+        model.vlm.save_pretrained(out_dir, safe_serialization=True, state_dict=_lm_params(model))
         cfg_file = os.path.join(out_dir, ADAPTER_CONFIG)
         with open(cfg_file) as f:
             adapter_cfg = json.load(f)
@@ -68,17 +81,37 @@ def save_adapter(out_dir: str, model: GeometryVLM, gsm_cfg: GSMConfig | None, *,
         io.write_json(os.path.join(out_dir, GSM_CONFIG), info)
     if model.vega is not None:
         vega.save(out_dir, model.vega)
-    if prompt_suffix:
-        io.write_json(os.path.join(out_dir, PROMPT_CONFIG), {"prompt_suffix": prompt_suffix})
+    if boost.boosted_modules(model.base):
+        boost.save_tower(model.base, base, out_dir)
+    if prompt_suffix or views:
+        io.write_json(os.path.join(out_dir, PROMPT_CONFIG), {"prompt_suffix": prompt_suffix, "views": views})
+
+
+def _prompt_config(adapter_dir: str) -> dict:
+    path = os.path.join(adapter_dir, PROMPT_CONFIG)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpatialctlError(f"{path}: unreadable ({type(e).__name__})") from e
+    if not isinstance(data, dict):
+        raise SpatialctlError(f"{path}: expected a JSON object")
+    return data
 
 
 def adapter_prompt_suffix(adapter_dir: str) -> str:
     """The instruction the adapter was trained with after each question ("" when none)."""
-    path = os.path.join(adapter_dir, PROMPT_CONFIG)
-    if not os.path.isfile(path):
-        return ""
-    with open(path) as f:
-        return str(json.load(f).get("prompt_suffix", ""))
+    return str(_prompt_config(adapter_dir).get("prompt_suffix", ""))
+
+
+def adapter_views(adapter_dir: str) -> int:
+    """Views per record the adapter was trained with, each a separate image (0: a video)."""
+    views = _prompt_config(adapter_dir).get("views", 0)
+    if not isinstance(views, int) or isinstance(views, bool) or views < 0:
+        raise SpatialctlError(f"{os.path.join(adapter_dir, PROMPT_CONFIG)}: views {views!r} is not a count")
+    return views
 
 
 def read_adapter_config(adapter_dir: str) -> dict:
@@ -122,6 +155,7 @@ def load_adapter(model: nn.Module, adapter_dir: str, *, tokenizer=None, merge: b
     if not os.path.isfile(weights):
         raise SpatialctlError(f"{adapter_dir}: missing {ADAPTER_WEIGHTS}")
     vlm = model
+    boost.load_tower(model, adapter_dir)  # SpatialBoost's Attn⁺ and gates, when the adapter has them
     if cfg.get("peft_type") == "XLORA":
         vlm = load_xlora(model, adapter_dir, cfg)
     elif cfg.get("spatialctl_full_finetune"):

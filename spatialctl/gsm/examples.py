@@ -27,14 +27,14 @@ def select_frames(n_frames: int, record_frames, num_frames: int) -> list[int]:
 
 def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.ndarray, tokenizer,
                    video_cfg: qwen.VideoProcessorConfig, *, n_geo_tokens: int = 0, with_answer: bool = False,
-                   prompt_suffix: str = "") -> dict:
+                   prompt_suffix: str = "", text_first: bool = False,
+                   image_cfg: qwen.VideoProcessorConfig | None = None) -> dict:
     """One QA record and its sampled frames -> the arrays the model takes (prompt ids, video patches). Numpy only.
 
-    ``prompt_suffix`` is appended to the user's text (GRPO's answer-format instruction).
+    ``prompt_suffix`` is appended to the user's text (GRPO's answer-format instruction); ``text_first`` puts the
+    text before the video. With ``image_cfg`` (the image processor's settings) the frames are separate views, one
+    image each, instead of a video.
     """
-    video = qwen.process_video(frames, video_cfg)
-    # Qwen2.5-VL spaces temporal RoPE by seconds per temporal patch.
-    fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 1.0
     text = qa_format.prompt_text(record.question, record.options, record.answer_type)
     if prompt_suffix:
         text = f"{text}\n{prompt_suffix}"
@@ -42,6 +42,15 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
     # earlier turns of a multi-turn record: context at inference, supervised targets in training
     history = [(qa_format.prompt_text(t["question"], t.get("options"), t["answer_type"]),
                 qa_format.answer_text(t["answer"], t["answer_type"])) for t in record.turns()[:-1]]
+    if image_cfg is not None:
+        views = qwen.process_images(frames, image_cfg)
+        counts = [qwen.video_token_count(g, image_cfg.merge_size) for g in views["image_grid_thw"]]
+        prompt = qwen.build_prompt_ids(tokenizer, text, n_video_tokens=0, n_geo_tokens=n_geo_tokens, answer=answer,
+                                       history=history, image_tokens=counts, text_first=text_first)
+        return {**_prompt_arrays(record, prompt), **views}
+    video = qwen.process_video(frames, video_cfg)
+    # Qwen2.5-VL spaces temporal RoPE by seconds per temporal patch.
+    fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 1.0
     frame_times = None
     if video_cfg.family == "qwen3_vl":  # each temporal patch's time: the mean of its first and last frame's
         tp = video_cfg.temporal_patch_size
@@ -49,31 +58,35 @@ def frames_example(record: qa_format.QARecord, frames: np.ndarray, times: np.nda
         frame_times = [(t[i] + t[i + tp - 1]) / 2 for i in range(0, len(t), tp)]
     prompt = qwen.build_prompt_ids(
         tokenizer, text, n_video_tokens=qwen.video_token_count(video["video_grid_thw"], video_cfg.merge_size),
-        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times)
+        n_geo_tokens=n_geo_tokens, answer=answer, history=history, frame_times=frame_times, text_first=text_first)
+    return {**_prompt_arrays(record, prompt), **video,
+            "second_per_grid_ts": np.float32(video_cfg.temporal_patch_size / fps)}
+
+
+def _prompt_arrays(record: qa_format.QARecord, prompt: qwen.PromptIds) -> dict:
     return {
         "id": record.id,
         "input_ids": np.asarray(prompt.input_ids, np.int64),
         "labels": np.asarray(prompt.labels, np.int64),
         "mm_token_type_ids": np.asarray(prompt.mm_token_type_ids, np.int64),
         "question_ids": np.asarray(prompt.question_ids, np.int64),
-        "pixel_values_videos": video["pixel_values_videos"],
-        "video_grid_thw": video["video_grid_thw"],
-        "second_per_grid_ts": np.float32(video_cfg.temporal_patch_size / fps),
     }
 
 
 def prepare_example(record: qa_format.QARecord, scene_url: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
                     gsm_cfg: GSMConfig | None, *, num_frames: int = 16, with_answer: bool = True,
-                    prompt_suffix: str = "", genfeat=False) -> dict:
+                    prompt_suffix: str = "", genfeat=False, image_cfg: qwen.VideoProcessorConfig | None = None
+                    ) -> dict:
     """One QA record -> model inputs from its scene store's frames, plus geometry when a GSM is used and, with
     ``genfeat``, features on the visual-token grid (``genfeat_tokens``) for the fusion: the store's generative
-    features (True) or ``genfeat(frames)`` (a callable, e.g. :class:`spatialctl.vega.EncoderFeatures`)."""
+    features (True) or ``genfeat(frames)`` (a callable, e.g. :class:`spatialctl.vega.EncoderFeatures`). With
+    ``image_cfg`` the ``num_frames`` frames are separate views (images), as :func:`frames_example` lays them out."""
     s = store.open_scene(scene_url)
     frames = select_frames(s.n_frames, record.frames, num_frames)
     pixels = s.read("frames", frames)
     example = frames_example(record, pixels, s.read("timestamps", frames), tokenizer, video_cfg,
                              n_geo_tokens=gsm_cfg.num_queries if gsm_cfg else 0, with_answer=with_answer,
-                             prompt_suffix=prompt_suffix)
+                             prompt_suffix=prompt_suffix, image_cfg=image_cfg)
     if gsm_cfg is not None:
         example["geometry"] = load_geometry(scene_url, frames, gsm_cfg)
     if genfeat:
@@ -108,10 +121,13 @@ def collate(examples: list[dict], pad_id: int, *, left_pad: bool = False) -> dic
                                        for k in lengths]).long(),
         "labels": pad("labels", -100),
         "mm_token_type_ids": pad("mm_token_type_ids", 0),
-        "pixel_values_videos": torch.cat([torch.from_numpy(e["pixel_values_videos"]) for e in examples]),
-        "video_grid_thw": torch.cat([torch.from_numpy(e["video_grid_thw"]) for e in examples]),
-        "second_per_grid_ts": torch.tensor([float(e["second_per_grid_ts"]) for e in examples]),
     }
+    # a video per example, or (multi-view records) its views as images
+    for key in ("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw"):
+        if key in examples[0]:
+            batch[key] = torch.cat([torch.from_numpy(e[key]) for e in examples])
+    if "second_per_grid_ts" in examples[0]:
+        batch["second_per_grid_ts"] = torch.tensor([float(e["second_per_grid_ts"]) for e in examples])
     if "genfeat_tokens" in examples[0]:
         batch["genfeat_tokens"] = torch.cat([torch.from_numpy(e["genfeat_tokens"]) for e in examples])
     nq = max(1, max(len(e["question_ids"]) for e in examples))

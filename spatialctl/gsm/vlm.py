@@ -41,6 +41,11 @@ class GeometryVLM(nn.Module):
         return inner if hasattr(inner, "internal_xlora_classifier") else None
 
     @property
+    def _no_split_modules(self) -> list[str]:
+        """The base model's layer classes: what FSDP's transformer auto-wrap shards as units."""
+        return list(getattr(self.base, "_no_split_modules", None) or [])
+
+    @property
     def base(self) -> nn.Module:
         """The Qwen2_5_VLForConditionalGeneration itself (LoRA layers, if any, live inside it)."""
         return self.vlm.get_base_model() if hasattr(self.vlm, "get_base_model") else self.vlm
@@ -81,11 +86,12 @@ class GeometryVLM(nn.Module):
                         batch["geo_pos"].to(emb.device), batch["geo_mask"].to(emb.device))
 
     def _vlm_inputs(self, batch: dict) -> dict:
-        keys = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "mm_token_type_ids")
+        keys = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw",
+                "pixel_values", "image_grid_thw")  # a video, or the views of a multi-view record as images
         if self.base.config.model_type == "qwen2_5_vl":  # Qwen3-VL puts times in the prompt text instead
             keys += ("second_per_grid_ts",)
         device = self.base.get_input_embeddings().weight.device
-        return {k: batch[k].to(device) for k in keys}
+        return {k: batch[k].to(device) for k in keys if k in batch}
 
     def forward(self, batch: dict, per_token: bool = False) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens of the batch; or, with ``per_token``, the (B, L-1) log

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spatialctl import boost, io, jobs, qa_format
+from spatialctl.boost import parse_layers
 from spatialctl.config import check_fields, device_opt, opt, quiet_opt
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
@@ -31,16 +32,6 @@ STAGES = ("1", "2", "3", "all")
 DTYPES = ("float32", "bfloat16", "float16")
 STATE_FILE = "train_state.json"
 LOG_FILE = "train_log.jsonl"
-
-
-def parse_layers(text: str) -> list[int] | None:
-    """"all" -> None (every attention layer); "0,1,-1" -> [0, 1, -1]."""
-    if text.strip().lower() == "all":
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--layers {text!r}: expected 'all' or comma-separated indices, e.g. 0,1,-1") from None
 
 
 @dataclass

@@ -74,7 +74,7 @@ def detect_layout(rows: list[dict], source: str | Path) -> str:
     return found.pop()
 
 
-def _options(value: Any) -> list[str] | None:
+def parse_options(value: Any) -> list[str] | None:
     """Options as a list: lists pass; JSON or Python-literal text is parsed; empty -> None."""
     if value is None:
         return None
@@ -93,6 +93,11 @@ def _options(value: Any) -> list[str] | None:
         value = value.tolist()
     value = list(value)
     return [str(v) for v in value] or None
+
+
+def row_id(row: dict, n: int) -> str:
+    """A row's id: its ``id`` or ``index`` field, else its row number (DSR-Bench's rows carry none)."""
+    return str(row.get("id", row.get("index", n)))
 
 
 def _is_number(text: Any) -> bool:
@@ -119,7 +124,7 @@ def _from_vsibench(rows: list[dict], path: Path) -> list[dict]:
         qtype = row.get("question_type")
         if qtype is None or "ground_truth" not in row:
             raise SpatialctlError(f"{path}: row {n} lacks question_type/ground_truth (VSI-Bench layout)")
-        options = _options(row.get("options"))
+        options = parse_options(row.get("options"))
         if qtype in VSI_MC_TYPES:
             answer_type = "mc"
         elif qtype in VSI_NUMBER_TYPES:
@@ -144,12 +149,11 @@ def _from_dsr(rows: list[dict], path: Path) -> list[dict]:
     for n, row in enumerate(rows):
         if "answer" not in row or "type" not in row:
             raise SpatialctlError(f"{path}: row {n} lacks answer/type (DSR-Bench layout)")
-        options = _options(row.get("options"))
+        options = parse_options(row.get("options"))
         if not options:
             raise SpatialctlError(f"{path}: row {n} has no options (DSR-Bench is multiple choice)")
-        rid = row.get("id", row.get("index", n))
         items.append({
-            "id": str(rid), "question": row.get("question", ""), "options": options,
+            "id": row_id(row, n), "question": row.get("question", ""), "options": options,
             "answer": str(row["answer"]).strip(), "answer_type": "mc", "task": str(row["type"]), "scale": None,
             "family": row.get("videoID"),
         })
@@ -170,8 +174,8 @@ def _from_spacevista(rows: list[dict], path: Path) -> list[dict]:
             answer = float(answer)
         task = row.get("original_type") or row.get("question_type") or row.get("TaskType") or "all"
         items.append({
-            "id": str(row.get("id", row.get("index", n))), "question": row.get("question", ""),
-            "options": _options(row.get("options")), "answer": answer, "answer_type": kind, "task": str(task),
+            "id": row_id(row, n), "question": row.get("question", ""),
+            "options": parse_options(row.get("options")), "answer": answer, "answer_type": kind, "task": str(task),
             "scale": row.get("category"), "family": None,
         })
     return items

@@ -2,6 +2,8 @@
 
 Frames come from the record's scene store (its ``frames``, thinned to ``num_frames``) when ``scenes_dir``
 holds it, else from its ``video`` (``num_frames`` spread over the record's ``timestamps`` or the whole video).
+With ``--layout vsibench|dsrbench|spacevista`` the records are a benchmark's released file and the frames and
+text are what that benchmark's reference harness gives the model (`released` for DSR-Bench and SpaceVista-Bench).
 Each answer is appended to the predictions JSONL and flushed as soon as its batch is done, so a killed run
 resumes where it stopped: ids already in the file are skipped. A sidecar ``<out>.run.json`` records the
 config; resuming with another model, adapter or prompt setting is refused (it would mix two models' answers).
@@ -9,6 +11,7 @@ config; resuming with another model, adapter or prompt setting is refused (it wo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,13 +26,17 @@ from spatialctl.config import check_fields, device_opt, opt, overwrite_opt, quie
 from spatialctl.devices import resolve_device
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
+from spatialctl.stages.eval import released
 
 log = logging.getLogger("spatialctl.eval")
 
 STAGE = "eval-run"
 # Frames per question by layout. vsibench: lmms-eval's qwen2_5_vl (the harness VSI-Bench's code runs) keeps
-# max_num_frames = 32 frames at np.linspace(0, n - 1, 32).astype(int) of the whole video.
-REFERENCE_FRAMES = {"ours": 8, "vsibench": 32}
+# max_num_frames = 32 frames at np.linspace(0, n - 1, 32).astype(int) of the whole video. dsrbench, spacevista:
+# their released harnesses (sources in `released`).
+REFERENCE_FRAMES = {"ours": 8, "vsibench": 32, **released.REFERENCE_FRAMES}
+REFERENCE_MAX_NEW_TOKENS = {"ours": 16, "vsibench": 16, **released.REFERENCE_MAX_NEW_TOKENS}
+LAYOUTS = ("ours", "vsibench", *released.LAYOUTS)
 
 
 @dataclass
@@ -38,18 +45,22 @@ class RunnerConfig:
     # hub id or folder; "": the adapter's base model, else qwen.DEFAULT_BASE
     model: str = opt("", "Qwen2.5-VL hub id or folder. Default: the adapter's base model, else "
                      "Qwen/Qwen2.5-VL-7B-Instruct.")
-    adapter: str | None = opt(None, "A train-gsm adapter folder (LoRA, optionally + GSM).")
+    adapter: str | None = opt(None, "A train-gsm adapter folder (LoRA or full weights, optionally + GSM, fusion, "
+                              "SpatialBoost tower); one trained with --views N is asked with N views, not --frames.")
     num_frames: int = opt(0, "Frames per question (the record's frames thinned, or spread over the video); 0: the "
-                          "layout's reference (ours: 8, vsibench: 32).", flag="--frames")
+                          "layout's reference (ours: 8, vsibench: 32, dsrbench: 32, spacevista: 16).", flag="--frames")
     scenes_dir: str | None = opt(None, "Folder of scene stores named by the records' `scene` (SCENES/NAME/scene.zarr "
                                  "or SCENES/NAME.zarr). Default: records are read from their video.", flag="--scenes")
-    layout: str = opt("ours", "Layout of --qa: ours (make-qa records), or vsibench (VSI-Bench's released test file, "
-                      ".parquet/.jsonl/.json; each video at VIDEOS/<dataset>/<scene_name>.mp4, 32 frames as its "
-                      "lmms-eval harness samples them unless --frames is given).", choices=("ours", "vsibench"))
-    videos: str | None = opt(None, "Folder of the benchmark's videos (with --layout vsibench). Default: the folder "
-                             "of --qa, as the released dataset unpacks (<dataset>/ folders beside the test file).")
+    layout: str = opt("ours", "Layout of --qa: ours (make-qa records); or a benchmark's released file, its frames and "
+                      "prompt as its reference harness gives them (--frames overrides the count): vsibench "
+                      "(VIDEOS/<dataset>/<scene_name>.mp4, 32 frames), dsrbench (benchmark.parquet, "
+                      "VIDEOS/<videoID>.mp4, 32 frames), spacevista (the bench .json, frame paths under VIDEOS, 16 "
+                      "frames).", choices=LAYOUTS)
+    videos: str | None = opt(None, "The benchmark's media folder (vsibench, dsrbench: its videos; spacevista: the "
+                             "folder its frame paths are relative to). Default: the folder of --qa.")
     batch_size: int = opt(1, "Questions per generate call.", runtime=True)
-    max_new_tokens: int = opt(16, "Longest answer, in tokens (greedy decoding).")
+    max_new_tokens: int = opt(0, "Longest answer, in tokens (greedy decoding); 0: the layout's reference (ours, "
+                              "vsibench: 16, dsrbench: 2048, spacevista: 8196).")
     device: str = device_opt()
     overwrite: bool = overwrite_opt("Start OUT afresh instead of resuming.")
     quiet: bool = quiet_opt()
@@ -57,6 +68,8 @@ class RunnerConfig:
     def __post_init__(self):
         if not self.num_frames:
             self.num_frames = REFERENCE_FRAMES.get(self.layout, 0)
+        if not self.max_new_tokens:
+            self.max_new_tokens = REFERENCE_MAX_NEW_TOKENS.get(self.layout, 0)
 
     def validate(self) -> None:
         check_fields(self)
@@ -67,11 +80,12 @@ class RunnerConfig:
 # ---------------------------------------------------------------------------------------------- frames
 
 
-def sample_video(path: str, num_frames: int, timestamps: list[float] | None = None, *, by_index: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def sample_video(path: str, num_frames: int, timestamps: list[float] | None = None, *, by_index: bool = False,
+                 pick: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`num_frames` RGB frames spread over a video (or over the span of `timestamps`), decoding once and keeping
     only the chosen frames in memory. ``by_index``: frames ``linspace(0, n - 1, num_frames).astype(int)`` of the
-    n frames, as lmms-eval samples (VSI-Bench). Returns (frames (T,H,W,3) uint8, their times (T,))."""
+    n frames, as lmms-eval samples (VSI-Bench); ``pick(n)``: the frame indices a benchmark's own rule gives for
+    a video of n frames. Returns (frames (T,H,W,3) uint8, their times (T,))."""
     import av
 
     if not os.path.isfile(path):
@@ -90,7 +104,9 @@ def sample_video(path: str, num_frames: int, timestamps: list[float] | None = No
     times = np.sort(np.asarray(times))
     times -= times[0]
     if by_index:
-        targets = times[np.linspace(0, len(times) - 1, num_frames).astype(int)]
+        pick = lambda n: np.linspace(0, n - 1, num_frames).astype(int)  # noqa: E731
+    if pick is not None:
+        targets = times[np.asarray(pick(len(times)), dtype=int)]
     elif timestamps:
         lo, hi = min(timestamps), max(timestamps)
         targets = np.linspace(lo, hi, num_frames) if len(timestamps) > num_frames else np.asarray(sorted(timestamps))
@@ -119,11 +135,14 @@ def sample_video(path: str, num_frames: int, timestamps: list[float] | None = No
 
 
 def video_example(record: qa_format.QARecord, video_path: str, tokenizer, video_cfg: qwen.VideoProcessorConfig,
-                  num_frames: int, prompt_suffix: str = "", by_index: bool = False, features=None) -> dict:
+                  num_frames: int, prompt_suffix: str = "", by_index: bool = False, features=None,
+                  image_cfg: qwen.VideoProcessorConfig | None = None) -> dict:
     """The model inputs of one record from its video (no geometry: a GSM adapter needs a scene store);
-    ``features(frames)`` adds an encoder's features for an encoder-fusion adapter."""
+    ``features(frames)`` adds an encoder's features for an encoder-fusion adapter; with ``image_cfg`` the frames
+    are separate views (images), for a multi-view adapter."""
     frames, times = sample_video(video_path, num_frames, record.timestamps or None, by_index=by_index)
-    example = gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix)
+    example = gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix,
+                                 image_cfg=image_cfg)
     return gsm.add_gen_tokens(example, features(frames), video_cfg) if features is not None else example
 
 
@@ -200,11 +219,28 @@ def _check_sidecar(out: Path, config: RunnerConfig, qa_path: str) -> None:
 # ---------------------------------------------------------------------------------------------- model
 
 
+def _trained_max_pixels(adapter: str) -> int | None:
+    """train-gsm's --max-pixels for the adapter (its train_config.json), None when it used the model's setting."""
+    path = os.path.join(adapter, "train_config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)["config"].get("max_pixels", 0)
+        return int(value) or None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SpatialctlError(f"{path}: unreadable ({type(e).__name__})") from None
+
+
+def _base(config: RunnerConfig) -> str:
+    return config.model or (gsm.adapter_base(config.adapter) if config.adapter else qwen.DEFAULT_BASE)
+
+
 def load(config: RunnerConfig):
     """(GeometryVLM wrapper, tokenizer, video config, GSM config or None) on the chosen device."""
     import torch
 
-    base = config.model or (gsm.adapter_base(config.adapter) if config.adapter else qwen.DEFAULT_BASE)
+    base = _base(config)
     device = str(resolve_device(config.device))
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model_dir = resolve_model_dir(base)
@@ -225,7 +261,7 @@ def load(config: RunnerConfig):
 
 
 def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt_suffix: str = "",
-             genfeat: bool = False) -> dict:
+             genfeat: bool = False, image_cfg: qwen.VideoProcessorConfig | None = None) -> dict:
     scene_url = None
     if config.layout == "ours" and (config.scenes_dir is not None or os.path.isabs(record.scene)):
         try:
@@ -234,7 +270,8 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
             scene_url = None
     if scene_url is not None:
         return gsm.prepare_example(record, scene_url, tokenizer, video_cfg, gsm_cfg, num_frames=config.num_frames,
-                                   with_answer=False, prompt_suffix=prompt_suffix, genfeat=genfeat)
+                                   with_answer=False, prompt_suffix=prompt_suffix, genfeat=genfeat,
+                                   image_cfg=image_cfg)
     if gsm_cfg is not None or (genfeat and not callable(genfeat)):
         raise SpatialctlError(f"record {record.id}: the adapter's geometry module or VEGA fusion needs the scene store of "
                               f"{record.scene!r}; pass --scenes")
@@ -243,7 +280,30 @@ def _example(record, config, tokenizer, video_cfg, gsm_cfg, qa_dir: Path, prompt
                               "pass --scenes")
     video = record.video if os.path.isabs(record.video) else str(qa_dir / record.video)
     return video_example(record, video, tokenizer, video_cfg, config.num_frames, prompt_suffix,
-                         by_index=config.layout == "vsibench", features=genfeat or None)
+                         by_index=config.layout == "vsibench", features=genfeat or None, image_cfg=image_cfg)
+
+
+def _bench_example(item: released.BenchItem, config: RunnerConfig, tokenizer, video_cfg: qwen.VideoProcessorConfig,
+                   gsm_cfg, prompt_suffix: str = "", genfeat=False) -> dict:
+    """The model inputs of one released-benchmark question: its harness's frames and text, verbatim."""
+    if gsm_cfg is not None or (genfeat and not callable(genfeat)):
+        raise SpatialctlError(f"record {item.id}: the adapter's geometry module or VEGA fusion needs a scene store; "
+                              f"--layout {config.layout} has videos/frames only")
+    frames = sample_video(item.video, 0, pick=item.pick)[0] if item.video else released.spacevista_frames(item)
+    if config.layout == "dsrbench":  # the harness's per-frame pixel limits (qwen-vl-utils with its config)
+        video_cfg = dataclasses.replace(video_cfg, min_pixels=released.DSR_MIN_PIXELS,
+                                        max_pixels=released.dsr_max_pixels(len(frames)))
+    # Both harnesses show the frames at 2 fps (Qwen's temporal positions follow the seconds per temporal patch).
+    times = np.arange(len(frames)) / released.HARNESS_FPS
+    record = qa_format.QARecord(id=item.id, scene="", question=item.prompt, answer="", answer_type="text",
+                                family=config.layout, type="")
+    example = gsm.frames_example(record, frames, times, tokenizer, video_cfg, prompt_suffix=prompt_suffix,
+                                 text_first=item.text_first)
+    return gsm.add_gen_tokens(example, genfeat(frames), video_cfg) if genfeat else example
+
+
+def _bench_line(item: released.BenchItem, prediction: str, config: RunnerConfig) -> dict:
+    return {"id": item.id, "prediction": prediction, **item.line, "model": config.model, "adapter": config.adapter}
 
 
 def _line(record: qa_format.QARecord, prediction: str, config: RunnerConfig) -> dict:
@@ -261,8 +321,28 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     config.validate()
     out_path = Path(config.out)
     _check_owned(out_path)
-    records = (vsibench_records(qa_path, config.videos or str(Path(qa_path).parent)) if config.layout == "vsibench"
-               else qa_format.read_qa(qa_path))
+    media = config.videos or str(Path(qa_path).parent)
+    bench = config.layout in released.LAYOUTS
+    if bench:
+        records = released.read(config.layout, qa_path, media, config.num_frames)
+        if config.layout == "dsrbench" and qwen.model_family(resolve_model_dir(_base(config))) != "qwen2_5_vl":
+            raise UsageError("--layout dsrbench: DSR Suite's harness sets frame resolution for Qwen2.5-VL only "
+                             "(VLMEvalKit config Qwen2.5-VL-7B-Instruct-ForVideo); pass a Qwen2.5-VL --model")
+    else:
+        records = vsibench_records(qa_path, media) if config.layout == "vsibench" else qa_format.read_qa(qa_path)
+    # before anything is written or replaced: the adapter's view count decides the frames (and the run record)
+    image_cfg = None
+    if config.adapter and (views := gsm.adapter_views(config.adapter)):
+        if bench:
+            raise UsageError(f"--adapter {config.adapter}: a multi-view adapter (trained with --views {views}) answers "
+                             f"from separate images; --layout {config.layout} shows its harness's video frames")
+        if config.num_frames not in (views, REFERENCE_FRAMES.get(config.layout)):
+            raise UsageError(f"--frames {config.num_frames}: --adapter {config.adapter} was trained with --views "
+                             f"{views} and is asked with {views} views")
+        # a multi-view adapter is asked as it was trained: its number of views, each a separate image
+        image_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(_base(config)), images=True,
+                                                             max_pixels=_trained_max_pixels(config.adapter))
+        config = dataclasses.replace(config, num_frames=views)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if config.overwrite and out_path.exists():
         out_path.unlink()
@@ -281,11 +361,14 @@ def run(config: RunnerConfig, qa_path: str, progress: Callable[[Iterable], Itera
     batches = [todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     with open(out_path, "a") as f, torch.inference_mode():
         for batch in (progress(batches) if progress else batches):
-            examples = [_example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix, genfeat)
-                         for r in batch]
+            examples = [_bench_example(r, config, tokenizer, video_cfg, gsm_cfg, prompt_suffix, genfeat) if bench
+                        else _example(r, config, tokenizer, video_cfg, gsm_cfg, qa_dir, prompt_suffix, genfeat,
+                                      image_cfg)
+                        for r in batch]
             answers = model.answer(examples, tokenizer, max_new_tokens=config.max_new_tokens)
             for record, answer in zip(batch, answers, strict=True):
-                f.write(json.dumps(_line(record, answer, config), ensure_ascii=False) + "\n")
+                line = _bench_line(record, answer, config) if bench else _line(record, answer, config)
+                f.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
                 summary.done.append(record.id)
             f.flush()
             os.fsync(f.fileno())

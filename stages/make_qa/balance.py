@@ -7,7 +7,7 @@ Three steps, each usable by every family:
    where most candidates "keep constant" then gives "constant" no more often than any other answer it can give.
 2. :func:`cap` — over the whole run, per type, each answer (its option text, its count, or its log-bin for a
    measure) is capped by water-filling: the largest cap M such that no answer exceeds ``share`` of what is kept,
-   ``share = max(SPREAD / distinct, MANY_SHARE)`` (see :func:`share_limit`); a count type is drawn to its target distribution the same way (numbers: flat, or where flat leaves a constant guess above the MRA limit, the one minimising it, :func:`mra_target`).
+   ``share = max(SPREAD / distinct, MANY_SHARE)`` (see :func:`share_limit`); a count type is drawn to its target distribution the same way (numbers: flat, or where flat leaves a constant guess above the MRA limit, the most records whose constant guess stays below it, :func:`mra_target`).
    Each step label of a multi-step answer (``metadata["steps"]``) is then capped the same way, by dropping the
    records that use the over-represented label most.
 3. :func:`redraw_distractors` — records that name an ``metadata["option_pool"]`` get their wrong options replaced
@@ -49,22 +49,34 @@ class ClassDraw:
 
     def __init__(self, classes: Sequence, weights: Sequence[float], target: dict | None = None):
         arr = np.asarray(classes)
-        if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
-            flat = np.ascontiguousarray(arr)
-            _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel(),
-                                          return_index=True, return_inverse=True)
-            keys = arr[first]
+        if arr.ndim == 1 and arr.dtype.kind in "iub" and len(arr):
+            # Integer classes (the common case, built once per candidate table): one stable sort gives the keys,
+            # the order and the class bounds that np.unique + argsort + searchsorted give below.
+            order = np.argsort(arr, kind="stable")
+            ranked = arr[order]
+            first = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+            self.keys = ranked[first].tolist()
+            bounds = [*first.tolist(), len(arr)]
         else:
-            keys, inverse = np.unique(arr, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
+            if arr.ndim == 2:  # rows as opaque bytes: np.unique(axis=0) is several times slower
+                flat = np.ascontiguousarray(arr)
+                _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1])))
+                                              .ravel(), return_index=True, return_inverse=True)
+                keys = arr[first]
+            else:
+                keys, inverse = np.unique(arr, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(len(self.keys) + 1)).tolist()
         cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else np.ones(len(self.keys))
         if not (cw > 0).any():
             cw = np.ones(len(self.keys))
         self.class_cum = np.cumsum(cw).tolist()
-        self.order = np.argsort(inverse, kind="stable")
-        self.bounds = np.searchsorted(inverse[self.order], np.arange(len(self.keys) + 1)).tolist()
-        self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[self.order])
+        self.bounds = bounds
+        # Python lists: a draw is two bisections on floats, cheaper than numpy calls on scalars (same numbers).
+        self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order]).tolist()
+        self.order = order.tolist()
 
     def __len__(self) -> int:
         return len(self.order)
@@ -72,10 +84,10 @@ class ClassDraw:
     def draw(self, rng: random.Random) -> int:
         c = min(bisect.bisect_right(self.class_cum, rng.random() * self.class_cum[-1]), len(self.keys) - 1)
         lo, hi = self.bounds[c], self.bounds[c + 1]
-        base = self.cum[lo - 1] if lo else 0.0
-        x = base + rng.random() * (self.cum[hi - 1] - base)
-        j = min(max(int(np.searchsorted(self.cum[lo:hi], x, side="right")) + lo, lo), hi - 1)
-        return int(self.order[j])
+        cum = self.cum
+        base = cum[lo - 1] if lo else 0.0
+        x = base + rng.random() * (cum[hi - 1] - base)
+        return self.order[min(max(bisect.bisect_right(cum, x, lo, hi), lo), hi - 1)]
 
 
 def answer_key(r: QARecord):
@@ -151,9 +163,12 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
 def _cap_answers(group: list[QARecord], target: dict | None, whole_type: bool = True) -> list[QARecord]:
     keys = [answer_key(r) for r in group]
     counts = Counter(keys)
+    keep = None
     if not target and whole_type and group[0].answer_type == "number":  # per-label groups stay flat
-        target = mra_target(counts, group[0].unit is None)
-    if target:
+        keep = mra_target(counts, group[0].unit is None)
+    if keep is not None:
+        limit = keep
+    elif target:
         limit = _target_caps(counts, target)
     else:
         pooled = all(r.metadata.get("option_pool") is not None for r in group)
@@ -229,33 +244,54 @@ def _cap_pools(group: list[QARecord]) -> list[QARecord]:
 
 
 MRA_LIMIT = 0.35  # the done-when limit on the best blind MRA (audit.NUMBER_LIMIT)
+MRA_AIM = 0.32  # where the data allow, a constant guess is held this far below the limit (room for sampling noise)
 
 
 def mra_target(counts, is_count: bool) -> dict | None:
     """None (flat) where a flat distribution already keeps every constant guess's mean MRA (VSI-Bench's scorer) at
-    most ``MRA_LIMIT``; else the weights over the keys present that minimise the best constant guess's MRA. Few
-    distinct values need it: counts of 1-4 of a kind, or room areas within a factor of 5, leave a constant guess
-    at ~0.4 when flat. Measures are taken at their log-bin's centre."""
-    from scipy.optimize import linprog
+    most ``MRA_LIMIT``; else how many records of each key to keep: the most records (an integer program) whose
+    best constant guess scores at most max(``MRA_AIM``, the least any weighting allows). Few distinct values need
+    it: counts of 1-4 of a kind, or room areas within a factor of 5, leave a constant guess at ~0.4 when flat.
+    Keeping the most records (not fixed weights scaled down to the rarest key) lets a rare large count (one 6
+    among hundreds of 1s) help without cutting the type to a handful. Measures are taken at their log-bin's
+    centre."""
+    from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
     from spatialctl.scoring import MRA_THRESHOLDS
 
-    keys = sorted(k for k in counts if math.isfinite(k))
+    # A value under 1% of the records (as in share_limit) gets no weight: matching its tiny count would shrink
+    # every other value to it (counts of 5 and 7 once each in 700 kept 2 records of counting).
+    total = sum(counts.values())
+    keys = sorted(k for k in counts if math.isfinite(k) and counts[k] >= 0.01 * total)
     if len(keys) < 2:
         return None
     gt = np.array(keys, dtype=np.float64) if is_count else np.exp((np.array(keys, dtype=np.float64) + 0.5) * LOG_BIN)
-    guesses = np.geomspace(0.5 * gt.min(), 2.0 * gt.max(), 512)
+    # A guess's MRA (the scorer's closed intervals, |guess - gt| <= (1 - threshold) gt) only changes at
+    # gt * (1 +- (1 - threshold)): those breakpoints and one guess between each two cover every constant guess.
+    tol = 1.0 - MRA_THRESHOLDS
+    edges = np.unique(np.concatenate([gt * (1.0 - tol[:, None]), gt * (1.0 + tol[:, None])], axis=None))
+    guesses = np.r_[edges, (edges[1:] + edges[:-1]) / 2]
     rel = np.abs(guesses[:, None] - gt[None]) / gt[None]  # (G, K)
-    mra = (rel[..., None] < 1.0 - MRA_THRESHOLDS).mean(-1)  # (G, K)
+    mra = (rel[..., None] <= tol + 1e-9).mean(-1)  # (G, K)
     if mra.mean(1).max() <= MRA_LIMIT:
         return None
-    # minimise t subject to mra @ p <= t for every guess, sum(p) = 1, p >= 0
+    # the least reachable: minimise t subject to mra @ p <= t for every guess, sum(p) = 1, p >= 0
     k = len(keys)
     res = linprog(np.r_[np.zeros(k), 1.0], A_ub=np.c_[mra, -np.ones(len(guesses))], b_ub=np.zeros(len(guesses)),
                   A_eq=np.r_[np.ones(k), 0.0][None], b_eq=[1.0], bounds=[(0.0, 1.0)] * k + [(None, None)])
     if not res.success:
         return None
-    return {key: float(w) if w > 1e-6 else 0.0 for key, w in zip(keys, res.x[:k], strict=True)}
+    # the most records, integers n_k <= counts_k, with mra @ n <= limit * sum(n) for every guess
+    limit = max(MRA_AIM, float(res.x[k]) + 1e-3)
+    cap = np.array([float(counts[key]) for key in keys])
+    most = milp(-np.ones(k), constraints=LinearConstraint(mra - limit, -np.inf, 0.0), integrality=np.ones(k),
+                bounds=Bounds(np.zeros(k), cap), options={"time_limit": 5.0})
+    if most.x is not None and most.x.sum() >= 1.0:
+        n = np.round(most.x)
+    else:  # no integer solution found: the minimising weights, scaled to the rarest key
+        p = np.where(res.x[:k] > 1e-6, res.x[:k], 0.0)
+        n = np.floor(p * min(c / w for c, w in zip(cap, p, strict=True) if w > 0) + 1e-6)
+    return {key: int(v) for key, v in zip(keys, n, strict=True)} | {key: 0 for key in counts if key not in keys}
 
 
 def _target_caps(counts: Counter, weights: dict) -> dict:
@@ -309,13 +345,19 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
         rng = random.Random(f"{seed}:{key[1]}" if key[0] == "pool" else f"{seed}:fallback:{key[1]}")
         group = _order(group, seed)
         counts = Counter(r.answer_option for r in group)
+        # (texts, inclusion probabilities, their sum, text -> index) per number of options: the counts do not change
+        # while a pool is redrawn (true answers stay), so they are built once, not per record.
+        prepared: dict = {}
         for r in group:
             n = len(r.options)
-            texts = sorted(counts)
-            chosen = _systematic(texts, [min(1.0, n * counts[t] / len(group)) for t in texts], r.answer_option, n,
-                                 rng)
-            r.metadata["options_from"] = "pool" if key[0] == "pool" else "fallback pool"
             truth = r.answer_option
+            if n not in prepared:
+                texts = sorted(counts)
+                pi = [min(1.0, n * counts[t] / len(group)) for t in texts]
+                prepared[n] = (texts, pi, sum(pi), {t: i for i, t in enumerate(texts)})
+            texts, pi, pi_sum, where = prepared[n]
+            chosen = _systematic(texts, pi, truth, n, rng, pi_sum, where[truth])
+            r.metadata["options_from"] = "pool" if key[0] == "pool" else "fallback pool"
             r.options = chosen
             r.answer = LETTERS[chosen.index(truth)]
             r.id = record_id(r.scene, r.family, r.type,
@@ -330,16 +372,18 @@ def redraw_distractors(records: list[QARecord], seed: int = 0) -> list[QARecord]
     return [r for r in records if not (r.metadata.get("options_from") == "generator" and (r.family, r.type) in mostly)]
 
 
-def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random) -> list[str]:
+def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: random.Random,
+                pi_sum: float | None = None, truth_index: int | None = None) -> list[str]:
     """n distinct texts containing ``truth``: Madow systematic sampling with inclusion probabilities ``pi``
-    (rescaled to sum to n), conditioned on ``truth`` being drawn; returned in a random order."""
+    (rescaled to sum to n), conditioned on ``truth`` being drawn; returned in a random order. ``pi_sum`` and
+    ``truth_index`` (``sum(pi)``, ``texts.index(truth)``) may be given when known."""
     order = list(range(len(texts)))
     rng.shuffle(order)
-    scale = n / sum(pi)
+    scale = n / (sum(pi) if pi_sum is None else pi_sum)
     lengths = [min(1.0, pi[i] * scale) for i in order]
     cum = list(itertools.accumulate(lengths))
     total = cum[-1]
-    k = order.index(texts.index(truth))
+    k = order.index(texts.index(truth) if truth_index is None else truth_index)
     lo = cum[k] - lengths[k]
     x = lo + rng.random() * lengths[k]
     picked = {order[k]}
@@ -353,6 +397,51 @@ def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: rand
     return out
 
 
+WORD_SPREAD = 1.15  # a word may be the answer at most this many times as often as chance says, when offered
+
+
+def _distinct_words(options: list[str]) -> list[frozenset]:
+    """Per option, the words that set it apart from the other options (``the purple box`` vs ``the pink box``)."""
+    words = [frozenset(o.split()) for o in options]
+    common = frozenset.intersection(*words)
+    return [w - common for w in words]
+
+
+def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
+    """Records with ``metadata["word_balance"]`` (a key: type and wording) name fixed options by words that should
+    say nothing (a colour): per key, no word is the answer more than ``WORD_SPREAD`` times its chance share of the
+    times it is offered (sum of 1/n). A scene set small enough to hold, by chance, larger purple than pink objects
+    would otherwise teach that; records that make an over-used word the answer are dropped, last in seeded order."""
+    groups: dict = defaultdict(list)
+    rest = []
+    for r in records:
+        key = r.metadata.get("word_balance") if r.answer_type == "mc" and r.options else None
+        (groups[f"{r.family}/{r.type}/{key}"] if key else rest).append(r)
+    keep = rest
+    for _, group in sorted(groups.items()):
+        group = _order(group, seed)
+        words = [_distinct_words(r.options) for r in group]
+        alive = [True] * len(group)
+        for _ in range(len(group)):
+            expected, answered = Counter(), Counter()
+            for i, r in enumerate(group):
+                if alive[i]:
+                    for j, ws in enumerate(words[i]):
+                        for w in ws:
+                            expected[w] += 1.0 / len(r.options)
+                            answered[w] += j == LETTERS.index(r.answer)
+            over = [w for w in answered if answered[w] > WORD_SPREAD * expected[w] + 1.0]
+            if not over:
+                break
+            w = max(over, key=lambda x: (answered[x] - WORD_SPREAD * expected[x], x))
+            i = max(i for i, r in enumerate(group) if alive[i] and w in words[i][LETTERS.index(r.answer)])
+            alive[i] = False
+        keep.extend(r for r, a in zip(group, alive, strict=True) if a)
+    order = {id(r): i for i, r in enumerate(records)}
+    return sorted(keep, key=lambda r: order[id(r)])
+
+
 def balance(records: list[QARecord], seed: int = 0, target: dict | None = None) -> list[QARecord]:
-    """Cap answers and step labels per type, then redraw pooled distractors from the kept answers."""
-    return redraw_distractors(cap(records, seed, target), seed)
+    """Cap answers and step labels per type and option words where asked, then redraw pooled distractors from the
+    kept answers."""
+    return redraw_distractors(cap_option_words(cap(records, seed, target), seed), seed)

@@ -9,6 +9,7 @@ import numpy as np
 
 from spatialctl.qa_format import LETTERS, QARecord, record_id
 
+from .refer import namer
 from .scene import SceneData
 
 GENERATOR_VERSION = "make-qa/1"
@@ -180,8 +181,6 @@ def ref_table(scene: SceneData) -> RefTable:
 
 def try_ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False,
             near: bool = True) -> tuple[str, int | None] | None:
-    from .refer import namer
-
     return namer(scene).name(o, frame, size, image, near)
 
 

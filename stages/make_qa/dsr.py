@@ -115,6 +115,7 @@ def run_classes(codes: np.ndarray, base: int) -> np.ndarray:
     return acc
 
 
+@lru_cache(maxsize=256)
 def pool_phases(k: int, states: int) -> tuple[int, ...]:
     """The numbers of phases whose answers share a pool of wrong options: k alone when there are at least 6
     sequences of k phases (states (states-1)^(k-1)), else k and k+1 (one phase of three states: three answers,
@@ -130,6 +131,11 @@ def window_cell(first: int, last: int, n: int) -> str:
     a = "start" if first == 0 else f"third {3 * first // n + 1}"
     b = "end" if last == n - 1 else f"third {3 * last // n + 1}"
     return f"from {a} to {b}"
+
+
+@lru_cache(maxsize=16)
+def _n_states(phrases: tuple[str, ...]) -> int:
+    return sum(1 for p in phrases if p)
 
 
 def phases_text(phrases: list[str]) -> str:
@@ -295,6 +301,7 @@ class DSRGenerator:
         self._tables: dict = {}
         self._candidates: dict = {}
         self._key_times: dict = {}
+        self._ts = scene.timestamps.tolist()  # Python floats: formatted in every question
 
     def generate(self, qtype: str, rng: random.Random) -> Draft | None:
         s = self.scene
@@ -349,10 +356,11 @@ class DSRGenerator:
             self._tables[ck] = ok
         return self._tables[ck]
 
-    def _pairs(self, mode, m):
-        """(offset (3, V, O+1, O+1, K, m) of a from b in viewpoint axes, valid pairs (V, O+1, O+1, K)); index O
-        stands for the viewpoint itself (at the origin of its axes): "relative to the viewpoint" asks it of a
-        single object. Only b can be the viewpoint."""
+    def _pairs(self, mode, m, upper=False):
+        """(valid pairs (V, O+1, O+1, K) as index arrays (v, a, b, k), offsets (3, n, m) of a from b at them in
+        viewpoint axes, the table's shape (V, O+1, O+1, K)); index O stands for the viewpoint itself (at the origin
+        of its axes): "relative to the viewpoint" asks it of a single object. Only b can be the viewpoint;
+        ``upper``: only a < b. Offsets are taken only where a pair can be asked about at all."""
         loc, ok = self.tables.positions(mode, m)
         ok = ok & self._named(m)
         v, o, k = ok.shape
@@ -364,31 +372,37 @@ class DSRGenerator:
         ok = np.concatenate([ok, me[:, None]], axis=1)
         pair = ok[:, :, None] & ok[:, None, :] & ~np.eye(o + 1, dtype=bool)[None, :, :, None]
         pair[:, o] = False
-        return loc[:, :, :, None] - loc[:, :, None, :], pair
+        if upper:
+            pair &= np.triu(np.ones((o + 1, o + 1), bool), 1)[None, :, :, None]
+        idx = np.nonzero(pair)
+        vi, ai, bi, ki = idx
+        return idx, loc[:, vi, ai, ki] - loc[:, vi, bi, ki], pair.shape
 
     def _table_distance(self, mode, m):
-        off, pair = self._pairs(mode, m)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = _norm(off)  # (V, O, O, K, m)
-            codes, amb = change_codes(d)
-            valid = pair & (d.min(-1) >= 5 * self.noise) & ~amb
         # one of each unordered pair: the distance is symmetric
-        valid &= np.triu(np.ones(valid.shape[1:3], bool), 1)[None, :, :, None]
+        idx, off, shape = self._pairs(mode, m, upper=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sub_d = _norm(off)  # (n, m)
+            sub_codes, amb = change_codes(sub_d)
+            ok = (sub_d.min(-1) >= 5 * self.noise) & ~amb
+        valid = np.zeros(shape, bool)
+        valid[idx] = ok
+        d = np.zeros(shape + (m,))
+        d[idx] = sub_d
+        codes = np.zeros(shape + (m - 1,), np.int64)
+        codes[idx] = sub_codes
         return valid, {"codes": codes, "d": d}, 4
 
     def _position_table(self, mode, m):
         ck = ("positions", mode, m)
         if ck not in self._tables:
-            off, pair = self._pairs(mode, m)
-            # codes only where the pair can be asked about at all: the offsets are (3, V, O, O, K, m)
-            idx = np.nonzero(pair)
-            sub = off[(slice(None), *idx)]  # (3, n, m)
+            idx, sub, shape = self._pairs(mode, m)  # (3, n, m) at the pairs that can be asked about
             with np.errstate(divide="ignore", invalid="ignore"):
                 sub_codes, amb = position_codes(sub)
                 ok = (_norm(sub) >= 3 * self.noise).all(-1) & ~amb.any(-1)
-            valid = np.zeros(pair.shape, bool)
+            valid = np.zeros(shape, bool)
             valid[idx] = ok
-            codes = np.zeros(pair.shape + (m,), np.int64)
+            codes = np.zeros(shape + (m,), np.int64)
             codes[idx] = sub_codes
             self._tables[ck] = valid, codes
         return self._tables[ck]
@@ -440,7 +454,7 @@ class DSRGenerator:
     # -- pieces shared by the templates
 
     def _viewpoint_text(self, mode, kind, agent, frames):
-        t0 = self.scene.timestamps[frames[0]]
+        t0 = self._ts[frames[0]]
         if kind == "camera":
             who = "the camera"
         else:
@@ -473,7 +487,7 @@ class DSRGenerator:
         return clip + [f for f in refs if f is not None]
 
     def _times(self, frames):
-        t = self.scene.timestamps
+        t = self._ts
         return ", ".join(f"{t[f]:.2f} s" for f in frames[:-1]) + f" and {t[frames[-1]]:.2f} s"
 
     def _pick(self, cands, j, m):
@@ -496,7 +510,7 @@ class DSRGenerator:
     def _draft(self, qtype, question, mode, kind, agent, frames, objs, refs, codes, phrases, shown=None, **extra):
         meta = self._meta(mode, kind, agent, frames, objs, codes, phrases, **extra)
         answer = phases_text(meta["phases"])
-        counts = tuple(k for k in pool_phases(len(meta["phases"]), sum(1 for p in phrases if p)) if k <= len(codes))
+        counts = tuple(k for k in pool_phases(len(meta["phases"]), _n_states(phrases)) if k <= len(codes))
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
         # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
@@ -551,14 +565,13 @@ class DSRGenerator:
                            cands.values["codes"][j].tolist(), POSITION_PHRASE)
 
     def _direction_prediction(self, mode, kind, agent, m, cands, j):
-        s = self.scene
         (a, b), frames = self._pick(cands, j, m)
         observed = list(range(max(0, frames[0] - (frames[-1] - frames[0])), frames[0] + 1))
         got = self._texts(mode, kind, agent, frames, (a, b), shown=observed)
         if got is None:
             return None
         vp, (ra, rb) = got
-        q = (f"The video is shown up to {s.timestamps[frames[0]]:.2f} s. {vp}, where will {ra[0]} be relative to "
+        q = (f"The video is shown up to {self._ts[frames[0]]:.2f} s. {vp}, where will {ra[0]} be relative to "
              f"{rb[0]} (front/back, left/right, above/below) at {self._times(frames[1:])}? Describe each phase.")
         return self._draft("direction_prediction", q, mode, kind, agent, frames, (a, b), (ra, rb),
                            cands.values["codes"][j].tolist(), POSITION_PHRASE, shown=observed,

@@ -150,7 +150,7 @@ class MultiTurnGenerator:
             size = [self._len(v) for v in self.box[o][f][3:6]]
             if min(size) < MIN_DIGITS * step:
                 continue  # "size (0.00, 0.01, 0.00) m" says nothing
-            c = [self._len(v) for v in cam[o]]
+            c = [v * self._factor for v in cam[o]]  # only formatted: "%.{d}f" of x is that of round(x, d)
             q = (f"What is the 3D bounding box of {refs[o][0]} in this camera's coordinates (x right, y down, z "
                  f"forward), in {UNIT_NAMES[unit]}? Give its centre and its size along its own length, width and "
                  "height.")
@@ -194,7 +194,7 @@ class MultiTurnGenerator:
                 continue
             label = self.scene.labels[o]
             if self.scene.metric:
-                parts.append(f"a {label} {format(self._len(dist[o]), self._spec)} {self.unit} away {side}")
+                parts.append(f"a {label} {format(dist[o] * self._factor, self._spec)} {self.unit} away {side}")
             else:
                 parts.append(f"a {label} {side}")
             described.append(o)
@@ -202,8 +202,9 @@ class MultiTurnGenerator:
         if not parts:
             return
         # Relative scenes state the order instead of distances, only where it is clear.
-        clear = all(b - a > max(DEPTH_MARGIN * b, 3 * self.noise) for a, b in zip(depths, depths[1:], strict=False))
-        order = " (nearest first)" if not self.scene.metric and clear and len(parts) > 1 else ""
+        clear = not self.scene.metric and all(b - a > max(DEPTH_MARGIN * b, 3 * self.noise)
+                                              for a, b in zip(depths, depths[1:], strict=False))
+        order = " (nearest first)" if clear and len(parts) > 1 else ""
         text = f"The image shows{order} " + "; ".join(parts) + "."
         turns.append((self._turn("Describe the layout of this image briefly.", text, "text"),
                       {"type": "caption", "objects": described, "ordered": bool(order)}))

@@ -153,14 +153,22 @@ class Namer:
         if s.frames_reader is None or s.mask_reader is None:
             return out
         frames = s.frames_reader()  # (N, H, W, 3)
+        pixels = {}
         for o in objs:  # only the object's own pixels, in up to COLOUR_FRAMES frames spread over where it is seen
             seen = np.flatnonzero(s.visible[o])
             if not len(seen):
                 continue
             pick = seen[np.unique(np.round(np.linspace(0, len(seen) - 1, min(COLOUR_FRAMES, len(seen))))
                                   .astype(int))]
-            px = np.concatenate([frames[f][s.mask_reader(o, int(f))] for f in pick])
-            counts = np.bincount(colour_codes(px), minlength=len(COLOURS)).astype(np.float64)
+            pixels[o] = np.concatenate([frames[f][s.mask_reader(o, int(f))] for f in pick])
+        if not pixels:
+            return out
+        # One colour pass over every object's pixels (colour names are per pixel), then counted per object.
+        codes = colour_codes(np.concatenate(list(pixels.values())))
+        start = 0
+        for o, px in pixels.items():
+            counts = np.bincount(codes[start:start + len(px)], minlength=len(COLOURS)).astype(np.float64)
+            start += len(px)
             out[o] = counts / max(counts.sum(), 1.0)
         return out
 
@@ -207,6 +215,26 @@ class Namer:
         b = self.table.boxes[o, f].tolist()
         where = "" if image else f" in the frame at {s.timestamps[f]:.2f} s"
         return f"the {label} at pixel box [{b[0]}, {b[1]}, {b[2]}, {b[3]}]{where}", (None if image else f)
+
+    def alike(self, objs: list[int], frame: int | None = None) -> list[tuple[str, int | None]] | None:
+        """Names for objects of one label that say nothing about their geometry, for questions that compare it:
+        all by colour (no frame), or, given ``frame``, all by their left-to-right place among their label in that
+        frame; None when neither names every one. Never a size word (it is the answer), a landmark (an object's
+        distance to its neighbours grows with its own footprint) or a pixel box (its size in pixels hints at both)."""
+        s = self.scene
+        if all(self.colour[o] is not None for o in objs):
+            return [(f"the {COLOURS[self.colour[o]]} {s.labels[o]}", None) for o in objs]
+        if frame is None or not all(self.position[o, frame] for o in objs):
+            return None
+        n = len(self.groups[s.labels[objs[0]]])
+        many = f"{NUMBER_WORDS.get(n, str(n))} {plural(s.labels[objs[0]])}"
+        where = f" in the frame at {s.timestamps[frame]:.2f} s"
+        return [(f"the {('leftmost', 'rightmost')[int(self.position[o, frame]) - 1]} of the {many}{where}", frame)
+                for o in objs]
+
+    def alike_frames(self, objs: list[int]) -> np.ndarray:
+        """Frames where :meth:`alike` can name every one of ``objs`` by position."""
+        return np.flatnonzero((self.position[objs] > 0).all(0))
 
     def _spread(self, o: int) -> list[int]:
         """Frames to try for a position phrase: where the object is seen, best-seen first."""

@@ -11,10 +11,12 @@ camera rotation here; counting, appearance order, room size and relative distanc
 Definitions (each question says them in words):
 - height: the box's vertical side; width: its longer horizontal side; size: its longest side.
 - depth: the object centre's distance along the camera's viewing axis in one frame.
-- size/height/width comparisons are asked among objects that share a label: between categories ("the cup or the
-  table?", even "the sphere or the box?") the label gives the answer away; distance comparisons too (a building
-  stands farther than a book). Options that compare sizes or
-  distances never name an object by its pixel box (a box's size in pixels hints at both).
+- size/height/width comparisons (which is the largest, or as often the smallest) are asked among objects that share
+  a label: between categories ("the cup or the table?", even "the sphere or the box?") the label gives the answer
+  away; distance comparisons too (a building stands farther than a book). Options that compare sizes or distances
+  never name an object by its pixel box (a box's size in pixels hints at both). Size comparisons name their options
+  by colour or by left-to-right place in a frame, each arrangement equally often (``_alike``): never by size,
+  landmark or anything else that depends on the sizes compared.
 - position change: the pixel-box centre's shift between two frames, along its dominant image axis.
 - camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
 - existence: "Is there a <label> ...?", yes or no; "no" labels are kinds of object usual at the scene's scale
@@ -25,8 +27,8 @@ Definitions (each question says them in words):
   answers it allows, then a question with that answer (``ClassDraw``).
 - camera/object rotation: the change of heading about the up axis, in degrees.
 - spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
-- object matching: which of four objects is seen in both of two frames (the others are in at most one); the four
-  share the answer's motion (all still or all moving), each motion drawn equally often where a scene allows both.
+- object matching: which of four objects is seen in both of two frames (the others are in at most one); with m
+  movers among the four, the answer is a mover with probability m / 4, so an option's motion says nothing.
 Ambiguous questions (values near a threshold, below the noise floor) are not asked.
 """
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 
 import numpy as np
 
@@ -138,7 +141,9 @@ class ScaleGenerator:
         return sorted({r[1] for r in refs if r[1] is not None})
 
     def _t(self, f):
-        return f"{self.scene.timestamps[f]:.2f} s"
+        if "times" not in self._lazy:  # Python floats: numpy scalars format several times slower
+            self._lazy["times"] = self.scene.timestamps.tolist()
+        return f"{self._lazy['times'][f]:.2f} s"
 
     # ------------------------------------------------------------------------------------------------- numeric
 
@@ -247,8 +252,10 @@ class ScaleGenerator:
         """Is there a <label> in the video? Yes for a label the scene shows, no for one of its scale's usual kinds
         that it lacks; balanced yes/no per label (``balance_group``), so the label says nothing."""
         s = self.scene
-        present = sorted({s.labels[o] for o in range(s.n_objects) if s.visible[o].any()})
-        absent = [x for x in VOCABULARY[self.scale] if x not in set(s.labels)]
+        if "existence" not in self._lazy:  # the scene's labels, seen and absent: the same for every question
+            self._lazy["existence"] = (sorted({s.labels[o] for o in range(s.n_objects) if s.visible[o].any()}),
+                                       [x for x in VOCABULARY[self.scale] if x not in set(s.labels)])
+        present, absent = self._lazy["existence"]
         answer = rng.choice(["yes", "no"]) if present and absent else ("yes" if present else "no")
         label = rng.choice(present if answer == "yes" else absent) if (present or absent) else None
         if label is None:
@@ -258,35 +265,49 @@ class ScaleGenerator:
         return Draft("existence", q, opts[1], "mc", opts[0], metadata={"label": label, "balance_group": label})
 
     def _comparable(self):
-        """Groups of objects (still or moving) whose sizes a label does not give away: the objects of one label,
-        named without a pixel box or a size word."""
+        """Groups of objects (still or moving) whose sizes a label does not give away: the objects of one label."""
         if "comparable" not in self._lazy:
             groups: dict[str, list[int]] = {}
             for o in self.sides:
-                r = try_ref(self.scene, o, size=False)
-                if r is not None and "pixel box" not in r[0]:
-                    groups.setdefault(self.scene.labels[o], []).append(o)
-            self._lazy["comparable"] = [g for g in groups.values() if len(g) >= 2]
+                groups.setdefault(self.scene.labels[o], []).append(o)
+            self._lazy["comparable"] = [g for _, g in sorted(groups.items()) if len(g) >= 2]
         return self._lazy["comparable"]
 
-    def _compare(self, rng, qtype, value_of, wording, largest=True):
+    def _alike(self, objs):
+        """Names of ``objs`` that are blind to their geometry (``Namer.alike``): by colour, else by left-to-right
+        place in one frame. Only two objects have a place (leftmost, rightmost), and only where the video shows them
+        both ways round: a hash of the scene and the objects (a fair coin, the same every time) picks which
+        arrangement, then which frame of it, so "rightmost" is the larger one half of the time whatever the scenes'
+        layout, and a set of objects always gets the same names (one question per type, not one per frame)."""
+        key = tuple(sorted(int(o) for o in objs))
+        nm = namer(self.scene)
+        pick = zlib.crc32(f"{self.scene.scene_id}:{key}".encode())
+        frame = None
+        if not all(nm.colour[o] is not None for o in key):
+            frames = nm.alike_frames(list(key))
+            ways = [frames[nm.position[key[0], frames] == side] for side in (1, 2)]
+            if all(len(w) for w in ways):
+                way = ways[pick & 1]
+                frame = int(way[(pick >> 1) % len(way)])
+        names = nm.alike(list(key), frame)
+        if names is None:
+            return None
+        got = dict(zip(key, names, strict=True))
+        return [got[int(o)] for o in objs]
+
+    def _compare(self, rng, qtype, value_of, wordings):
+        """Which of 2-4 same-label objects is the largest or (as often) the smallest: asked both ways, an option's
+        text (its colour word, its length) is the answer as often as not even where it goes with size in a scene
+        set (``wordings``: the largest and the smallest question)."""
         groups = self._comparable()
         if not groups:
             return None
         group = rng.choice(groups)
-        kinds: dict[str, list[int]] = {}
-        for o in group:
-            kinds.setdefault(_phrase_kind(try_ref(self.scene, o, size=False)[0]), []).append(o)
-        same = [m for k, m in sorted(kinds.items()) if len(m) >= 2 and k != "box"]
-        if not same:
+        objs = rng.sample(group, min(len(group), rng.randrange(2, 5)))
+        refs = self._alike(objs)
+        if refs is None:
             return None
-        pool = rng.choice(same)
-        objs = rng.sample(pool, min(len(pool), rng.randrange(2, 5)))
-        refs = self._refs(objs, size=False)
-        # One way of naming for every option (all by colour, or all by position, ...): which objects can be named
-        # how is not independent of their size, so a mix of kinds would hint at the answer.
-        if refs is None or len({_phrase_kind(r[0]) for r in refs}) > 1 or "pixel box" in refs[0][0]:
-            return None
+        largest = rng.random() < 0.5
         values = np.array([value_of(o) for o in objs])
         order = np.argsort(-values if largest else values, kind="stable")
         best, second = values[order[0]], values[order[1]]
@@ -294,20 +315,24 @@ class ScaleGenerator:
             return None
         names = [r[0] for r in refs]
         opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
-        q = wording.format(names=", ".join(sorted(names)))
-        return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs), metadata=self._meta(objs))
+        q = wordings[0 if largest else 1].format(names=", ".join(sorted(names)))
+        return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs),
+                     metadata=self._meta(objs, largest=largest, word_balance="largest" if largest else "smallest"))
 
     def _size_comparison(self, rng):
         return self._compare(rng, "size_comparison", lambda o: float(np.max(self.sides[o])),
-                             "Which of these objects is the largest, by its longest side: {names}?")
+                             ("Which of these objects is the largest, by its longest side: {names}?",
+                              "Which of these objects is the smallest, by its longest side: {names}?"))
 
     def _height_comparison(self, rng):
         return self._compare(rng, "height_comparison", lambda o: float(self.sides[o][2]),
-                             "Which of these objects is the tallest: {names}?")
+                             ("Which of these objects is the tallest: {names}?",
+                              "Which of these objects is the shortest (least tall): {names}?"))
 
     def _width_comparison(self, rng):
         return self._compare(rng, "width_comparison", lambda o: float(max(self.sides[o][0], self.sides[o][1])),
-                             "Which of these objects is the widest (longer horizontal side): {names}?")
+                             ("Which of these objects is the widest (longer horizontal side): {names}?",
+                              "Which of these objects is the narrowest (longer horizontal side): {names}?"))
 
     def _distance_comparison(self, rng):
         s = self.scene
@@ -455,29 +480,20 @@ class ScaleGenerator:
                      metadata=self._meta([a, b], frame=f, option_pool="scale/spatial_relation"))
 
     def _object_matching(self, rng):
-        def make():
-            # Objects that stay still are seen in both frames far more often than movers, so the four options share
-            # the answer's motion (all still or all moving), and each motion is drawn equally often where a scene
-            # has both: the labels of movers no longer point away from the answer.
-            s = self.scene
-            f1, f2 = self._pairs()
-            nameable = np.array([(r := try_ref(s, o)) is not None and r[1] is None for o in range(s.n_objects)])
-            both = s.visible[:, f1] & s.visible[:, f2] & self.big[:, f1] & self.big[:, f2] & nameable[:, None]
-            one = s.visible.any(1)[:, None] & ~(s.visible[:, f1] & s.visible[:, f2]) & nameable[:, None]
-            rows = []
-            for moving in (False, True):
-                same = (np.asarray(s.moving, dtype=bool) == moving)[:, None]
-                b, o = both & same, one & same
-                rows += [(int(moving), int(f1[p]), int(f2[p]), np.flatnonzero(b[:, p]).tolist(),
-                          np.flatnonzero(o[:, p]).tolist()) for p in np.flatnonzero(b.any(0) & (o.sum(0) >= 3))]
-            return (ClassDraw(np.array([r[0] for r in rows]), np.ones(len(rows))), rows) if rows else None
+        """Objects that stay still are seen in both frames far more often than movers, so the motion of an option
+        must not point to the answer. The four options hold m movers, and the answer is a mover with probability
+        m / 4, uniformly over the m the scene allows with both answers (m = 0 and 4 need one): given its options,
+        every option is the answer one time in four whatever its motion."""
         if "matching" not in self._lazy:
-            self._lazy["matching"] = make()
-        if self._lazy["matching"] is None:
+            self._lazy["matching"] = self._matching_table()
+        table = self._lazy["matching"]
+        if not table:
             return None
-        draw, rows = self._lazy["matching"]
-        _, f1, f2, both, one = rows[draw.draw(rng)]
-        objs = [rng.choice(both), *rng.sample(one, 3)]
+        m = rng.choice(sorted(table))
+        answer_moves = rng.random() < m / 4
+        f1, f2, both, one_moving, one_still = rng.choice(table[m][answer_moves])
+        n_moving = m - 1 if answer_moves else m
+        objs = [rng.choice(both), *rng.sample(one_moving, n_moving), *rng.sample(one_still, 3 - n_moving)]
         refs = self._refs(objs)  # no frame-citing phrases: which frames show them is the question
         if refs is None:
             return None
@@ -487,12 +503,34 @@ class ScaleGenerator:
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
                      metadata=self._meta(objs, frames_compared=[f1, f2]))
 
-
-def _phrase_kind(phrase: str) -> str:
-    for kind, marker in (("box", "pixel box"), ("position", "most of the"), ("landmark", " nearest to ")):
-        if marker in phrase:
-            return kind
-    return "label" if len(phrase.split()) == 2 else "colour"
+    def _matching_table(self):
+        """{m: {answer moves: [(f1, f2, answers, wrong movers, wrong still objects), ...]}} for the m (movers among
+        the four options) where the scene has frame pairs for both answers (m = 0: still only; 4: movers only)."""
+        s = self.scene
+        f1, f2 = self._pairs()
+        # Named without a frame and without a size word (larger objects are seen more often).
+        nameable = np.array([(r := try_ref(s, o, size=False)) is not None and r[1] is None
+                             for o in range(s.n_objects)])
+        both = s.visible[:, f1] & s.visible[:, f2] & self.big[:, f1] & self.big[:, f2] & nameable[:, None]
+        one = s.visible.any(1)[:, None] & ~(s.visible[:, f1] & s.visible[:, f2]) & nameable[:, None]
+        moves = np.asarray(s.moving, dtype=bool)[:, None]
+        n_one_moving, n_one_still = (one & moves).sum(0), (one & ~moves).sum(0)
+        table = {}
+        for m in range(5):
+            rows = {}
+            for answer_moves in (False, True):
+                n_moving = m - 1 if answer_moves else m
+                if not 0 <= n_moving <= 3:
+                    continue
+                ans = both & (moves if answer_moves else ~moves)
+                ok = ans.any(0) & (n_one_moving >= n_moving) & (n_one_still >= 3 - n_moving)
+                rows[answer_moves] = [(int(f1[p]), int(f2[p]), np.flatnonzero(ans[:, p]).tolist(),
+                                       np.flatnonzero(one[:, p] & moves[:, 0]).tolist(),
+                                       np.flatnonzero(one[:, p] & ~moves[:, 0]).tolist())
+                                      for p in np.flatnonzero(ok)]
+            if all(rows.get(a) for a in ((False,) if m == 0 else (True,) if m == 4 else (False, True))):
+                table[m] = rows
+        return table
 
 
 def _article(word: str) -> str:

@@ -42,6 +42,7 @@ class SceneData:
     front: np.ndarray | None = None  # (O,) where each object's front is, from its box x axis (rad); NaN: no facing
     path: str | None = None
     enclosed: bool = False  # an enclosed indoor space (a room): room size and "room" wording apply
+    room_area: float | None = None  # the room's floor area (m^2) where the store declares it (a synth room)
     depth_reader: Callable[[int], np.ndarray] | None = None  # frame -> (H, W) z-depth
     points_reader: Callable[[], np.ndarray] | None = None  # -> (P, 3) valid world points of all frames
     mask_reader: Callable[[int, int], np.ndarray] | None = None  # (object, frame) -> (H, W) bool
@@ -238,6 +239,7 @@ def load_scene(url: str, scene_id: str | None = None) -> SceneData:
         front=np.array([float(o.get("front_yaw", np.nan)) for o in objects], dtype=np.float64),
         path=url,
         enclosed=_enclosed(attrs),
+        room_area=_room_area(attrs),
         depth_reader=readers.depth,
         points_reader=readers.points,
         mask_reader=readers.mask,
@@ -317,6 +319,13 @@ def _enclosed(attrs) -> bool:
         return bool(attrs["enclosed"])
     synth = attrs.get("synth")
     return isinstance(synth, dict) and "room" in synth
+
+
+def _room_area(attrs) -> float | None:
+    """The floor area of a synth room (its walls are known exactly); None for any other store."""
+    room = attrs.get("synth", {}).get("room") if isinstance(attrs.get("synth"), dict) else None
+    area = room.get("floor_area_m2") if isinstance(room, dict) else None
+    return float(area) if isinstance(area, int | float) and area > 0 else None
 
 
 def _scene_name(url: str) -> str:

@@ -27,6 +27,7 @@ METRIC_TYPES = ("abs_distance", "object_size", "room_size")
 ANGLE_MARGIN = 10.0
 MIN_TURN = 30.0  # a smaller turn is "go forward", which VSI's route plan does not offer
 REL_MARGIN = 0.15  # the closest object must be this much closer than the next
+ROOM_SEEN = 0.25  # room size is asked where the seen points cover at least this share of a declared floor area
 
 TURNS = {"left": "turn left", "right": "turn right", "back": "turn back"}
 
@@ -226,6 +227,10 @@ class StaticGenerator:
                                "balance_group": self.scene.labels[o]})
 
     def _room_size(self, rng):
+        """VSI-Bench's room size: the room's floor area in m^2, as its scans give it (the whole room, not only what
+        the sampled frames show). A store that declares its room's floor (a synth room) has it exactly; it is asked
+        where the video shows at least ``ROOM_SEEN`` of it (the floor-plane hull of the seen points). Other enclosed
+        stores get the hull of their valid points."""
         s = self.scene
         if s.points_reader is None or not s.enclosed:
             return None
@@ -234,12 +239,15 @@ class StaticGenerator:
             e1, e2, _ = s.horizontal_basis()
             xy = np.stack([e1, e2]) @ pts.T.astype(np.float64)  # (2, P) floor-plane coordinates
             s._cache["room_area"] = footprint_area(xy) if xy.shape[1] >= 3 else 0.0
-        area = s._cache["room_area"]
-        if area <= 0:
+        seen = s._cache["room_area"]
+        area = s.room_area if s.room_area is not None else seen
+        if area <= 0 or seen < ROOM_SEEN * area:
             return None
         q = "What is the size of this room (in square meters)? If multiple rooms are shown, estimate the size of the combined space."
+        measure = ("floor area of the room" if s.room_area is not None
+                   else "convex hull of all valid points projected on the floor plane")
         return Draft("room_size", q, round(area, 1), "number", unit="m²",
-                     metadata={"measure": "convex hull of all valid points projected on the floor plane"})
+                     metadata={"measure": measure, "seen_share": round(seen / area, 3)})
 
     def _rel_distance(self, rng):
         """Which of four named objects is closest (box to box) to a fifth, a still one: objects, not categories, so

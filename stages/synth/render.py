@@ -19,7 +19,9 @@ import numpy as np
 from . import textures
 from .scene import BOX, SPHERE, Scene
 
-SKY, GROUND, WALL_X, WALL_Y, CEILING = -1, -2, -3, -4, -5  # surface codes below 0; objects are 0..K-1
+# Surface codes below 0; objects are 0..K-1. GROUND is the plane z = 0 the objects stand on (a table top in a
+# table scene, whose room then has its own FLOOR below, and the table its sides).
+SKY, GROUND, WALL_X, WALL_Y, CEILING, FLOOR, TABLE_SIDE = -1, -2, -3, -4, -5, -6, -7
 _EPS = 1e-9
 
 
@@ -242,13 +244,22 @@ def _ground_shadow(scene: Scene, t_now: float, eye, rot, k, points, ids) -> np.n
 def _background(scene: Scene, eye: np.ndarray, dx, dy, dz, depth: np.ndarray, ids: np.ndarray) -> None:
     if scene.room is not None:
         lx, ly, top = scene.room
+        floor = -scene.table[2] if scene.table is not None else 0.0
         tx = (np.copysign(lx, dx) - eye[0]) / dx
         ty = (np.copysign(ly, dy) - eye[1]) / dy
-        tz = np.where(dz > 0, (top - eye[2]) / dz, -eye[2] / dz)
+        tz = np.where(dz > 0, (top - eye[2]) / dz, (floor - eye[2]) / dz)
         tx, ty, tz = (np.where(np.isfinite(t) & (t > 0), t, np.inf) for t in (tx, ty, tz))
         t = np.minimum(np.minimum(tx, ty), tz)
         depth[...] = t
-        ids[...] = np.where(t == tx, WALL_X, np.where(t == ty, WALL_Y, np.where(dz > 0, CEILING, GROUND)))
+        below = GROUND if scene.table is None else FLOOR
+        ids[...] = np.where(t == tx, WALL_X, np.where(t == ty, WALL_Y, np.where(dz > 0, CEILING, below)))
+        if scene.table is not None:  # a solid table from the floor up to its top, z = 0
+            hx, hy, th = scene.table
+            tt = _hit_box(eye, dx, dy, dz, (0.0, 0.0, -th / 2), (hx, hy, th / 2))
+            hit = tt < t
+            on_top = hit & (dz < 0) & (np.abs(eye[2] + tt * dz) <= 1e-9 * max(1.0, abs(eye[2])))
+            depth[hit] = tt[hit]
+            ids[hit] = np.where(on_top, GROUND, TABLE_SIDE)[hit]
         return
     t = np.where(dz < 0, -eye[2] / dz, np.inf)
     hit = np.isfinite(t) & (t > 0)
@@ -269,12 +280,12 @@ def _shade(scene: Scene, t_now: float, dirs, points, ids, prim, shadow) -> np.nd
     px, py, pz = (c.ravel() for c in points)
     rgb = np.zeros((h * w, 3), dtype=np.float32)
     light = scene.light
-    ambient = 0.5 if scene.room is not None else 0.38
+    ambient = 0.5 if scene.room is not None and scene.table is None else 0.38  # a table scene: lit as before
 
     def lit(lambert):
         return (ambient + (1.0 - ambient) * np.clip(lambert, 0.0, 1.0)).astype(np.float32)
 
-    style = "outdoor" if scene.preset.sky else ("indoor" if scene.room is not None else "table")
+    style = "outdoor" if scene.preset.sky else ("indoor" if scene.room is not None and scene.table is None else "table")
     sel = np.flatnonzero(flat_ids == GROUND)
     alb = textures.ground_albedo(px[sel] + scene.texture_offset[0], py[sel] + scene.texture_offset[1], style,
                                  2.0 * scene.half_extent, scene.ground_colour)
@@ -285,6 +296,16 @@ def _shade(scene: Scene, t_now: float, dirs, points, ids, prim, shadow) -> np.nd
             across = (px, py)[axis][sel]
             alb = textures.wall_albedo(along[sel] + 100.0 * axis, pz[sel], scene.wall_colour)
             rgb[sel] = alb * lit(-np.sign(across) * light[axis])[:, None]  # walls face into the room
+        if scene.table is not None:
+            sel = np.flatnonzero(flat_ids == FLOOR)  # tiles in the walls' colours, darker
+            alb = textures.ground_albedo(px[sel], py[sel], "indoor", 1.0, scene.wall_colour[::-1] * 0.7)
+            rgb[sel] = alb * lit(np.full(len(sel), light[2]))[:, None]
+            sel = np.flatnonzero(flat_ids == TABLE_SIDE)  # the table top's colours, facing out of the table
+            side = np.abs(px[sel]) * scene.table[1] > np.abs(py[sel]) * scene.table[0]
+            alb = textures.ground_albedo(np.where(side, py[sel], px[sel]), pz[sel], "table", 2.0 * scene.half_extent,
+                                         scene.ground_colour)
+            normal = np.where(side, np.sign(px[sel]) * light[0], np.sign(py[sel]) * light[1])
+            rgb[sel] = alb * 0.8 * lit(normal)[:, None]
         sel = np.flatnonzero(flat_ids == CEILING)
         grain = 0.9 + 0.15 * textures.fbm2(px[sel] * 2.0, py[sel] * 2.0)
         rgb[sel] = scene.wall_colour[0].astype(np.float32) * (grain * lit(-light[2]))[:, None]

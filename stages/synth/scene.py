@@ -125,6 +125,7 @@ class Preset:
     fixed: tuple[str, ...]
     generic_size: tuple[float, float]
     room: bool = False
+    on_table: bool = False  # the objects stand on a table in a room (the table top is the plane z = 0)
     sky: bool = False
     ground_radius: float = math.inf
     fov_deg: tuple[float, float] = (50.0, 65.0)
@@ -134,21 +135,27 @@ class Preset:
 
 
 GENERIC = ("box", "sphere", "cylinder")
+# Longest side (m) of each kind as real ones come: espresso cup to large mug, child's chair to high-backed chair,
+# child to tall adult, city car to van, so that two objects of one kind often differ clearly in size.
 NATURAL_SIZE = {
     "die": (0.006, 0.016), "bead": (0.004, 0.012), "coin": (0.016, 0.03), "battery": (0.03, 0.05),
-    "cup": (0.09, 0.13), "bottle": (0.2, 0.32), "book": (0.15, 0.3), "can": (0.1, 0.13), "ball": (0.06, 0.22),
-    "chair": (0.8, 1.0), "table": (0.9, 1.6), "sofa": (1.7, 2.2), "cabinet": (0.8, 1.9), "person": (1.55, 1.9),
-    "car": (3.8, 4.8), "toy car": (0.08, 0.16), "tree": (4.0, 9.0), "building": (10.0, 30.0), "container": (6.0, 12.2), "pillar": (3.0, 6.0),
+    "cup": (0.07, 0.15), "bottle": (0.15, 0.35), "book": (0.15, 0.3), "can": (0.08, 0.17), "ball": (0.06, 0.22),
+    "chair": (0.65, 1.1), "table": (0.9, 1.6), "sofa": (1.5, 2.4), "cabinet": (0.8, 1.9), "person": (1.2, 1.95),
+    "car": (3.5, 5.5), "toy car": (0.06, 0.2), "tree": (4.0, 9.0), "building": (10.0, 30.0), "container": (6.0, 12.2), "pillar": (3.0, 6.0),
 }
+# Real scenes hold several objects of a kind (chairs round a table, boxes, cups, parked cars): each object after the
+# first of its role (moving or still) is, with this probability, a second one of a kind drawn once so far for that
+# role. Pairs rather than crowds: two of a kind can be told apart by their place in a frame, more rarely three.
+REPEAT = 0.6
 
 PRESET = {
     p.name: p
     for p in (
         Preset("tiny-tabletop", (0.05, 0.12), GENERIC + ("bead", "die"), GENERIC + ("coin", "battery", "die"),
-               (0.004, 0.03)),
+               (0.004, 0.03), on_table=True),
         Preset("tabletop", (0.3, 0.6), GENERIC + ("ball", "can", "cup", "toy car", "toy car"),
                GENERIC + ("cup", "bottle", "book", "can"),
-               (0.04, 0.3)),
+               (0.04, 0.3), on_table=True),
         Preset("indoor", (2.5, 4.5), GENERIC + ("person", "person", "chair", "ball"),
                GENERIC + ("chair", "table", "sofa", "cabinet"),
                (0.3, 1.2), room=True, fov_deg=(60.0, 75.0), eye_height=1.6),
@@ -345,7 +352,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarr
 class Scene:
     preset: Preset
     half_extent: float  # radius of the object area (indoor: the room's half sizes are in ``room``)
-    room: np.ndarray | None  # (Lx, Ly, height) half sizes x, y and full height, indoor only
+    room: np.ndarray | None  # (Lx, Ly, ceiling) half sizes x, y and the ceiling's height (indoor: the full height)
     objects: list[SceneObject]
     camera: Camera
     times: np.ndarray  # (N,) seconds
@@ -353,16 +360,19 @@ class Scene:
     ground_colour: np.ndarray  # (2, 3)
     wall_colour: np.ndarray  # (2, 3)
     texture_offset: np.ndarray  # (3,)
+    table: np.ndarray | None = None  # (Tx, Ty, height): a table's top half sizes and height; the floor is z = -height
 
 
 # ---------------------------------------------------------------------------------------------------- sampling
 
 
 def _colours(rng: np.random.Generator) -> np.ndarray:
-    """A saturated base colour and a contrasting secondary colour (HSV sampled, converted to RGB)."""
+    """A saturated base colour and a darker shade of nearly the same hue for the pattern (HSV sampled, converted to
+    RGB): most objects are of one colour, so a person can say "the red cup" of one, and the contrast in brightness
+    keeps the pattern for matchers."""
     h = rng.uniform(0, 1)
     base = _hsv(h, rng.uniform(0.55, 0.9), rng.uniform(0.65, 0.95))
-    second = _hsv((h + rng.uniform(0.3, 0.7)) % 1.0, rng.uniform(0.2, 0.7), rng.uniform(0.25, 0.95))
+    second = _hsv((h + rng.uniform(-0.02, 0.02)) % 1.0, rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.55))
     return np.stack([base, second])
 
 
@@ -375,6 +385,17 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
 
 def _size_range(preset: Preset, category: str) -> tuple[float, float]:
     return NATURAL_SIZE.get(category, preset.generic_size) if category not in GENERIC else preset.generic_size
+
+
+def _categories(rng: np.random.Generator, kinds: tuple[str, ...], n: int) -> list[str]:
+    """n categories from ``kinds``; each after the first is, with probability ``REPEAT``, a second one of a kind
+    drawn once so far."""
+    out: list[str] = []
+    for _ in range(n):
+        single = [k for k in out if out.count(k) == 1]
+        pool = single if single and rng.random() < REPEAT else kinds
+        out.append(str(pool[int(rng.integers(len(pool)))]))
+    return out
 
 
 def _make_object(rng: np.random.Generator, preset: Preset, category: str, motion: Motion) -> SceneObject:
@@ -459,9 +480,12 @@ def _camera(rng: np.random.Generator, preset: Preset, kind: str, width: int, hei
     fx = (width / 2) / math.tan(fov / 2)
     target = np.array([0.0, 0.0, look_height])
     az0 = rng.uniform(-math.pi, math.pi)
+    axes = np.ones(2)
     if room is not None:
-        # Inside the room: a person's eye height, on a circle kept clear of the walls.
+        # Inside the room: a person's eye height, on an ellipse with the room's proportions kept clear of the walls
+        # (in a long room the camera also goes along it, and sees its far end).
         radius = 0.72 * min(room[0], room[1])
+        axes = np.asarray(room[:2]) / min(room[0], room[1])
         cam_z = preset.eye_height + rng.uniform(-0.15, 0.15)
     else:
         elev = math.radians(rng.uniform(*preset.elevation_deg))
@@ -470,7 +494,7 @@ def _camera(rng: np.random.Generator, preset: Preset, kind: str, width: int, hei
 
     def ring(az):
         az = np.asarray(az, dtype=np.float64)
-        return np.stack([radius * np.cos(az), radius * np.sin(az), np.full_like(az, cam_z)], -1)
+        return np.stack([radius * axes[0] * np.cos(az), radius * axes[1] * np.sin(az), np.full_like(az, cam_z)], -1)
 
     def fixed(point):
         return lambda t: np.broadcast_to(point, t.shape + (3,)).copy()
@@ -505,6 +529,42 @@ def _camera(rng: np.random.Generator, preset: Preset, kind: str, width: int, hei
     return Camera(kind, fx, width, height, eye_fn, target_fn)
 
 
+# Indoor rooms (VSI-Bench's scenes run from bathrooms to classrooms and halls): floor area log-uniform in ROOM_AREA
+# (m^2), the long side up to ROOM_ASPECT times the short one but the short side at least ROOM_MIN_SIDE (a person,
+# a chair and a table still fit across), ceilings from a low 2.4 m in small rooms up to about 4 m in large halls.
+ROOM_AREA = (6.0, 150.0)
+ROOM_ASPECT = 2.2
+ROOM_MIN_SIDE = 2.2
+FURNISHED_HALF = 3.0  # half size (m) of the furnished middle of a room: objects stay within it
+ROOM_GROW = 1.1  # a room too small for its contents grows by this factor along both sides, until they fit
+ROOM_GROW_TRIES = 25  # at most (x10.8 per side)
+
+
+def sample_room(rng: np.random.Generator) -> np.ndarray:
+    """(Lx, Ly, height): a rectangular room's half sizes along x and y and its ceiling height."""
+    area = math.exp(rng.uniform(math.log(ROOM_AREA[0]), math.log(ROOM_AREA[1])))
+    aspect = math.exp(rng.uniform(0.0, math.log(ROOM_ASPECT)))
+    short = max(math.sqrt(area / aspect), ROOM_MIN_SIDE)
+    sides = (area / short, short) if rng.random() < 0.5 else (short, area / short)
+    large = (math.log(area) - math.log(20.0)) / (math.log(ROOM_AREA[1]) - math.log(20.0))
+    height = rng.uniform(2.4, 2.9) + 1.2 * min(max(large, 0.0), 1.0) * rng.uniform(0.4, 1.0)
+    return np.array([sides[0] / 2, sides[1] / 2, height])
+
+
+def sample_table_room(rng: np.random.Generator, bounds: np.ndarray, eyes_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(table, room) for a table scene: a table top holding the object area (``bounds``), a kitchen or desk table
+    at least, 0.7-0.8 m high, in the middle of a room (as ``sample_room``, grown until the table and the camera
+    path keep clear of its walls). The room's ceiling is given above the table top."""
+    top = np.maximum(bounds * rng.uniform(1.3, 1.8, 2), rng.uniform(0.35, 0.8, 2))
+    table = np.array([top[0], top[1], rng.uniform(0.7, 0.8)])
+    room = sample_room(rng)
+    need = max(float(top.max()) + 0.6, float(np.abs(eyes_xy).max()) + 0.4)
+    while min(room[0], room[1]) < need:
+        room = room * np.array([ROOM_GROW, ROOM_GROW, 1.0])
+    room[2] -= table[2]
+    return table, room
+
+
 def _trajectory_ok(obj: SceneObject, times: np.ndarray, placed: list[tuple[SceneObject, np.ndarray]],
                    bounds: np.ndarray, eyes_xy: np.ndarray, camera_clearance: float) -> tuple[bool, np.ndarray]:
     path = obj.motion.position(times)
@@ -520,6 +580,46 @@ def _trajectory_ok(obj: SceneObject, times: np.ndarray, placed: list[tuple[Scene
     return True, path
 
 
+def _room_layout(room: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(placement bounds, radius of the furnished middle, camera clearance) of a room: furniture and people gather
+    within a few metres of the middle however large the hall; in a small room the camera keeps less clearance."""
+    bounds = room[:2] - 0.05
+    return bounds, float(min(FURNISHED_HALF, 0.6 * float(min(bounds)))), float(min(0.6, 0.25 * float(min(room[:2]))))
+
+
+def _place(rng: np.random.Generator, p: Preset, categories: list[str], order: np.ndarray, n_moving: int,
+           times: np.ndarray, duration: float, bounds: np.ndarray, eyes_xy: np.ndarray, clearance: float,
+           stop_early: bool = False) -> tuple[list[SceneObject], bool]:
+    """Objects of the given categories placed clear of each other, of the walls and of the camera path, and
+    whether every one found such a place (else the last try is kept, possibly overlapping; ``stop_early``: stop
+    at the first object without a place, the caller tries a larger room)."""
+    span = 0.6 * float(min(bounds))
+    area = bounds * 0.8
+    if p.room:  # a small room is furnished up to its walls, a hall in its middle, crossed by its people
+        area = np.minimum(np.maximum(bounds - 0.4, 0.6 * bounds), FURNISHED_HALF)
+        span = min(span, 0.9 * FURNISHED_HALF)
+    objects: list[SceneObject | None] = [None] * len(categories)
+    placed: list[tuple[SceneObject, np.ndarray]] = []
+    fits = True
+    for slot, category in enumerate(categories):
+        moving = slot < n_moving
+        obj, ok = None, False
+        for attempt in range(200):
+            # Shrink a little after repeated failures so a crowded scene still fits.
+            shrink = 0.97 ** max(0, attempt - 50)
+            centre = rng.uniform(-area, area)
+            obj = _make_object(rng, p, category, _sample_motion(rng, moving, centre, duration, span * shrink, category))
+            ok, path = _trajectory_ok(obj, times, placed, bounds, eyes_xy, clearance)
+            if ok:
+                break
+        if not ok and stop_early:
+            return objects, False
+        fits &= ok
+        placed.append((obj, obj.motion.position(times)))
+        objects[int(order[slot])] = obj
+    return objects, fits
+
+
 def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, n_objects: int, n_moving: int,
                 camera: str, fps: float) -> Scene:
     """Sample a scene from ``seed``: everything random comes from one PCG64 stream, so it is reproducible."""
@@ -530,36 +630,33 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
     extent = float(rng.uniform(*p.half_extent))
     room = None
     if p.room:
-        lx = extent
-        room = np.array([lx, rng.uniform(0.7, 1.0) * lx, rng.uniform(2.6, 3.2)])
-        bounds = room[:2] - 0.05
-        look_height, clearance = 0.8, 0.6
+        room = sample_room(rng)
+        bounds, extent, clearance = _room_layout(room)
+        look_height = 0.8
     else:
         bounds = np.array([1.15 * extent, 1.15 * extent])
         look_height, clearance = 0.25 * float(np.mean(p.generic_size)), 0.12 * extent
     cam = _camera(rng, p, camera, width, height, extent, room, duration, look_height)
     eyes_xy = cam.eye_fn(times)[..., :2]
+    table = None
+    if p.on_table:  # from a stream of its own: the objects on the table stay those the seed gave before
+        table, room = sample_table_room(np.random.Generator(np.random.PCG64([seed, 1])), bounds, eyes_xy)
 
-    categories = [str(rng.choice(p.movable)) for _ in range(n_moving)]
-    categories += [str(rng.choice(p.fixed)) for _ in range(n_objects - n_moving)]
+    categories = _categories(rng, p.movable, n_moving) + _categories(rng, p.fixed, n_objects - n_moving)
     order = rng.permutation(n_objects)  # which object id gets which category (moving ones are not always first)
-    span = 0.6 * float(min(bounds))
-    objects: list[SceneObject | None] = [None] * n_objects
-    placed: list[tuple[SceneObject, np.ndarray]] = []
-    area = bounds * (0.6 if room is not None else 0.8)
-    for slot, category in enumerate(categories):
-        moving = slot < n_moving
-        obj = None
-        for attempt in range(200):
-            # Shrink a little after repeated failures so a crowded scene still fits.
-            shrink = 0.97 ** max(0, attempt - 50)
-            centre = rng.uniform(-area, area)
-            obj = _make_object(rng, p, category, _sample_motion(rng, moving, centre, duration, span * shrink, category))
-            ok, path = _trajectory_ok(obj, times, placed, bounds, eyes_xy, clearance)
-            if ok:
-                break
-        placed.append((obj, obj.motion.position(times)))
-        objects[int(order[slot])] = obj
+    grows = 0
+    objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance, p.room)
+    while p.room and not fits and grows < ROOM_GROW_TRIES:
+        # The room's contents do not fit (a sofa and a table in a bathroom): a larger room, its camera path and
+        # the same kinds of objects again, so that nothing stands in a wall or in another object. (Only far more
+        # objects than a room holds, from --objects, use up the tries; the last one keeps every object.)
+        grows += 1
+        room = room * np.array([ROOM_GROW, ROOM_GROW, 1.0])
+        bounds, extent, clearance = _room_layout(room)
+        cam = _camera(rng, p, camera, width, height, extent, room, duration, look_height)
+        eyes_xy = cam.eye_fn(times)[..., :2]
+        objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance,
+                               grows < ROOM_GROW_TRIES)
 
     az, el = rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(40, 70))
     light = np.array([math.cos(az) * math.cos(el), math.sin(az) * math.cos(el), math.sin(el)])
@@ -570,4 +667,4 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
                            _hsv(rng.uniform(0.07, 0.11), rng.uniform(0.3, 0.5), rng.uniform(0.4, 0.6))])
     wall = np.stack([_hsv(rng.uniform(0, 1), rng.uniform(0.05, 0.25), rng.uniform(0.75, 0.9)),
                      _hsv(rng.uniform(0, 1), rng.uniform(0.1, 0.4), rng.uniform(0.45, 0.7))])
-    return Scene(p, extent, room, objects, cam, times, light, ground, wall, rng.uniform(0, 1000, 3))
+    return Scene(p, extent, room, objects, cam, times, light, ground, wall, rng.uniform(0, 1000, 3), table)

@@ -124,8 +124,12 @@ def scene_attrs(scene: Scene, seed: int) -> dict:
     }
     if scene.room is not None:
         lx, ly, top = (float(v) for v in scene.room)
-        attrs["synth"]["room"] = {"size_m": [2 * lx, 2 * ly, top], "floor_area_m2": round(4 * lx * ly, 6),
-                                  "bounds_m": [[-lx, -ly, 0.0], [lx, ly, top]]}
+        floor = -float(scene.table[2]) if scene.table is not None else 0.0
+        attrs["synth"]["room"] = {"size_m": [2 * lx, 2 * ly, top - floor], "floor_area_m2": round(4 * lx * ly, 6),
+                                  "bounds_m": [[-lx, -ly, floor], [lx, ly, top]]}
+    if scene.table is not None:
+        tx, ty, th = (float(v) for v in scene.table)
+        attrs["synth"]["table"] = {"size_m": [2 * tx, 2 * ty, th], "bounds_m": [[-tx, -ty, -th], [tx, ty, 0.0]]}
     return attrs
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
-from spatialctl.boost import DEFAULT_ENCODER
+from spatialctl.boost import BOOST_CONFIG, DEFAULT_ENCODER, check_tower_layers, parse_layers
 from spatialctl.config import check_fields, opt, overwrite_opt, quiet_opt, section, split_list
-from spatialctl.errors import UsageError
+from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.gsm import GEOMETRY_SOURCES
+from spatialctl.hub import resolve_model_dir
 from spatialctl.qwen import DEFAULT_BASE
 from spatialctl.vega import METHODS as VEGA_METHODS
 
@@ -96,6 +98,11 @@ class TrainGSMConfig:
     lora_alpha: float = opt(0.0, "LoRA alpha; 0 means twice the rank.")
     lora_dropout: float = opt(0.05, "LoRA dropout.")
     full_finetune: bool = opt(False, "Train all language-model weights instead of LoRA (vision tower stays frozen).")
+    freeze_llm: bool = opt(False, "Train no language-model weights: only the GSM, --fusion or --boost (with --boost "
+                           "alone: SpatialBoost stage 3, only Attn+ and the gates).")
+    init_adapter: str | None = opt(None, "Start the language model (and any boost) from a train-gsm adapter folder, "
+                                   "e.g. SpatialBoost stage 3 from a stage-2 run; the adapter is then saved with the "
+                                   "full language-model weights. Needs --full-finetune or --freeze-llm.")
     lora_targets: tuple[str, ...] = LORA_TARGETS
     lr: float = opt(1e-4, "Peak learning rate (cosine schedule with warm-up).")
     gsm_lr: float = opt(0.0, "GSM learning rate; 0 means --lr.")
@@ -107,7 +114,17 @@ class TrainGSMConfig:
     grad_accum: int = opt(1, "Micro-steps per optimizer step.")
     max_grad_norm: float = opt(1.0, "Gradient clipping; 0 disables.")
     num_frames: int = opt(16, "Frames per sample (the record's, thinned).")
-    max_pixels: int = opt(0, "Pixels per frame after resizing; 0 means the model's video processor setting.")
+    views: int = opt(0, "Multi-view records: the record's frames thinned to N views, each given as a separate image "
+                     "(SpatialBoost's multi-view VQA: 2, 4 or 8) instead of a video; 0: a video of --num-frames. "
+                     "Needs --no-gsm and --fusion none.")
+    boost: bool = opt(False, "SpatialBoost on the VLM's vision tower: every chosen attention block becomes "
+                      "a*Attn + (1-a)*Attn+ (Attn+ a copy, gate a=sigmoid(0)), identical at step 0; Attn+ and the "
+                      "gates train with the LLM (LoRA, or --full-finetune); saved as boost.safetensors.")
+    boost_layers: list[int] | None = opt(None, "--boost: vision blocks to boost: all, or indices like 0,1,-1.",
+                                         parse=parse_layers, show_default="all")
+    boost_lr: float = opt(0.0, "--boost: learning rate of Attn+ and the gates; 0 means --lr.")
+    max_pixels: int = opt(0, "Pixels per frame after resizing; 0 means the model's video processor setting (with "
+                          "--views: its image processor's).")
     gradient_checkpointing: bool = opt(True, "Keep activations (faster, more memory).",
                                        flag="--no-gradient-checkpointing", invert=True)
     # Fields marked runtime do not change the trained weights: a resumed run may change them freely.
@@ -144,10 +161,46 @@ class TrainGSMConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.gsm and not self.geometry:
             raise UsageError("--geometry: give at least one source (or --no-gsm)")
-        if not self.full_finetune and self.lora_rank < 1:
+        if self.freeze_llm and self.full_finetune:
+            raise UsageError("--freeze-llm and --full-finetune exclude each other")
+        if self.freeze_llm and not (self.gsm or self.fusion.kind != "none" or self.boost):
+            raise UsageError("--freeze-llm leaves nothing to train: add the GSM, --fusion or --boost")
+        if self.init_adapter is not None and not (self.full_finetune or self.freeze_llm):
+            raise UsageError("--init-adapter carries full language-model weights: add --full-finetune or --freeze-llm")
+        if self.init_adapter is not None:
+            if not os.path.isfile(os.path.join(self.init_adapter, "adapter_config.json")):
+                raise UsageError(f"--init-adapter {self.init_adapter}: not a train-gsm adapter folder (no "
+                                 "adapter_config.json)")
+            if os.path.realpath(self.init_adapter) == os.path.realpath(self.out):
+                raise UsageError("--init-adapter must not be --out (the run would replace what it starts from)")
+        if (self.freeze_llm or self.init_adapter) and (self.experts.mode != "none" or self.objective != "sft"):
+            raise UsageError("--freeze-llm and --init-adapter train with --objective sft and --experts none")
+        if not self.full_finetune and not self.freeze_llm and self.lora_rank < 1:
             raise UsageError("--lora-rank must be at least 1 (or use --full-finetune)")
         if self.max_steps < 0 or self.epochs <= 0 and self.max_steps == 0:
             raise UsageError("give --max-steps > 0 or --epochs > 0")
+        if self.views < 0:
+            raise UsageError("--views must be 0 (a video) or at least 1")
+        if self.views and self.num_frames != TrainGSMConfig.num_frames:
+            raise UsageError("--num-frames and --views exclude each other (--views N takes N of the record's frames)")
+        if self.views and (self.gsm or self.fusion.kind != "none"):
+            raise UsageError("--views gives the frames as images; the GSM and --fusion need a video (add --no-gsm, "
+                             "--fusion none)")
+        if (self.views or self.boost) and (self.experts.mode != "none" or self.objective != "sft"):
+            raise UsageError("--views and --boost train with --objective sft and --experts none")
+        if self.boost_lr < 0:
+            raise UsageError("--boost-lr must be >= 0")
+        if not self.boost and (self.boost_layers is not None or self.boost_lr):
+            raise UsageError("--boost-layers and --boost-lr configure --boost; add --boost")
+        if self.boost and self.boost_layers is not None:
+            if self.init_adapter is not None and os.path.isfile(os.path.join(self.init_adapter, BOOST_CONFIG)):
+                raise UsageError(f"--boost-layers: --init-adapter {self.init_adapter} already fixes the boosted layers")
+            try:
+                model_dir = resolve_model_dir(self.base)
+            except SpatialctlError:  # not here yet: loading it reports that, with the download command
+                model_dir = None
+            if model_dir is not None:
+                check_tower_layers(model_dir, self.boost_layers)
         if self.experts.mode == "scale" and self.full_finetune:
             raise UsageError("--experts scale combines LoRA experts; it cannot be used with --full-finetune")
         if self.fusion.kind != "none" and (self.experts.mode != "none" or self.objective != "sft"):

@@ -16,9 +16,10 @@ class QADataset(Dataset):
 
     def __init__(self, records: list[qa_format.QARecord], scene_urls: dict[str, str], tokenizer, video_cfg,
                  gsm_cfg: gsm.GSMConfig | None, num_frames: int, cache_size: int = 256, *, with_answer: bool = True,
-                 prompt_suffix: str = "", genfeat: bool = False):
+                 prompt_suffix: str = "", genfeat: bool = False, image_cfg=None):
         self.records, self.scene_urls = records, scene_urls
         self.genfeat = genfeat  # VEGA-3D fusion: the generative features on the visual-token grid
+        self.image_cfg = image_cfg  # --views: the frames as separate images (the image processor's settings)
         self.with_answer, self.prompt_suffix = with_answer, prompt_suffix  # prompts only (GRPO samples answers)
         self.tokenizer, self.video_cfg, self.gsm_cfg, self.num_frames = tokenizer, video_cfg, gsm_cfg, num_frames
         self.cache: OrderedDict[int, dict] = OrderedDict()
@@ -35,7 +36,8 @@ class QADataset(Dataset):
         try:
             example = gsm.prepare_example(r, self.scene_urls[r.scene], self.tokenizer, self.video_cfg, self.gsm_cfg,
                                           num_frames=self.num_frames, with_answer=self.with_answer,
-                                          prompt_suffix=self.prompt_suffix, genfeat=self.genfeat)
+                                          prompt_suffix=self.prompt_suffix, genfeat=self.genfeat,
+                                          image_cfg=self.image_cfg)
         except SpatialctlError as e:
             raise SpatialctlError(f"QA record {r.id}: {e}") from e
         self.cache[i] = example

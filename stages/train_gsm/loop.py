@@ -7,7 +7,6 @@ so ``resume`` continues to exactly the result of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -21,9 +20,10 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from spatialctl import gsm, io, jobs, qwen, vega
+from spatialctl import boost, gsm, io, jobs, qwen, vega
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.hub import resolve_model_dir
+from spatialctl.stages.train_gsm import distributed
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
 from spatialctl.stages.train_gsm.data import QADataset, StepBatchSampler, load_records
 from spatialctl.stages.train_gsm.grpo import GRPOObjective
@@ -121,8 +121,12 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     from transformers import get_cosine_schedule_with_warmup
 
     use_bf16 = cfg.bf16 == "yes" or (cfg.bf16 == "auto" and torch.cuda.is_available())
-    # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` accelerate then runs MULTI_CPU (gloo)
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
+    distributed.check_launch()
+    # cpu=True without CUDA: under torchrun / `accelerate launch --multi_gpu` accelerate then runs MULTI_CPU (gloo).
+    # gradient_accumulation_steps: accelerate divides each micro-batch loss by it (DeepSpeed's engine does instead)
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available(),
+                              gradient_accumulation_steps=cfg.grad_accum)
+    distributed.configure(accelerator, cfg)
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_root = os.path.join(cfg.out, CKPT_DIR)
     if accelerator.is_main_process:
@@ -132,6 +136,8 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     records, scene_urls = load_records(cfg.qa, cfg.scenes, cfg.scales)
     tokenizer = qwen.load_tokenizer(cfg.base)
     video_cfg = qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(cfg.base), max_pixels=cfg.max_pixels or None)
+    image_cfg = (qwen.VideoProcessorConfig.from_model_dir(resolve_model_dir(cfg.base), images=True,
+                                                          max_pixels=cfg.max_pixels or None) if cfg.views else None)
     encoder = vega.EncoderFeatures(cfg.fusion.encoder) if cfg.fusion.kind == "encoder" else None
     dims = _geometry_dims(cfg, records[0], scene_urls)
     if encoder is not None:
@@ -140,8 +146,9 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     model = build(cfg, tokenizer, dims, dtype=torch.bfloat16 if use_bf16 else None)
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
     grpo = cfg.objective == "grpo"
-    dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.num_frames, with_answer=not grpo,
-                        prompt_suffix=cfg.grpo.prompt if grpo else "", genfeat=encoder or cfg.fusion.kind == "vega")
+    dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.views or cfg.num_frames,
+                        with_answer=not grpo, prompt_suffix=cfg.grpo.prompt if grpo else "",
+                        genfeat=encoder or cfg.fusion.kind == "vega", image_cfg=image_cfg)
 
     samples_per_step = cfg.batch_size * cfg.grad_accum * world
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / samples_per_step))
@@ -192,10 +199,10 @@ def _optimizer_step(cfg: TrainGSMConfig, t: _Training, batches, step: int) -> tu
     accelerator = t.accelerator
     step_loss = torch.zeros((), device=accelerator.device)
     step_stats = torch.zeros(5, device=accelerator.device)  # GRPO: reward, answer, format, kl, tokens
-    for micro in range(cfg.grad_accum):
+    for _micro in range(cfg.grad_accum):
         batch = next(batches)
-        sync = micro == cfg.grad_accum - 1
-        with contextlib.nullcontext() if sync else accelerator.no_sync(t.model):
+        # gradients synchronise on the last micro-batch only (DDP/FSDP no_sync; DeepSpeed's accumulation boundary)
+        with accelerator.accumulate(t.model):
             with accelerator.autocast():
                 if t.objective is None:
                     loss = t.model(batch)
@@ -204,7 +211,7 @@ def _optimizer_step(cfg: TrainGSMConfig, t: _Training, batches, step: int) -> tu
                     step_stats += torch.tensor(list(vars(stats).values()), device=step_stats.device)
             if not torch.isfinite(loss):
                 raise SpatialctlError(f"{cfg.qa}: non-finite loss at step {step + 1}; lower --lr or check the data")
-            accelerator.backward(loss / cfg.grad_accum)
+            accelerator.backward(loss)
         step_loss += loss.detach() / cfg.grad_accum
     if cfg.max_grad_norm > 0:
         accelerator.clip_grad_norm_(t.trainable, cfg.max_grad_norm)
@@ -223,10 +230,12 @@ def _finish(cfg: TrainGSMConfig, t: _Training, result: TrainResult, router_setup
     """The adapter folder and train_config.json (with provenance), written by the main process."""
     accelerator = t.accelerator
     accelerator.wait_for_everyone()
+    with distributed.full_params(accelerator, t.model) as unwrapped:  # every rank: FSDP gathers collectively
+        if accelerator.is_main_process:
+            gsm.save_adapter(cfg.out, unwrapped, t.gsm_cfg, base=cfg.base,
+                             prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "", views=cfg.views,
+                             full_lm=cfg.init_adapter is not None)
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(t.model)
-        gsm.save_adapter(cfg.out, unwrapped, t.gsm_cfg, base=cfg.base,
-                         prompt_suffix=cfg.grpo.prompt if cfg.objective == "grpo" else "")
         provenance = jobs.provenance("train-gsm", cfg, [cfg.qa, *t.scene_urls.values()])
         io.write_json(os.path.join(cfg.out, TRAIN_CONFIG), {
             "config": jobs.config_dict(cfg), "world_size": accelerator.num_processes, "total_steps": t.total_steps,
@@ -246,17 +255,24 @@ def _n_frames(scene_url: str) -> int:
 def _prepare_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
     has_ckpt = os.path.isdir(ckpt_root) and any(n.startswith("step-") for n in os.listdir(ckpt_root))
     has_adapter = os.path.isfile(os.path.join(cfg.out, gsm.ADAPTER_CONFIG))
+    # ours: a finished run's train_config.json, or a killed run's step checkpoints
+    owned = has_ckpt or os.path.isfile(os.path.join(cfg.out, TRAIN_CONFIG))
+    # the adapter's side files, written at the end only: another stage's (boost-encoder's boost.safetensors) when
+    # the folder holds no run of ours; they would be deleted, replaced, or applied by eval run with the adapter
+    side = (gsm.GSM_CONFIG, gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS, boost.BOOST_CONFIG,
+            boost.BOOST_WEIGHTS, gsm.PROMPT_CONFIG)
+    foreign = [n for n in side if os.path.lexists(os.path.join(cfg.out, n))]
+    if foreign and not (owned or has_adapter):
+        raise UsageError(f"{os.path.join(cfg.out, foreign[0])}: train-gsm did not write it (no {TRAIN_CONFIG} or "
+                         "checkpoints in --out); refusing to replace or delete it, --overwrite included (choose another "
+                         "--out)")
     if cfg.overwrite:
-        # ours: a finished run's train_config.json, or a killed run's step checkpoints
-        owned = has_ckpt or os.path.isfile(os.path.join(cfg.out, TRAIN_CONFIG))
-        names = (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
-                 gsm.GSM_WEIGHTS)
+        names = (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS)
         found = [n for n in names if os.path.lexists(os.path.join(cfg.out, n))]
         if found and not owned:
             raise UsageError(f"{os.path.join(cfg.out, found[0])}: train-gsm did not write it (no {TRAIN_CONFIG} "
                              "or checkpoints in --out); refusing to delete it, --overwrite included (choose another --out)")
-        for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, gsm.GSM_CONFIG,
-                     gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS):
+        for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, *side):
             path = os.path.join(cfg.out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
@@ -276,7 +292,8 @@ def _append_log(out: str, row: dict) -> None:
 
 
 def _trainable_named(model) -> dict[str, torch.Tensor]:
-    return {k: p.detach().cpu().contiguous() for k, p in model.named_parameters() if p.requires_grad}
+    # a copy even on CPU: FSDP frees the gathered storage when full_params exits
+    return {k: p.detach().to("cpu", copy=True).contiguous() for k, p in model.named_parameters() if p.requires_grad}
 
 
 def _save_checkpoint(root: str, step: int, accelerator, model, optimizer, scheduler, cfg: TrainGSMConfig) -> None:
@@ -289,8 +306,9 @@ def _save_checkpoint(root: str, step: int, accelerator, model, optimizer, schedu
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     accelerator.wait_for_everyone()
-    weights = _trainable_named(accelerator.unwrap_model(model))  # every rank: FSDP gathers collectively
-    torch.save(optimizer.state_dict(), os.path.join(tmp, f"optimizer-rank{rank}.pt"))
+    with distributed.full_params(accelerator, model) as unwrapped:  # every rank: FSDP gathers collectively
+        weights = _trainable_named(unwrapped)
+    torch.save(distributed.local_state(optimizer.state_dict()), os.path.join(tmp, f"optimizer-rank{rank}.pt"))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -339,7 +357,8 @@ def _load_weights(ckpt: str, model, cfg: TrainGSMConfig, world: int) -> int:
 
 
 def _load_states(ckpt: str, optimizer, scheduler, rank: int) -> None:
-    optimizer.load_state_dict(torch.load(os.path.join(ckpt, f"optimizer-rank{rank}.pt"), map_location="cpu"))
+    state = torch.load(os.path.join(ckpt, f"optimizer-rank{rank}.pt"), map_location="cpu")
+    optimizer.load_state_dict(distributed.sharded_state(state, optimizer))
     scheduler.load_state_dict(torch.load(os.path.join(ckpt, "scheduler.pt")))
     rng = torch.load(os.path.join(ckpt, f"rng-rank{rank}.pt"))
     torch.set_rng_state(rng["cpu"])

@@ -1,10 +1,13 @@
-"""Build the trainable model: Qwen2.5-VL + (LoRA on the language model | full fine-tuning) + GSM."""
+"""Build the trainable model: Qwen-VL + (LoRA on the language model | full fine-tuning) + GSM, optionally with
+SpatialBoost's dual-channel attention in the vision tower."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-from spatialctl import gsm, qwen, vega
+from spatialctl import boost, gsm, qwen, vega
 from spatialctl.errors import SpatialctlError
 from spatialctl.stages.train_gsm.config import TrainGSMConfig
 
@@ -16,6 +19,8 @@ def lora_target_regex(targets) -> str:
 
 def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *, dtype=None) -> gsm.GeometryVLM:
     base = qwen.load_model(cfg.base, dtype=dtype)
+    if cfg.init_adapter is not None:
+        base = init_from_adapter(base, cfg.init_adapter)
     base.config.use_cache = False
     base.requires_grad_(False)
     if cfg.gradient_checkpointing:
@@ -24,7 +29,14 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
             base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if cfg.full_finetune:
+    # before LoRA: Attn⁺ starts as a copy of the frozen, unadapted vision attention (or continues --init-adapter's)
+    if cfg.boost and not boost.boosted_modules(base):
+        boost.wrap_tower(base, cfg.boost_layers)
+    elif cfg.boost and cfg.boost_layers is not None:
+        raise SpatialctlError(f"--boost-layers: --init-adapter {cfg.init_adapter} already fixes the boosted layers")
+    if cfg.freeze_llm:
+        vlm = base
+    elif cfg.full_finetune:
         base.model.language_model.requires_grad_(True)
         base.lm_head.requires_grad_(True)
         vlm = base
@@ -45,6 +57,8 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
         fusion = vega.VegaFusion(vega.VegaConfig(
             base.config.text_config.hidden_size, geometry_dims["genfeat"], cfg.fusion.method,
             encoder=cfg.fusion.encoder if cfg.fusion.kind == "encoder" else None))
+    if cfg.boost:  # after LoRA, which freezes every base weight it does not adapt
+        boost.trainable_parameters(base.model.visual)
     module = geo_token_id = None
     if cfg.gsm:
         gsm_cfg = gsm_config(cfg, base.config.text_config.hidden_size, geometry_dims)
@@ -53,22 +67,31 @@ def build_model(cfg: TrainGSMConfig, tokenizer, geometry_dims: dict[str, int], *
     return gsm.GeometryVLM(vlm, module, geo_token_id, fusion)
 
 
+def init_from_adapter(base, adapter_dir: str):
+    """``base`` with a train-gsm adapter's language-model weights (LoRA merged) and boost applied, in place."""
+    extra = [name for name in (gsm.GSM_CONFIG, vega.VEGA_CONFIG) if os.path.isfile(os.path.join(adapter_dir, name))]
+    if extra or gsm.read_adapter_config(adapter_dir).get("peft_type") == "XLORA":
+        raise SpatialctlError(f"--init-adapter {adapter_dir}: holds a GSM, fusion or scale experts "
+                              f"({', '.join(extra) or 'X-LoRA'}); only language-model and boost weights carry over")
+    return gsm.load_adapter(base, adapter_dir, merge=True).base
+
+
 def gsm_config(cfg: TrainGSMConfig, hidden_size: int, geometry_dims: dict[str, int]) -> gsm.GSMConfig:
     return gsm.GSMConfig(hidden_size=hidden_size, num_queries=cfg.queries, depth=cfg.gsm_depth, geometry=cfg.geometry,
                          input_dims=dict(geometry_dims), geo_grid=cfg.geo_grid, pointmap_patch=cfg.pointmap_patch)
 
 
 def param_groups(model: gsm.GeometryVLM, cfg: TrainGSMConfig) -> list[dict]:
-    """Language-model and GSM parameters, each with its learning rate; no weight decay on norms and biases."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    """Language-model, GSM and SpatialBoost (Attn⁺, gates) parameters, each with its learning rate; no weight decay
+    on norms, biases and gates."""
+    boosted = {id(p) for _, m in boost.boosted_modules(model) for p in [*m.plus.parameters(), m.a]}
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_gsm = name.startswith("gsm.")
+        kind = "gsm" if name.startswith("gsm.") else "boost" if id(p) in boosted else "lm"
         no_decay = p.ndim < 2 or name.endswith("queries")
-        groups.setdefault((is_gsm, no_decay), []).append(p)
-    out = []
-    for (is_gsm, no_decay), params in sorted(groups.items()):
-        lr = (cfg.gsm_lr or cfg.lr) if is_gsm else cfg.lr
-        out.append({"params": params, "lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
-    return out
+        groups.setdefault((kind, no_decay), []).append(p)
+    lrs = {"gsm": cfg.gsm_lr or cfg.lr, "boost": cfg.boost_lr or cfg.lr, "lm": cfg.lr}
+    return [{"params": params, "lr": lrs[kind], "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+            for (kind, no_decay), params in sorted(groups.items())]

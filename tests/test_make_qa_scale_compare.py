@@ -1,0 +1,145 @@
+"""Scale size comparisons (#16): synth scenes hold objects of one kind in different sizes, and the options of a
+comparison are named by what says nothing about the sizes compared."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from spatialctl.stages.make_qa.scale import COMPARE_MARGIN, ScaleGenerator
+from spatialctl.stages.make_qa.scene import load_scene
+from spatialctl.stages.synth import SynthConfig
+from spatialctl.stages.synth import run as synth_run
+from spatialctl.stages.synth.scene import PRESETS, build_scene
+
+COMPARISONS = ("size_comparison", "height_comparison", "width_comparison")
+# Words that would name an option by its size, its neighbours (an object's distance to them grows with its own
+# footprint) or its pixel box (its size in pixels).
+LEAKY = re.compile(r"\b(larger|smaller|largest|smallest|bigger|biggest|taller|shorter|wider|narrower)\b|nearest to|"
+                   r"pixel box")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_hold_same_kind_objects_of_different_sizes(preset):
+    scenes = [build_scene(seed, preset, 2, 32, 24, 7, 3, "orbit", 10.0) for seed in range(30)]
+    with_pair, pairs, clear = 0, 0, 0
+    for sc in scenes:
+        kinds = Counter(o.label for o in sc.objects)
+        with_pair += any(n >= 2 for n in kinds.values())
+        for label, n in kinds.items():
+            if n < 2:
+                continue
+            sizes = sorted(float(o.true_size.max()) for o in sc.objects if o.label == label)
+            pairs += 1
+            clear += sizes[-1] - sizes[-2] >= COMPARE_MARGIN * sizes[-1]
+    assert with_pair >= 27, with_pair  # nearly every scene (it was about half before repeats)
+    assert pairs >= 45 and clear >= 0.4 * pairs, (pairs, clear)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    out = []
+    for i, preset in enumerate(("indoor", "tabletop", "outdoor", "tiny-tabletop")):
+        c = SynthConfig(seed=1000 + i, preset=preset, camera="orbit", frames=8, width=64, height=48, moving=3,
+                        objects=7, quiet=True, out=str(root / preset))
+        synth_run(c)
+        out.append(load_scene(str(root / preset / "scene.zarr")))
+    return out
+
+
+def _drafts(scene, n=40):
+    gen = ScaleGenerator(scene)
+    rng = random.Random(0)
+    return [d for t in COMPARISONS for _ in range(n) if (d := gen.generate(t, rng)) is not None]
+
+
+def _swap_sizes(scene):
+    """The same scene with the box sizes of every label's objects rotated among them (names must not change)."""
+    box = scene.box.copy()
+    for label in set(scene.labels):
+        members = [o for o, lab in enumerate(scene.labels) if lab == label]
+        if len(members) >= 2:
+            box[members, :, 3:6] = box[np.roll(members, 1), :, 3:6]
+    return dataclasses.replace(scene, box=box, _cache={})
+
+
+def test_comparison_options_never_name_the_compared_attribute(scenes):
+    drafts = [d for s in scenes for d in _drafts(s)]
+    assert len(drafts) >= 6, len(drafts)
+    # asked both ways: an option's text (colour word, length) cannot stand for "larger"
+    assert {d.metadata["largest"] for d in drafts} == {True, False}
+    for d in drafts:
+        labels = set(d.metadata["labels"])
+        assert ("smallest" in d.question or "shortest" in d.question or "narrowest" in d.question) != d.metadata["largest"]
+        assert len(labels) == 1, d.question  # one kind: across kinds the label answers it
+        for o in d.options:
+            assert not LEAKY.search(o), (d.type, o)
+
+
+def test_comparison_names_do_not_depend_on_sizes(scenes):
+    """Rotating the sizes among same-label objects changes answers but not one option's name."""
+    checked = changed = 0
+    for s in scenes:
+        drafts = _drafts(s)
+        original = ScaleGenerator(s)
+        original._prepare()
+        swapped = ScaleGenerator(_swap_sizes(s))
+        swapped._prepare()
+        for d in drafts:
+            objs = d.metadata["objects"]
+            refs = swapped._alike(objs)
+            assert refs is not None and sorted(r[0] for r in refs) == sorted(d.options), d.question
+            assert refs == original._alike(objs), d.question  # each object keeps its own name
+            checked += 1
+            if d.type != "size_comparison":
+                continue
+            sides = np.array([np.max(swapped.sides[o]) for o in objs])
+            truth = int(np.argmax(sides) if d.metadata["largest"] else np.argmin(sides))
+            changed += refs[truth][0] != d.options["ABCD".index(d.answer)]
+    assert checked >= 6 and changed >= 1, (checked, changed)
+
+
+def _record(i, options, answer, key="largest"):
+    from spatialctl.qa_format import QARecord
+
+    return QARecord(id=f"r{i}", scene=f"s{i % 20}", question="Which is the largest?", answer=answer,
+                    answer_type="mc", family="scale", type="size_comparison", options=options,
+                    metadata={"word_balance": key})
+
+
+def test_option_words_are_capped_near_chance():
+    """A scene set where purple things happen to be larger: purple may not stay the answer 3 times in 4."""
+    from spatialctl.stages.make_qa.balance import WORD_SPREAD, cap_option_words
+
+    rng = random.Random(0)
+    others = ("red", "blue", "green", "pink", "orange")
+    recs = []
+    for i in range(200):
+        other = rng.choice(others)
+        opts = ["the purple box", f"the {other} box"]
+        rng.shuffle(opts)
+        purple_wins = rng.random() < 0.75
+        recs.append(_record(i, opts, "AB"[opts.index("the purple box" if purple_wins else f"the {other} box")]))
+    kept = cap_option_words(recs, seed=0)
+    wins = sum(r.options["AB".index(r.answer)] == "the purple box" for r in kept)
+    assert len(kept) >= 100 and wins <= WORD_SPREAD * len(kept) / 2 + 1, (len(kept), wins)
+    # records without the key are left alone
+    plain = [_record(i, ["the purple box", "the red box"], "A", key=None) for i in range(10)]
+    for r in plain:
+        r.metadata.pop("word_balance")
+    assert cap_option_words(plain) == plain
+
+
+def test_count_target_ignores_values_under_one_percent():
+    """Counts of 5 and 7 seen once or thrice among ~700 must not shrink every other count to their size."""
+    from spatialctl.stages.make_qa.balance import _target_caps, mra_target
+
+    counts = Counter({2: 328, 1: 246, 3: 81, 4: 20, 5: 3, 7: 1})
+    caps = _target_caps(counts, mra_target(counts, True))
+    assert caps[5] == caps[7] == 0 and sum(caps.values()) >= 50, caps

@@ -1,0 +1,55 @@
+"""make-qa's speed paths give what the plain paths give: ClassDraw's integer tables, the pooled-distractor tables
+prepared once per pool, and the garbage collector's state around generation."""
+
+from __future__ import annotations
+
+import gc
+import random
+
+import numpy as np
+
+from spatialctl.stages.make_qa import balance, gc_paused
+
+
+def test_class_draw_integer_tables_equal_the_general_path():
+    gen = np.random.default_rng(0)
+    for t in range(200):
+        classes = gen.integers(-3, int(gen.integers(1, 30)), int(gen.integers(1, 120)))
+        if t % 4 == 0:
+            classes = classes > 0
+        weights = gen.random(len(classes))
+        fast = balance.ClassDraw(classes, weights)  # one stable sort
+        plain = balance.ClassDraw(classes.astype(np.float64), weights)  # np.unique + argsort + searchsorted
+        assert fast.keys == plain.keys and fast.order == plain.order and fast.bounds == plain.bounds
+        assert fast.cum == plain.cum
+        r1, r2 = random.Random(t), random.Random(t)
+        assert [fast.draw(r1) for _ in range(50)] == [plain.draw(r2) for _ in range(50)]
+
+
+def test_systematic_with_known_sum_and_index_equals_computing_them():
+    texts = [f"answer {i}" for i in range(9)]
+    pi = [min(1.0, 4 * c / 30) for c in (5, 4, 4, 3, 3, 3, 3, 3, 2)]
+    for seed in range(100):
+        truth = texts[seed % len(texts)]
+        plain = balance._systematic(texts, pi, truth, 4, random.Random(seed))
+        known = balance._systematic(texts, pi, truth, 4, random.Random(seed), sum(pi), texts.index(truth))
+        assert known == plain and truth in plain and len(set(plain)) == 4
+
+
+def test_gc_paused_restores_the_collector_state():
+    was = gc.isenabled()
+    try:
+        for state in (True, False):
+            (gc.enable if state else gc.disable)()
+            with gc_paused():
+                assert not gc.isenabled()
+            assert gc.isenabled() is state
+        gc.enable()
+        try:
+            with gc_paused():
+                raise KeyError("x")
+        except KeyError:
+            pass
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
