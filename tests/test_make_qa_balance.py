@@ -168,7 +168,7 @@ def test_fallback_options_come_from_the_questions_that_use_the_fallback():
     # Drawn from every record naming the fallback, "s0" (the small pools' answer) was rarely offered but right
     # whenever it was; drawn from the fallback's users only (capped), every text is right 1 time in 4.
     rng = random.Random(1)
-    big = [rec(i, "b%d" % (i % 8), pool="big") for i in range(800)]
+    big = [rec(i, f"b{i % 8}", pool="big") for i in range(800)]
     # 40 small pools of two answers each (too few for 4 options), "s0" in every one: half of the small answers
     small = [rec(1000 + i, rng.choice(["s0", f"s{1 + i % 40 % 4}"]), pool=f"small{i % 40}") for i in range(400)]
     for r in big + small:
