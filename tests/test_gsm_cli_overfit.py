@@ -1,0 +1,41 @@
+"""The GSM mode alone (no fusion, no boost) from the CLI: 16 items overfit on tiny random Qwen2.5-VL and Qwen3-VL,
+and `eval run` answers every one of them through the saved adapter (issue #19's done-when for the GSM mode)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gsm_fixtures import make_records, make_scenes, write_records
+from tiny_qwen import make_tiny_qwen, make_tiny_qwen3
+
+from spatialctl import gsm, vega
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gsmcli")
+    scenes = make_scenes(root, genfeat=False, size=64)
+    qa = write_records(root / "qa.jsonl", make_records(16))
+    return root, scenes, qa
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_train_gsm_overfits_and_eval_run_answers(cli, data, family):
+    root, scenes, qa = data
+    base = (make_tiny_qwen if family == "qwen2_5_vl" else make_tiny_qwen3)(root / f"tiny-{family}")
+    out = root / f"run-{family}"
+    r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", base, "--geometry", "pointmap",
+            "--queries", "4", "--geo-grid", "2", "--lora-rank", "16", "--lora-dropout", "0", "--lr", "5e-3",
+            "--batch-size", "16", "--num-frames", "4", "--max-steps", "30", "--warmup-ratio", "0.1", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert (out / gsm.GSM_WEIGHTS).is_file() and not (out / vega.VEGA_WEIGHTS).exists()
+    losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.2 and losses[-1] < 0.1 * losses[0], losses
+    preds = root / f"preds-{family}.jsonl"
+    r = cli("eval", "run", "--qa", qa, "--adapter", out, "--scenes", scenes, "--frames", "4", "--out", preds,
+            "--max-new-tokens", "4", "--batch-size", "8", "--quiet")
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(lines) == 16 and [x["prediction"] for x in lines] == [x["answer"] for x in lines]
+    assert cli("eval", "qa", preds).exit_code == 0
