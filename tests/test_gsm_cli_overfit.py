@@ -39,3 +39,34 @@ def test_train_gsm_overfits_and_eval_run_answers(cli, data, family):
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(lines) == 16 and [x["prediction"] for x in lines] == [x["answer"] for x in lines]
     assert cli("eval", "qa", preds).exit_code == 0
+
+
+def test_eval_asks_a_video_adapter_at_its_training_resolution(cli, data, tmp_path, monkeypatch):
+    """An adapter trained with --max-pixels (train_config.json) is shown its frames at that size by `eval run`, not
+    at the video processor's default: 64x64 frames -> 28x28 at 2*28*28 pixels per frame (Qwen2.5-VL bounds each frame), 56x56 by default."""
+    import shutil
+
+    from spatialctl import qwen
+
+    root, scenes, _ = data
+    adapter = tmp_path / "adapter"
+    shutil.copytree(root / "run-qwen2_5_vl", adapter, ignore=shutil.ignore_patterns("checkpoints"))
+    train = json.loads((adapter / "train_config.json").read_text())
+    grids = []
+    process = qwen.process_video
+
+    def spy(frames, cfg):
+        out = process(frames, cfg)
+        grids.append(out["video_grid_thw"].tolist())
+        return out
+
+    monkeypatch.setattr(qwen, "process_video", spy)
+    qa = write_records(tmp_path / "qa.jsonl", make_records(1))
+    for max_pixels, grid in ((0, [[2, 4, 4]]), (2 * 28 * 28, [[2, 2, 2]])):  # 4 frames: 2 temporal patches
+        train["config"]["max_pixels"] = max_pixels  # as `train-gsm --max-pixels N` records it
+        (adapter / "train_config.json").write_text(json.dumps(train))
+        grids.clear()
+        r = cli("eval", "run", "--qa", qa, "--adapter", adapter, "--scenes", scenes, "--frames", "4",
+                "--out", tmp_path / f"p{max_pixels}.jsonl", "--max-new-tokens", "1", "--quiet")
+        assert r.exit_code == 0, r.output
+        assert grids == [grid], (max_pixels, grids)

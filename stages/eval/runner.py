@@ -256,7 +256,9 @@ def load(config: RunnerConfig):
     else:
         wrapped = gsm.GeometryVLM(model, None, None).eval()
         gsm_cfg = None
-    video_cfg = qwen.VideoProcessorConfig.from_model_dir(model_dir)
+    # our records are asked at the resolution the adapter trained at; a released layout's harness sets its own
+    trained = _trained_max_pixels(config.adapter) if config.adapter and config.layout == "ours" else None
+    video_cfg = qwen.VideoProcessorConfig.from_model_dir(model_dir, max_pixels=trained)
     return wrapped, tokenizer, video_cfg, gsm_cfg
 
 
