@@ -66,7 +66,8 @@ def _swap_sizes(scene):
         # among the objects whose size is measured (a group of a kind may hold ones out of view in some frames)
         members = [o for o, lab in enumerate(scene.labels) if lab == label and scene.static_box(o) is not None]
         if len(members) >= 2:
-            box[members, :, 3:6] = box[np.roll(members, 1), :, 3:6]
+            sides = np.array([scene.static_box(o)[3:6] for o in members])  # each one's size, every frame
+            box[members, :, 3:6] = np.roll(sides, 1, axis=0)[:, None]
     return dataclasses.replace(scene, box=box, _cache={})
 
 
