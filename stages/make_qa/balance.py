@@ -247,13 +247,28 @@ def mra_target(counts, is_count: bool) -> dict | None:
                   A_eq=np.r_[np.ones(k), 0.0][None], b_eq=[1.0], bounds=[(0.0, 1.0)] * k + [(None, None)])
     if not res.success:
         return None
-    # the most records, integers n_k <= counts_k over every key, with mra @ n <= limit * sum(n) for every guess
+    # the most records, integers n_k <= counts_k, with mra @ n <= limit * sum(n) for every guess and no key above
+    # the share limit of the keys kept (the done-when's answer-frequency limit: counts of 1 are the most plentiful):
+    # over every key and over the common keys alone (a rare key's few records lower the share limit of the rest),
+    # whichever keeps more: a rare key is kept only where it lets more records through; where the share limit
+    # leaves no solution (counts 1-4: the least reachable guess needs more 1s), the most records without it
     limit = max(MRA_AIM, float(res.x[k]) + 1e-3)
-    cap = np.array([float(counts[key]) for key in keys])
-    most = milp(-np.ones(len(keys)), constraints=LinearConstraint(mra - limit, -np.inf, 0.0),
-                integrality=np.ones(len(keys)), bounds=Bounds(np.zeros(len(keys)), cap), options={"time_limit": 5.0})
-    if most.x is not None and most.x.sum() >= 1.0:
-        n = np.round(most.x)
+    best = None
+    every = np.ones(len(keys), dtype=bool)
+    for allowed, share_cap in ((every, True), (common, True), (every, False)):
+        if share_cap is False and best is not None:
+            break
+        cap = np.array([float(counts[key]) if ok else 0.0 for key, ok in zip(keys, allowed, strict=True)])
+        share = 0.97 * max(1.5 / int(allowed.sum()), 0.15) if share_cap else 1.0  # the audit's limit, as share_limit
+        most = milp(-np.ones(len(keys)),
+                    constraints=[LinearConstraint(mra - limit, -np.inf, 0.0),
+                                 LinearConstraint(np.eye(len(keys)) - share, -np.inf, 0.0)],
+                    integrality=np.ones(len(keys)), bounds=Bounds(np.zeros(len(keys)), cap),
+                    options={"time_limit": 5.0})
+        if most.x is not None and most.x.sum() >= 1.0 and (best is None or most.x.sum() > best.sum() + 0.5):
+            best = np.round(most.x)
+    if best is not None:
+        n = best
     else:  # no integer solution found: the common keys' minimising weights, scaled to the rarest of them
         p = np.zeros(len(keys))
         p[common] = np.where(res.x[:k] > 1e-6, res.x[:k], 0.0)
