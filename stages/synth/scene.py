@@ -408,7 +408,7 @@ def _group(rng: np.random.Generator, p: Preset, n_objects: int, n_moving: int) -
     may move or stand takes moving and still places alike)."""
     n_still = n_objects - n_moving
     sizes = [g for g in GROUP_SIZES if g <= max(n_objects - 1, 1)]
-    if not sizes:
+    if len(sizes) < 2:  # one or two objects: only a group of one, which any single object is (nothing drawn)
         return "", 0, 0
     size = int(sizes[int(rng.integers(len(sizes)))])
 
