@@ -21,7 +21,7 @@ from spatialctl.qa_format import read_qa, to_sharegpt
 
 # Four scales, cameras that walk, orbit, pan and stay (a pan reveals objects one after another: appearance order).
 PRESETS = [("indoor", 10, "walk"), ("tabletop", 11, "orbit"), ("tiny-tabletop", 12, "orbit"), ("outdoor", 13, "walk"),
-           ("indoor", 21, "pan"), ("tabletop", 18, "static")]
+           ("indoor", 16, "pan"), ("tabletop", 18, "static")]
 
 EXPECTED = {
     "dsr": {"distance", "direction", "orientation", "speed", "speed_comparison", "direction_prediction"},
@@ -221,13 +221,13 @@ def group(raw, label):
     return [o for o in range(len(raw.labels)) if raw.labels[o] == label]
 
 
-LABEL = r"[a-z]+"
+LABEL = r"(?:toy )?[a-z]+"  # "toy car": the one two-word label
 PHRASES = [
     ("box", re.compile(rf"the ({LABEL}) at pixel box \[(\d+), (\d+), (\d+), (\d+)\](?: in the frame at ([\d.]+) s)?")),
     ("position", re.compile(rf"the (leftmost|rightmost) of the ([a-z]+) ({LABEL})(?: in the frame at ([\d.]+) s)?")),
     ("size", re.compile(rf"the (larger|smaller|largest|smallest) of the ([a-z]+) ({LABEL})")),
-    ("colour", re.compile(r"the (red|orange|yellow|green|blue|purple|pink|white|gray|black) ([a-z]+)")),
-    ("near", re.compile(r"the ([a-z]+) nearest to the ([a-z]+)")),
+    ("colour", re.compile(rf"the (red|orange|yellow|green|blue|purple|pink|white|gray|black) ({LABEL})")),
+    ("near", re.compile(rf"the ({LABEL}) nearest to the ({LABEL})")),
 ]
 
 
@@ -289,9 +289,9 @@ def resolve(raw, phrase, frame=None):
 
 
 ANY_PHRASE = re.compile(
-    r"the (?:[a-z]+ at pixel box \[[\d, ]+\](?: in the frame at [\d.]+ s)?|(?:leftmost|rightmost) of the [a-z]+ [a-z]+"
-    r"(?: in the frame at [\d.]+ s)?|(?:larger|smaller|largest|smallest) of the [a-z]+ [a-z]+|"
-    r"(?:red|orange|yellow|green|blue|purple|pink|white|gray|black) [a-z]+|[a-z]+ nearest to the [a-z]+)")
+    rf"the (?:{LABEL} at pixel box \[[\d, ]+\](?: in the frame at [\d.]+ s)?|(?:leftmost|rightmost) of the [a-z]+ {LABEL}"
+    rf"(?: in the frame at [\d.]+ s)?|(?:larger|smaller|largest|smallest) of the [a-z]+ {LABEL}|"
+    rf"(?:red|orange|yellow|green|blue|purple|pink|white|gray|black) {LABEL}|{LABEL} nearest to the {LABEL})")
 
 
 def check_refs(raw, r, text, allowed, frame=None):

@@ -250,20 +250,22 @@ MRA_AIM = 0.32  # where the data allow, a constant guess is held this far below 
 def mra_target(counts, is_count: bool) -> dict | None:
     """None (flat) where a flat distribution already keeps every constant guess's mean MRA (VSI-Bench's scorer) at
     most ``MRA_LIMIT``; else how many records of each key to keep: the most records (an integer program) whose
-    best constant guess scores at most max(``MRA_AIM``, the least any weighting allows). Few distinct values need
-    it: counts of 1-4 of a kind, or room areas within a factor of 5, leave a constant guess at ~0.4 when flat.
-    Keeping the most records (not fixed weights scaled down to the rarest key) lets a rare large count (one 6
-    among hundreds of 1s) help without cutting the type to a handful. Measures are taken at their log-bin's
-    centre."""
+    best constant guess scores at most max(``MRA_AIM``, the least any weighting of the common keys allows). Few
+    distinct values need it: counts of 1-4 of a kind, or room areas within a factor of 5, leave a constant guess at
+    ~0.4 when flat. Measures are taken at their log-bin's centre.
+
+    A value under 1% of the records (as in share_limit) is rare: it does not set the limit (weights that lean on
+    one 6 among hundreds of 1s are out of reach of its one record: the integer program then keeps a handful), but
+    the integer program may keep it, up to its count, where it lets more records through at that limit. So rare
+    values are neither needed nor able to shrink the type."""
     from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
     from spatialctl.scoring import MRA_THRESHOLDS
 
-    # A value under 1% of the records (as in share_limit) gets no weight: matching its tiny count would shrink
-    # every other value to it (counts of 5 and 7 once each in 700 kept 2 records of counting).
     total = sum(counts.values())
-    keys = sorted(k for k in counts if math.isfinite(k) and counts[k] >= 0.01 * total)
-    if len(keys) < 2:
+    keys = sorted(k for k in counts if math.isfinite(k))
+    common = np.array([counts[k] >= 0.01 * total for k in keys])
+    if common.sum() < 2:
         return None
     gt = np.array(keys, dtype=np.float64) if is_count else np.exp((np.array(keys, dtype=np.float64) + 0.5) * LOG_BIN)
     # A guess's MRA (the scorer's closed intervals, |guess - gt| <= (1 - threshold) gt) only changes at
@@ -273,23 +275,40 @@ def mra_target(counts, is_count: bool) -> dict | None:
     guesses = np.r_[edges, (edges[1:] + edges[:-1]) / 2]
     rel = np.abs(guesses[:, None] - gt[None]) / gt[None]  # (G, K)
     mra = (rel[..., None] <= tol + 1e-9).mean(-1)  # (G, K)
-    if mra.mean(1).max() <= MRA_LIMIT:
+    if mra[:, common].mean(1).max() <= MRA_LIMIT:
         return None
-    # the least reachable: minimise t subject to mra @ p <= t for every guess, sum(p) = 1, p >= 0
-    k = len(keys)
-    res = linprog(np.r_[np.zeros(k), 1.0], A_ub=np.c_[mra, -np.ones(len(guesses))], b_ub=np.zeros(len(guesses)),
+    # the least reachable with the common keys: minimise t subject to mra @ p <= t for every guess, sum(p) = 1
+    m = mra[:, common]
+    k = m.shape[1]
+    res = linprog(np.r_[np.zeros(k), 1.0], A_ub=np.c_[m, -np.ones(len(guesses))], b_ub=np.zeros(len(guesses)),
                   A_eq=np.r_[np.ones(k), 0.0][None], b_eq=[1.0], bounds=[(0.0, 1.0)] * k + [(None, None)])
     if not res.success:
         return None
-    # the most records, integers n_k <= counts_k, with mra @ n <= limit * sum(n) for every guess
+    # the most records, integers n_k <= counts_k, with mra @ n <= limit * sum(n) for every guess and no key above
+    # the share limit of the keys kept (the done-when's answer-frequency limit: counts of 1 are the most plentiful):
+    # over every key and over the common keys alone (a rare key's few records lower the share limit of the rest),
+    # whichever keeps more: a rare key is kept only where it lets more records through; where the share limit
+    # leaves no solution (counts 1-4: the least reachable guess needs more 1s), the most records without it
     limit = max(MRA_AIM, float(res.x[k]) + 1e-3)
-    cap = np.array([float(counts[key]) for key in keys])
-    most = milp(-np.ones(k), constraints=LinearConstraint(mra - limit, -np.inf, 0.0), integrality=np.ones(k),
-                bounds=Bounds(np.zeros(k), cap), options={"time_limit": 5.0})
-    if most.x is not None and most.x.sum() >= 1.0:
-        n = np.round(most.x)
-    else:  # no integer solution found: the minimising weights, scaled to the rarest key
-        p = np.where(res.x[:k] > 1e-6, res.x[:k], 0.0)
+    best = None
+    every = np.ones(len(keys), dtype=bool)
+    for allowed, share_cap in ((every, True), (common, True), (every, False)):
+        if share_cap is False and best is not None:
+            break
+        cap = np.array([float(counts[key]) if ok else 0.0 for key, ok in zip(keys, allowed, strict=True)])
+        share = 0.97 * max(1.5 / int(allowed.sum()), 0.15) if share_cap else 1.0  # the audit's limit, as share_limit
+        most = milp(-np.ones(len(keys)),
+                    constraints=[LinearConstraint(mra - limit, -np.inf, 0.0),
+                                 LinearConstraint(np.eye(len(keys)) - share, -np.inf, 0.0)],
+                    integrality=np.ones(len(keys)), bounds=Bounds(np.zeros(len(keys)), cap),
+                    options={"time_limit": 5.0})
+        if most.x is not None and most.x.sum() >= 1.0 and (best is None or most.x.sum() > best.sum() + 0.5):
+            best = np.round(most.x)
+    if best is not None:
+        n = best
+    else:  # no integer solution found: the common keys' minimising weights, scaled to the rarest of them
+        p = np.zeros(len(keys))
+        p[common] = np.where(res.x[:k] > 1e-6, res.x[:k], 0.0)
         n = np.floor(p * min(c / w for c, w in zip(cap, p, strict=True) if w > 0) + 1e-6)
     return {key: int(v) for key, v in zip(keys, n, strict=True)} | {key: 0 for key in counts if key not in keys}
 

@@ -147,6 +147,10 @@ NATURAL_SIZE = {
 # first of its role (moving or still) is, with this probability, a second one of a kind drawn once so far for that
 # role. Pairs rather than crowds: two of a kind can be told apart by their place in a frame, more rarely three.
 REPEAT = 0.6
+# Besides pairs, each scene holds one group of a kind (chairs round a table, cups on a tray, people in a street) of
+# GROUP_SIZES members, equally likely (at most objects - 1, so another kind stays), its members moving or still where
+# the kind may be either: so that a scene's counts of a kind run over 1-6, not only the 1-3 that pairs give.
+GROUP_SIZES = (1, 2, 3, 4, 5, 6)
 
 PRESET = {
     p.name: p
@@ -398,6 +402,29 @@ def _categories(rng: np.random.Generator, kinds: tuple[str, ...], n: int) -> lis
     return out
 
 
+def _group(rng: np.random.Generator, p: Preset, n_objects: int, n_moving: int) -> tuple[str, int, int]:
+    """The scene's group of one kind: (kind, members moving, members still). Its size is drawn from
+    ``GROUP_SIZES`` (at most objects - 1), its kind among the preset's kinds with room for that many (a kind that
+    may move or stand takes moving and still places alike)."""
+    n_still = n_objects - n_moving
+    sizes = [g for g in GROUP_SIZES if g <= max(n_objects - 1, 1)]
+    if len(sizes) < 2:  # one or two objects: only a group of one, which any single object is (nothing drawn)
+        return "", 0, 0
+    size = int(sizes[int(rng.integers(len(sizes)))])
+
+    def room(kind):
+        return (n_moving if kind in p.movable else 0) + (n_still if kind in p.fixed else 0)
+
+    kinds = [k for k in p.movable + p.fixed if room(k) >= size]
+    if not kinds:
+        return "", 0, 0
+    kind = str(kinds[int(rng.integers(len(kinds)))])
+    hi = min(size, n_moving) if kind in p.movable else 0
+    lo = max(0, size - (n_still if kind in p.fixed else 0))
+    moving = int(rng.integers(lo, hi + 1))
+    return kind, moving, size - moving
+
+
 def _make_object(rng: np.random.Generator, preset: Preset, category: str, motion: Motion) -> SceneObject:
     nominal = _category_parts(category, rng)
     parts, half = _normalised_parts(nominal, 1.0)
@@ -642,7 +669,10 @@ def build_scene(seed: int, preset: str, n_frames: int, width: int, height: int, 
     if p.on_table:  # from a stream of its own: the objects on the table stay those the seed gave before
         table, room = sample_table_room(np.random.Generator(np.random.PCG64([seed, 1])), bounds, eyes_xy)
 
-    categories = _categories(rng, p.movable, n_moving) + _categories(rng, p.fixed, n_objects - n_moving)
+    kind, g_moving, g_still = _group(rng, p, n_objects, n_moving)
+    others = (tuple(k for k in p.movable if k != kind) or p.movable, tuple(k for k in p.fixed if k != kind) or p.fixed)
+    categories = ([kind] * g_moving + _categories(rng, others[0], n_moving - g_moving)
+                  + [kind] * g_still + _categories(rng, others[1], n_objects - n_moving - g_still))
     order = rng.permutation(n_objects)  # which object id gets which category (moving ones are not always first)
     grows = 0
     objects, fits = _place(rng, p, categories, order, n_moving, times, duration, bounds, eyes_xy, clearance, p.room)
