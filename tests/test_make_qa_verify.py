@@ -516,7 +516,10 @@ def expect_scale(raw, r):
         f = m["frame"]
         assert len({raw.labels[o] for o in objs}) == 1  # across labels the kind hints at the distance
         d = [np.linalg.norm(raw.box[o, f, :3] - raw.c2w[f, :3, 3]) for o in objs]
-        return ("object", objs[int(np.argmin(d))])
+        nearest = re.search(r"is closest to the camera", r.question) is not None
+        assert nearest or re.search(r"is farthest from the camera", r.question)
+        assert not re.search(r"larger|smaller|largest|smallest|nearest to|pixel box", " ".join(r.options))
+        return ("object", objs[int(np.argmin(d) if nearest else np.argmax(d))])
     if t == "position_change":
         f1, f2 = m["frames_compared"]
         assert r.frames == [f1, f2]

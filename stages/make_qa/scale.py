@@ -346,18 +346,25 @@ class ScaleGenerator:
             return None
         seen = rng.choice(same)
         objs = rng.sample(seen, min(len(seen), rng.randrange(2, 5)))
-        refs = self._refs(objs, f, near=False)
-        if refs is None or any("pixel box" in r[0] for r in refs):
+        # named as the size comparisons are (colour, else a fair coin's left-to-right place): a name chosen in
+        # frame f (its place, its length) says how far the object stands in f
+        refs = self._alike(objs)
+        if refs is None:
             return None
+        nearest = rng.random() < 0.5  # asked both ways, so no name goes with near
         dist = np.linalg.norm(s.box[objs, f, :3] - self.cam_pos[f], axis=-1)
-        order = np.argsort(dist, kind="stable")
-        if dist[order[1]] - dist[order[0]] < max(COMPARE_MARGIN * dist[order[1]], 3 * self.noise):
+        order = np.argsort(dist if nearest else -dist, kind="stable")
+        first, second = dist[order[0]], dist[order[1]]
+        if abs(second - first) < max(COMPARE_MARGIN * max(first, second), 3 * self.noise):
             return None
         names = [r[0] for r in refs]
         opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
-        q = (f"In the frame at {self._t(f)}, which of these objects is closest to the camera (centre to camera): "
-             f"{', '.join(sorted(names))}?")
-        return Draft("distance_comparison", q, opts[1], "mc", opts[0], frames=[f], metadata=self._meta(objs, frame=f))
+        q = (f"In the frame at {self._t(f)}, which of these objects is {'closest to' if nearest else 'farthest from'} "
+             f"the camera (centre to camera): {', '.join(sorted(names))}?")
+        cited = self._cited(refs)
+        return Draft("distance_comparison", q, opts[1], "mc", opts[0], frames=sorted({f, *cited}), ref_frames=cited,
+                     metadata=self._meta(objs, frame=f, nearest=nearest,
+                                         word_balance="closest" if nearest else "farthest"))
 
     def _table(self, name, make):
         """A candidate table built once per scene: (ClassDraw over answer codes, rows) or None when empty."""
