@@ -295,26 +295,32 @@ class ScaleGenerator:
         got = dict(zip(key, names, strict=True))
         return [got[int(o)] for o in objs]
 
+    def _rank(self, rng, objs, values, floor=0.0):
+        """(names, largest, options) for "which of ``objs`` has the largest (or, as often, the smallest) value":
+        named blind to the values (``_alike``) and asked both ways, so an option's text (its colour word, its
+        length) is the answer as often as not; None where the top two differ by less than the margin."""
+        refs = self._alike(objs)
+        if refs is None:
+            return None
+        largest = rng.random() < 0.5
+        order = np.argsort(-values if largest else values, kind="stable")
+        best, second = values[order[0]], values[order[1]]
+        if abs(best - second) < max(COMPARE_MARGIN * max(abs(best), abs(second)), floor):
+            return None
+        names = [r[0] for r in refs]
+        return refs, names, largest, mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
+
     def _compare(self, rng, qtype, value_of, wordings):
-        """Which of 2-4 same-label objects is the largest or (as often) the smallest: asked both ways, an option's
-        text (its colour word, its length) is the answer as often as not even where it goes with size in a scene
-        set (``wordings``: the largest and the smallest question)."""
+        """Which of 2-4 same-label objects is the largest or the smallest (``wordings``: those two questions)."""
         groups = self._comparable()
         if not groups:
             return None
         group = rng.choice(groups)
         objs = rng.sample(group, min(len(group), rng.randrange(2, 5)))
-        refs = self._alike(objs)
-        if refs is None:
+        ranked = self._rank(rng, objs, np.array([value_of(o) for o in objs]))
+        if ranked is None:
             return None
-        largest = rng.random() < 0.5
-        values = np.array([value_of(o) for o in objs])
-        order = np.argsort(-values if largest else values, kind="stable")
-        best, second = values[order[0]], values[order[1]]
-        if abs(best - second) < COMPARE_MARGIN * max(best, second):
-            return None
-        names = [r[0] for r in refs]
-        opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
+        refs, names, largest, opts = ranked
         q = wordings[0 if largest else 1].format(names=", ".join(sorted(names)))
         return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs),
                      metadata=self._meta(objs, largest=largest, word_balance="largest" if largest else "smallest"))
@@ -347,18 +353,12 @@ class ScaleGenerator:
         seen = rng.choice(same)
         objs = rng.sample(seen, min(len(seen), rng.randrange(2, 5)))
         # named as the size comparisons are (colour, else a fair coin's left-to-right place): a name chosen in
-        # frame f (its place, its length) says how far the object stands in f
-        refs = self._alike(objs)
-        if refs is None:
-            return None
-        nearest = rng.random() < 0.5  # asked both ways, so no name goes with near
+        # frame f (its place, its length) says how far the object stands in f. Nearest = largest negated distance.
         dist = np.linalg.norm(s.box[objs, f, :3] - self.cam_pos[f], axis=-1)
-        order = np.argsort(dist if nearest else -dist, kind="stable")
-        first, second = dist[order[0]], dist[order[1]]
-        if abs(second - first) < max(COMPARE_MARGIN * max(first, second), 3 * self.noise):
+        ranked = self._rank(rng, objs, -dist, floor=3 * self.noise)
+        if ranked is None:
             return None
-        names = [r[0] for r in refs]
-        opts = mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
+        refs, names, nearest, opts = ranked
         q = (f"In the frame at {self._t(f)}, which of these objects is {'closest to' if nearest else 'farthest from'} "
              f"the camera (centre to camera): {', '.join(sorted(names))}?")
         cited = self._cited(refs)
