@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from conftest import SCENE_ATTRS, scene_arrays
 
@@ -43,3 +46,15 @@ def make_records(n: int = 16, n_scenes: int = 2, n_frames: int = 4) -> list[qa_f
 def write_records(path, records) -> str:
     qa_format.write_qa(path, records)
     return str(path)
+
+
+def assert_eval_run_answers_all(cli, qa, adapter, scenes, preds, *extra) -> list[dict]:
+    """`eval run` with the adapter answers every record of ``qa`` exactly, and `eval qa` scores them all right."""
+    r = cli("eval", "run", "--qa", qa, "--adapter", adapter, "--scenes", scenes, "--out", preds,
+            "--max-new-tokens", "4", "--batch-size", "8", "--quiet", *extra)
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in Path(preds).read_text().splitlines()]
+    assert lines and [x["prediction"] for x in lines] == [x["answer"] for x in lines]
+    r = cli("eval", "qa", preds)
+    assert r.exit_code == 0 and f"| {len(lines)} | 100.0 |" in r.output, r.output
+    return lines

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from gsm_fixtures import make_records, make_scenes, write_records
+from gsm_fixtures import assert_eval_run_answers_all, make_records, make_scenes, write_records
 from safetensors.torch import load_file
 from tiny_qwen import make_tiny_qwen, make_tiny_qwen3
 
@@ -132,13 +132,7 @@ def test_boost_with_views_overfits_16_items_and_eval_run_answers(cli, data, runs
     assert not any("visual" in k for k in load_file(out / gsm.ADAPTER_WEIGHTS))  # the tower's delta lives apart
     assert gsm.adapter_views(str(out)) == 2
     preds = root / f"preds-{family}.jsonl"
-    r = cli("eval", "run", "--qa", qa, "--adapter", out, "--scenes", scenes, "--out", preds, "--max-new-tokens", "4",
-            "--batch-size", "8", "--quiet")
-    assert r.exit_code == 0, r.output
-    lines = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert [x["prediction"] for x in lines] == [x["answer"] for x in lines]
-    r = cli("eval", "qa", preds)
-    assert r.exit_code == 0 and "| 16 | 100.0 |" in r.output, r.output
+    assert len(assert_eval_run_answers_all(cli, qa, out, scenes, preds)) == 16
     # the run record says what was shown: the adapter's 2 views, not the layout's 8 frames
     assert json.loads((root / f"preds-{family}.jsonl.run.json").read_text())["config"]["num_frames"] == 2
     # what eval loads: the tower wrapped with the trained Attn⁺ and gates (the answers alone could come from the LLM)

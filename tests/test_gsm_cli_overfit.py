@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from gsm_fixtures import make_records, make_scenes, write_records
+from gsm_fixtures import assert_eval_run_answers_all, make_records, make_scenes, write_records
 from tiny_qwen import make_tiny_qwen, make_tiny_qwen3
 
 from spatialctl import gsm, vega
@@ -33,12 +33,7 @@ def test_train_gsm_overfits_and_eval_run_answers(cli, data, family):
     losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.2 and losses[-1] < 0.1 * losses[0], losses
     preds = root / f"preds-{family}.jsonl"
-    r = cli("eval", "run", "--qa", qa, "--adapter", out, "--scenes", scenes, "--frames", "4", "--out", preds,
-            "--max-new-tokens", "4", "--batch-size", "8", "--quiet")
-    assert r.exit_code == 0, r.output
-    lines = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert len(lines) == 16 and [x["prediction"] for x in lines] == [x["answer"] for x in lines]
-    assert cli("eval", "qa", preds).exit_code == 0
+    assert len(assert_eval_run_answers_all(cli, qa, out, scenes, preds, "--frames", "4")) == 16
 
 
 def test_eval_asks_a_video_adapter_at_its_training_resolution(cli, data, tmp_path, monkeypatch):

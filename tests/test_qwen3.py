@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from gsm_fixtures import make_records, make_scenes, write_records
+from gsm_fixtures import assert_eval_run_answers_all, make_records, make_scenes, write_records
 from tiny_qwen import make_tiny_qwen3
 
 from spatialctl import gsm, qa_format, qwen
@@ -53,10 +53,4 @@ def test_train_gsm_with_vega_on_qwen3_overfits_and_eval_run_answers(cli, data):
     losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.2 and losses[-1] < 0.1 * losses[0], losses
     preds = root / "preds.jsonl"
-    r = cli("eval", "run", "--qa", qa, "--adapter", out, "--scenes", scenes, "--frames", "4", "--out", preds,
-            "--max-new-tokens", "4", "--batch-size", "8", "--quiet")
-    assert r.exit_code == 0, r.output
-    lines = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert [x["prediction"] for x in lines] == [x["answer"] for x in lines]
-    r = cli("eval", "qa", preds)
-    assert r.exit_code == 0, r.output
+    assert_eval_run_answers_all(cli, qa, out, scenes, preds, "--frames", "4")

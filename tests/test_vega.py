@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from gsm_fixtures import make_records, make_scenes, write_records
+from gsm_fixtures import assert_eval_run_answers_all, make_records, make_scenes, write_records
 from tiny_qwen import make_tiny_qwen
 from torch import nn
 
@@ -108,14 +108,8 @@ def test_train_gsm_fusion_vega_overfits_and_eval_run_answers(cli, data, with_gsm
     assert losses[-1] < 0.2 and losses[-1] < 0.1 * losses[0], losses
 
     preds = root / f"preds-gsm{int(with_gsm)}.jsonl"
-    r = cli("eval", "run", "--qa", qa, "--adapter", out, "--scenes", scenes, "--frames", "4", "--out", preds,
-            "--max-new-tokens", "4", "--batch-size", "8", "--quiet")
-    assert r.exit_code == 0, r.output
-    lines = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert [x["prediction"] for x in lines] == [x["answer"] for x in lines]
+    lines = assert_eval_run_answers_all(cli, qa, out, scenes, preds, "--frames", "4")
     assert len({x["answer"] for x in lines}) == 4
-    r = cli("eval", "qa", preds)
-    assert r.exit_code == 0, r.output
 
     # scenes without generative features: a one-line error naming what is missing, no predictions file
     bare = make_scenes(root / f"bare{int(with_gsm)}", genfeat=False)
