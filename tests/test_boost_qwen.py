@@ -108,11 +108,11 @@ def runs(data):
 
     root, scenes, qa, bases = data
     out = {}
-    for family, weights in (("qwen2_5_vl", "--full-finetune"), ("qwen3_vl", "--lora-rank=16")):
+    for family, weights in (("qwen2_5_vl", ("--full-finetune",)), ("qwen3_vl", ("--lora-rank=16", "--lora-dropout=0"))):
         folder = root / f"run-{family}"
         r = CliRunner().invoke(app, [str(a) for a in (
             "train-gsm", "--qa", qa, "--out", folder, "--scenes", scenes, "--base", bases[family], "--no-gsm",
-            "--boost", "--views", "2", weights, "--lora-dropout", "0", "--lr", "5e-3", "--batch-size", "16",
+            "--boost", "--views", "2", *weights, "--lr", "5e-3", "--batch-size", "16",
             "--max-steps", "30", "--warmup-ratio", "0.1", "--quiet")])
         out[family] = (folder, r)
     return out
@@ -187,6 +187,8 @@ def test_batch_size_and_grad_accum_give_the_update_of_one_big_batch(data, tmp_pa
     (("--no-gsm", "--boost", "--boost-layers", "2"), "--boost-layers"),  # the tiny tower has blocks 0 and 1
     (("--no-gsm", "--boost", "--boost-layers", ","), "layers ','"),  # no index: would boost nothing
     (("--no-gsm", "--views", "2", "--num-frames", "8"), "--num-frames"),  # would be ignored
+    (("--no-gsm", "--boost", "--full-finetune", "--lora-rank", "8"), "--lora-rank: LoRA settings"),  # ignored
+    (("--no-gsm", "--boost", "--freeze-llm", "--lora-dropout", "0"), "--lora-dropout: LoRA settings"),
 ])
 def test_cli_errors(cli, data, tmp_path, args, words):
     _, scenes, qa, bases = data
@@ -205,6 +207,11 @@ def test_stage_3_trains_only_attn_plus_and_gates_from_a_previous_adapter(cli, da
     r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases[family], "--no-gsm", "--boost",
             "--boost-layers", "0", "--freeze-llm", "--init-adapter", init)
     assert r.exit_code == 2 and "already fixes the boosted layers" in r.output and not out.exists(), r.output
+    other = next(bases[f] for f in FAMILIES if f != family)  # its weights fit only the base it was trained on
+    r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", other, "--no-gsm", "--boost",
+            "--freeze-llm", "--init-adapter", init)
+    assert r.exit_code == 2 and f"trained on {bases[family]}, not --base {other}" in r.output, r.output
+    assert not out.exists()
     r = cli("train-gsm", "--qa", qa, "--out", out, "--scenes", scenes, "--base", bases[family], "--no-gsm", "--boost",
             "--views", "2", "--freeze-llm", "--init-adapter", init, "--lr", "1e-3", "--batch-size", "8",
             "--max-steps", "2", "--warmup-ratio", "0", "--quiet")

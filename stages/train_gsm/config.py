@@ -173,6 +173,7 @@ class TrainGSMConfig:
                                  "adapter_config.json)")
             if os.path.realpath(self.init_adapter) == os.path.realpath(self.out):
                 raise UsageError("--init-adapter must not be --out (the run would replace what it starts from)")
+            _check_same_base(self.init_adapter, self.base)
         if (self.freeze_llm or self.init_adapter) and (self.experts.mode != "none" or self.objective != "sft"):
             raise UsageError("--freeze-llm and --init-adapter train with --objective sft and --experts none")
         if not self.full_finetune and not self.freeze_llm and self.lora_rank < 1:
@@ -217,3 +218,38 @@ class TrainGSMConfig:
             except ValueError as e:
                 raise UsageError(f"--reward-parser: {e}") from None
             self.grpo.schedule  # noqa: B018  (--progressive parsed, and checked, before any work)
+        # last: the more specific errors above name the real conflict first
+        lora = {"--lora-rank": self.lora_rank != TrainGSMConfig.lora_rank,
+                "--lora-alpha": self.lora_alpha != TrainGSMConfig.lora_alpha,
+                "--lora-dropout": self.lora_dropout != TrainGSMConfig.lora_dropout}
+        if (self.full_finetune or self.freeze_llm) and any(lora.values()):
+            raise UsageError(f"{', '.join(k for k, v in lora.items() if v)}: LoRA settings, unused with "
+                             f"{'--full-finetune' if self.full_finetune else '--freeze-llm'} (no LoRA is trained)")
+
+
+def _check_same_base(adapter_dir: str, base: str) -> None:
+    """--init-adapter's weights only fit the base model it was trained on: the same folder (or hub id), or a copy
+    of it (same config.json). A different base is an error rather than a silently mismatched start."""
+    import json
+
+    from spatialctl.gsm.adapter import adapter_base
+
+    trained_on = adapter_base(adapter_dir)
+    if trained_on == base:
+        return
+    dirs = []
+    for name in (trained_on, base):
+        try:
+            dirs.append(os.path.realpath(resolve_model_dir(name)))
+        except SpatialctlError:
+            dirs.append(None)
+    if None not in dirs:
+        if dirs[0] == dirs[1]:
+            return
+        configs = []
+        for d in dirs:
+            with open(os.path.join(d, "config.json")) as f:
+                configs.append({k: v for k, v in json.load(f).items() if k not in ("_name_or_path", "transformers_version")})
+        if configs[0] == configs[1]:
+            return
+    raise UsageError(f"--init-adapter {adapter_dir}: trained on {trained_on}, not --base {base}")
