@@ -170,3 +170,26 @@ def test_cli_errors(models_dir, tmp_path, cli):
     r = cli("boost-encoder", "--encoder", enc_dir, "--llm", "nobody/no-llm", "--qa", str(qa), "--out",
             str(tmp_path / "o"), "--quiet")
     assert r.exit_code == 1 and "huggingface-cli download nobody/no-llm" in r.output
+
+
+def test_a_run_killed_in_its_first_stage_can_be_run_again(models_dir, tmp_path):
+    """The state file is written before training, so the log of a run killed mid-stage is ours to replace."""
+    from spatialctl.stages.boost_encoder import BoostConfig, run
+
+    enc_dir, llm_dir = models_dir
+    qa = tmp_path / "qa.jsonl"
+    qa_format.write_qa(qa, _records(tmp_path))
+
+    def killed(it, desc):
+        for i, x in enumerate(it):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield x
+
+    cfg = BoostConfig(encoder=enc_dir, llm=llm_dir, out=str(tmp_path / "o"), stage="1", image_size=32, max_steps=3,
+                      max_length=256, quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, [str(qa)], killed)
+    assert (tmp_path / "o" / "train_log.jsonl").exists()
+    summary = run(cfg, [str(qa)])
+    assert summary.details["1"]["steps"] == 3

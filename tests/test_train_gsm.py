@@ -88,7 +88,7 @@ def test_overfit_16_items_then_answer_them(data, tmp_path):
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
-    kw = dict(max_steps=5, batch_size=4, grad_accum=2, save_every=2, lora_dropout=0.1, lr=3e-3)
+    kw = dict(max_steps=5, batch_size=4, grad_accum=2, save_every=2, lora_dropout=0.1, lr=3e-3, log_every=1)
     full = run(_cfg(data, tmp_path / "full", **kw)).details
 
     class Killed(Exception):
@@ -104,12 +104,44 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     again = run(_cfg(data, tmp_path / "resumed", resume=True, **kw)).details
     assert again.start_step == 2
     assert again.losses == full.losses[2:]
+    # the log is the uninterrupted run's: step 3, logged before the kill, is not logged twice
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3, 4, 5]
+    assert [row["loss"] for row in log[2:]] == full.losses[2:]
     for name in ("adapter_model.safetensors", "gsm.safetensors"):
         a, b = load_file(tmp_path / "full" / name), load_file(tmp_path / "resumed" / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     with pytest.raises(Exception, match="another training configuration"):
         run(_cfg(data, tmp_path / "resumed", resume=True, **{**kw, "lr": 1e-3}))
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_still_ours(data, tmp_path):
+    """Its folder holds a log and an empty checkpoints folder only: a plain rerun names both ways on, --overwrite
+    replaces it and --resume starts it again from step 0 (the old rows gone)."""
+    from spatialctl.errors import SpatialctlError
+
+    kw = dict(max_steps=2, batch_size=4, save_every=10, lr=3e-3, log_every=1)
+
+    def kill(step, loss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(data, tmp_path / "o", **kw), on_step=kill)
+    assert (tmp_path / "o" / "train_log.jsonl").exists() and not (tmp_path / "o" / "train_config.json").exists()
+    with pytest.raises(SpatialctlError, match="pass --resume to continue it or --overwrite"):
+        run(_cfg(data, tmp_path / "o", **kw))
+    again = run(_cfg(data, tmp_path / "o", resume=True, **kw)).details
+    assert again.start_step == 0
+    log = (tmp_path / "o" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2]
+    run(_cfg(data, tmp_path / "o", overwrite=True, **kw))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir() if p.is_file()}
+    assert "train_config.json" in before
+    # --overwrite with bad input: the error comes before anything of the finished run is replaced
+    with pytest.raises(SpatialctlError, match="no such QA file"):
+        run(_cfg(data, tmp_path / "o", overwrite=True, **{**kw, "qa": str(tmp_path / "missing.jsonl")}))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir() if p.is_file()} == before
 
 
 def test_batches_are_a_function_of_the_step():

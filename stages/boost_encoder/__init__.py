@@ -147,6 +147,8 @@ def run(config: BoostConfig, qa_paths: list[str], progress: Callable[[Iterable],
     state.update({"encoder": config.encoder, "llm": config.llm, "family": models.family.name,
                   "provenance": provenance})
     state.setdefault("stages", {})
+    # written before training: a run killed in its first stage leaves files a rerun may replace (they are ours)
+    io.write_json(os.path.join(config.out, STATE_FILE), state)
     files: list[str] = []
     for stage in config.stages:
         stats, written = _run_stage(stage, config, models, tokenizer, records, qa_paths, provenance, progress)

@@ -33,6 +33,11 @@ log = logging.getLogger("train-gsm")
 CKPT_DIR = "checkpoints"
 TRAIN_CONFIG = "train_config.json"
 TRAIN_LOG = "train_log.jsonl"
+RUN_MARKER = "train_run.json"  # written first: the folder's files are ours even if the run dies before any record
+# the adapter's side files, written at the end only: another stage's (boost-encoder's boost.safetensors) when the
+# folder holds no run of ours; they would be deleted, replaced, or applied by eval run with the adapter
+SIDE_FILES = (gsm.GSM_CONFIG, gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS, boost.BOOST_CONFIG,
+              boost.BOOST_WEIGHTS, gsm.PROMPT_CONFIG)
 
 
 @dataclass
@@ -130,8 +135,7 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_root = os.path.join(cfg.out, CKPT_DIR)
     if accelerator.is_main_process:
-        _prepare_out(cfg, ckpt_root)
-    accelerator.wait_for_everyone()
+        _check_out(cfg, ckpt_root)
 
     records, scene_urls = load_records(cfg.qa, cfg.scenes, cfg.scales)
     tokenizer = qwen.load_tokenizer(cfg.base)
@@ -145,6 +149,9 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     torch.manual_seed(cfg.seed)  # identical initial LoRA/GSM weights on every process
     model = build(cfg, tokenizer, dims, dtype=torch.bfloat16 if use_bf16 else None)
     gsm_cfg = model.gsm.cfg if model.gsm is not None else None
+    if accelerator.is_main_process:  # the inputs and the model loaded: only now replace or mark anything in --out
+        _claim_out(cfg, ckpt_root)
+    accelerator.wait_for_everyone()
     grpo = cfg.objective == "grpo"
     dataset = QADataset(records, scene_urls, tokenizer, video_cfg, gsm_cfg, cfg.views or cfg.num_frames,
                         with_answer=not grpo, prompt_suffix=cfg.grpo.prompt if grpo else "",
@@ -159,6 +166,8 @@ def _setup(cfg: TrainGSMConfig, build) -> _Training:
     latest = _latest_checkpoint(ckpt_root) if cfg.resume else None
     if latest is not None:
         start_step = _load_weights(latest, model, cfg, world)
+    if accelerator.is_main_process:
+        _trim_log(cfg.out, start_step)
     model, optimizer = accelerator.prepare(model, optimizer)
     if latest is not None:
         _load_states(latest, optimizer, scheduler, rank)
@@ -252,35 +261,53 @@ def _n_frames(scene_url: str) -> int:
     return store.open_scene(scene_url).n_frames
 
 
-def _prepare_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
+def _check_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
+    """Before any work: refuse an --out whose files of our names we did not write, or that holds a run the options
+    don't say what to do with."""
     has_ckpt = os.path.isdir(ckpt_root) and any(n.startswith("step-") for n in os.listdir(ckpt_root))
     has_adapter = os.path.isfile(os.path.join(cfg.out, gsm.ADAPTER_CONFIG))
-    # ours: a finished run's train_config.json, or a killed run's step checkpoints
-    owned = has_ckpt or os.path.isfile(os.path.join(cfg.out, TRAIN_CONFIG))
-    # the adapter's side files, written at the end only: another stage's (boost-encoder's boost.safetensors) when
-    # the folder holds no run of ours; they would be deleted, replaced, or applied by eval run with the adapter
-    side = (gsm.GSM_CONFIG, gsm.GSM_WEIGHTS, vega.VEGA_CONFIG, vega.VEGA_WEIGHTS, boost.BOOST_CONFIG,
-            boost.BOOST_WEIGHTS, gsm.PROMPT_CONFIG)
-    foreign = [n for n in side if os.path.lexists(os.path.join(cfg.out, n))]
+    has_marker = os.path.isfile(os.path.join(cfg.out, RUN_MARKER))
+    # ours: the marker every run writes first, a finished run's train_config.json, or step checkpoints (of runs
+    # from before the marker)
+    owned = has_ckpt or has_marker or os.path.isfile(os.path.join(cfg.out, TRAIN_CONFIG))
+    foreign = [n for n in SIDE_FILES if os.path.lexists(os.path.join(cfg.out, n))]
     if foreign and not (owned or has_adapter):
-        raise UsageError(f"{os.path.join(cfg.out, foreign[0])}: train-gsm did not write it (no {TRAIN_CONFIG} or "
-                         "checkpoints in --out); refusing to replace or delete it, --overwrite included (choose another "
-                         "--out)")
+        raise UsageError(f"{os.path.join(cfg.out, foreign[0])}: train-gsm did not write it (no {RUN_MARKER}, "
+                         f"{TRAIN_CONFIG} or checkpoints in --out); refusing to replace or delete it, --overwrite "
+                         "included (choose another --out)")
+    names = (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS)
+    found = [n for n in names if os.path.lexists(os.path.join(cfg.out, n))]
+    # files of our names without our record: another tool's, or a user's; replaced, appended to or deleted by us
+    if found and not owned:
+        raise UsageError(f"{os.path.join(cfg.out, found[0])}: train-gsm did not write it (no {RUN_MARKER}, "
+                         f"{TRAIN_CONFIG} or checkpoints in --out); refusing to replace or delete it, --overwrite "
+                         "included (choose another --out)")
+    if (has_ckpt or has_adapter or has_marker) and not (cfg.resume or cfg.overwrite):
+        raise SpatialctlError(f"{cfg.out}: holds a training run; pass --resume to continue it or --overwrite")
+
+
+def _claim_out(cfg: TrainGSMConfig, ckpt_root: str) -> None:
+    """--overwrite's removal of the previous run (ours, checked by ``_check_out``), then the marker, first of all."""
     if cfg.overwrite:
-        names = (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS)
-        found = [n for n in names if os.path.lexists(os.path.join(cfg.out, n))]
-        if found and not owned:
-            raise UsageError(f"{os.path.join(cfg.out, found[0])}: train-gsm did not write it (no {TRAIN_CONFIG} "
-                             "or checkpoints in --out); refusing to delete it, --overwrite included (choose another --out)")
-        for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, *side):
+        for name in (CKPT_DIR, TRAIN_LOG, TRAIN_CONFIG, gsm.ADAPTER_CONFIG, gsm.ADAPTER_WEIGHTS, *SIDE_FILES):
             path = os.path.join(cfg.out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.remove(path)
-    elif (has_ckpt or has_adapter) and not cfg.resume:
-        raise SpatialctlError(f"{cfg.out}: holds a training run; pass --resume to continue it or --overwrite")
     os.makedirs(ckpt_root, exist_ok=True)
+    io.write_json(os.path.join(cfg.out, RUN_MARKER), {"stage": "train-gsm", "config_hash": jobs.config_hash(cfg)})
+
+
+def _trim_log(out: str, start_step: int) -> None:
+    """The log of the run being continued: rows up to its checkpoint (a killed run logged steps past it, which the
+    resumed run logs again); none for a run from step 0."""
+    path = os.path.join(out, TRAIN_LOG)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= start_step]
+    io.write_text(path, "".join(rows)) if rows else os.remove(path)
 
 
 def _append_log(out: str, row: dict) -> None:
