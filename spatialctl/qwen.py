@@ -109,6 +109,10 @@ class VideoProcessorConfig:
     image_mean: tuple = field(default=CLIP_MEAN)
     image_std: tuple = field(default=CLIP_STD)
     family: str = "qwen2_5_vl"  # qwen3_vl: its resize rule (pixel budget over all frames), per-frame timestamps
+    # Qwen3-VL's video processor option (qwen-vl-utils' rule), as the model's video_preprocessor_config.json sets it;
+    # transformers leaves it off when unset, so do we
+    cap_pixels_per_frame: bool = False
+    max_video_tokens: int = 768
 
     @property
     def factor(self) -> int:
@@ -141,6 +145,8 @@ class VideoProcessorConfig:
                 if key in data:
                     setattr(cfg, key, tuple(float(v) for v in data[key]))
             if is_video:  # the image processor's pixel limits are for images, not video frames
+                cfg.cap_pixels_per_frame = bool(data.get("cap_pixels_per_frame") or False)
+                cfg.max_video_tokens = int(data.get("max_video_tokens", cfg.max_video_tokens))
                 size = data.get("size") or {}
                 cfg.min_pixels = int(data.get("min_pixels", size.get("shortest_edge", cfg.min_pixels)))
                 cfg.max_pixels = int(data.get("max_pixels", size.get("longest_edge", cfg.max_pixels)))
@@ -198,8 +204,13 @@ def process_video(frames: np.ndarray, cfg: VideoProcessorConfig) -> dict[str, np
     frames = _check_frames(frames)
     height, width = frames.shape[1:3]
     if cfg.family == "qwen3_vl":
+        max_pixels = cfg.max_pixels
+        if cfg.cap_pixels_per_frame:  # each frame's share: at most max_video_tokens, at least 1.05x min_pixels
+            per_frame = max(min(cfg.max_video_tokens * cfg.factor**2, cfg.max_pixels // len(frames)),
+                            int(cfg.min_pixels * 1.05))
+            max_pixels = per_frame * len(frames)
         rh, rw = smart_resize_video(len(frames), height, width, cfg.temporal_patch_size, cfg.factor, cfg.min_pixels,
-                                    cfg.max_pixels)
+                                    max_pixels)
     else:
         rh, rw = smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
     pixels, grid = _patches(frames, rh, rw, cfg)

@@ -42,6 +42,29 @@ def test_video_prompt_follows_qwen3_vl_processor_expansion(data):
     assert t == 2 and expected + qa_format.prompt_text(record.question, None, "number") in text
 
 
+@pytest.mark.parametrize("cap", [False, True])
+def test_video_grid_equals_transformers_qwen3_vl_video_processor(cap, tmp_path):
+    """Grid sizes, with and without the per-frame pixel cap, against transformers' own count (its pixel path needs
+    torchvision, which has no CPU build)."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    ref = Qwen3VLVideoProcessor(cap_pixels_per_frame=cap)
+    cfg = qwen.VideoProcessorConfig(patch_size=16, family="qwen3_vl", min_pixels=ref.size["shortest_edge"],
+                                    max_pixels=ref.size["longest_edge"], cap_pixels_per_frame=cap)
+    grids = []
+    for n, h, w in ((16, 480, 640), (4, 360, 640), (32, 240, 320), (8, 1080, 1920), (2, 64, 48)):
+        t, gh, gw = qwen.process_video(np.zeros((n, h, w, 3), np.uint8), cfg)["video_grid_thw"][0]
+        assert t * gh * gw == ref.get_num_of_video_patches(n, h, w), (n, h, w)
+        grids.append(t * gh * gw)
+    if cap:  # the cap changes the grid of a 16-frame 480x640 clip (4160 patches, uncapped 1536)
+        assert grids[0] == 4160
+    # the model's own setting is what applies
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(
+        {"video_processor_type": "Qwen3VLVideoProcessor", "cap_pixels_per_frame": cap, "max_video_tokens": 512}))
+    read = qwen.VideoProcessorConfig.from_model_dir(str(tmp_path))
+    assert (read.cap_pixels_per_frame, read.max_video_tokens) == (cap, 512)
+
+
 def test_train_gsm_with_vega_on_qwen3_overfits_and_eval_run_answers(cli, data):
     root, base, scenes, qa = data
     out = root / "run"
