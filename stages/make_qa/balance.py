@@ -416,11 +416,9 @@ def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: rand
     return out
 
 
-# Over the run, per type, an option's text may be the answer for the most at most this many times more (or fewer)
-# than for the least, beyond what chance gives; a word that sets options apart (a colour), over every label, twice
-# that. Counted only for texts and words of at least two scenes (one scene's names say nothing about another's).
-NAME_SLACK = 3.0
-WORD_SLACK = 6.0
+# Over the run, per type, an option's text (or a word that sets options apart, a colour) named in m scenes may lean
+# towards the most at most this many times sqrt(m) (see cap_option_words).
+LEAN_SLACK = 1.25
 
 
 def _distinct_words(options: list[str]) -> list[frozenset]:
@@ -434,12 +432,16 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
     """Records with ``metadata["word_balance"]`` ask which of some objects is the most (+1: largest, closest) or the
     least (-1) of something, naming them by what should say nothing about it (a colour, a place in a frame). A set of
     objects (``objects``, and ``frame`` where given) is asked both ways; its records are one unit. A unit's lean on
-    a key (an option's text, or one of the words that set it apart) is the sum over its records of way x (1 if
-    the key is the answer, less 1 / options): zero for a set of two asked both ways, +1 for the larger one's colour
-    where only "which is the largest" is asked. Summed over the run, per type, a key whose total lean passes
-    ``NAME_SLACK`` (texts) or ``WORD_SLACK`` (words) would teach that, say, purple boxes are larger, as they happen
-    to be in some scene sets (colours are drawn independently of sizes): units are dropped, each time the one that
-    most reduces the excess over every key, until none passes. Keys of one scene only are not counted."""
+    a key (an option's text, or a word that sets it apart) is the sum over its records of way x (1 if the key is
+    the answer, less 1 / options): zero for a set of two asked both ways, +1 for the larger one's colour where only
+    "which is the largest" is asked, and for a set of 2-4 asked both ways +1 for the largest, -1 for the smallest.
+
+    Colours are drawn independently of sizes, but a run of scenes holds some by chance (purple boxes larger in
+    most scenes that have two): its leans are what a blind model would learn. With a key's leans (about +-1 per
+    scene that names it) summing to N over its m scenes, a random half of the scenes leans on it in step with the
+    other half (positive covariance) only where N^2 > m. So per type, no key may lean more than ``LEAN_SLACK`` x
+    sqrt(m): units are dropped, each time the one that most reduces the excess over every key, until none does.
+    Keys of one scene are not counted (nothing to learn across scenes)."""
     groups: dict = defaultdict(list)
     rest = []
     for r in records:
@@ -453,12 +455,11 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
             units[(r.scene, tuple(sorted(m["objects"])), m.get("frame"))].append(r)
         keys = sorted(units, key=lambda k: hashlib.sha1(f"{seed}:{k}".encode()).digest())
         lean = [_lean(units[k]) for k in keys]
-        scenes: dict = defaultdict(set)
+        units_in: dict = defaultdict(Counter)  # key -> {scene: units kept that name it}
         for k, c in zip(keys, lean, strict=True):
             for x in c:
-                scenes[x].add(k[0])
-        slack = {x: (NAME_SLACK if x[0] == "text" else WORD_SLACK) if len(sc) > 1 else math.inf
-                 for x, sc in scenes.items()}
+                units_in[x][k[0]] += 1
+        slack = {x: _slack(len(sc)) for x, sc in units_in.items()}
         total: Counter = Counter()
         for c in lean:
             total.update(c)
@@ -478,9 +479,19 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
             i = max(users, key=lambda i: (round(excess(lean[i]) - excess(lean[i], lean[i]), 9), -i))
             alive[i] = False
             total.subtract(lean[i])
+            for y in lean[i]:  # fewer scenes name y now: its slack shrinks
+                units_in[y][keys[i][0]] -= 1
+                if not units_in[y][keys[i][0]]:
+                    del units_in[y][keys[i][0]]
+                    slack[y] = _slack(len(units_in[y]))
         keep.extend(r for i, k in enumerate(keys) if alive[i] for r in units[k])
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
+
+
+def _slack(m: int) -> float:
+    """The most a key named in m scenes may lean (``cap_option_words``); any lean where one scene names it."""
+    return LEAN_SLACK * math.sqrt(m) if m > 1 else math.inf
 
 
 def _lean(records: list[QARecord]) -> Counter:

@@ -11,12 +11,14 @@ camera rotation here; counting, appearance order, room size and relative distanc
 Definitions (each question says them in words):
 - height: the box's vertical side; width: its longer horizontal side; size: its longest side.
 - depth: the object centre's distance along the camera's viewing axis in one frame.
-- size/height/width comparisons (which is the largest, or as often the smallest) are asked among objects that share
-  a label: between categories ("the cup or the table?", even "the sphere or the box?") the label gives the answer
-  away; distance comparisons too (a building stands farther than a book). Options that compare sizes or distances
-  never name an object by its pixel box (a box's size in pixels hints at both). Size comparisons name their options
-  by colour or by left-to-right place in a frame, each arrangement equally often (``_alike``): never by size,
-  landmark or anything else that depends on the sizes compared.
+- size/height/width comparisons (which is the largest, and which the smallest: every set is asked both ways) are
+  asked among objects that share a label: between categories ("the cup or the table?", even "the sphere or the
+  box?") the label gives the answer away; distance comparisons too (a building stands farther than a book). Options
+  that compare sizes or distances never name an object by its pixel box (a box's size in pixels hints at both).
+  Comparisons name their options by colour or by left-to-right place in a frame, each arrangement equally often
+  (``_alike``): never by size, landmark or anything else that depends on the sizes compared. Which sets a scene
+  asks keeps each name the largest as often as the smallest (``_ask``), and over the run no colour leans either
+  way beyond chance (``balance.cap_option_words``).
 - position change: the pixel-box centre's shift between two frames, along its dominant image axis.
 - camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
 - existence: "Is there a <label> ...?", yes or no; "no" labels are kinds of object usual at the scene's scale
@@ -68,7 +70,9 @@ SHIFTS = ("left", "right", "up", "down")
 class ScaleGenerator:
     family = "scale"
     types = TYPES
-    tries = {t: 2 for t in ("size_comparison", "height_comparison", "width_comparison", "distance_comparison")}
+    # A comparison asks a set both ways, in two tries: with one try per round (40 questions over 16 types, about
+    # three rounds a scene) these types asked about one set a scene, a third of the sets their scenes hold.
+    tries = {"size_comparison": 3, "height_comparison": 3, "width_comparison": 3, "distance_comparison": 2}
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -280,7 +284,7 @@ class ScaleGenerator:
         place in one frame. Only two objects have a place (leftmost, rightmost), and only where the video shows them
         both ways round: a hash of the scene and the objects (a fair coin, the same every time) picks which
         arrangement, then which frame of it, so "rightmost" is the larger one half of the time whatever the scenes'
-        layout, and a set of objects always gets the same names (one question per type, not one per frame)."""
+        layout, and a set of objects always gets the same names (in every question and frame it is asked in)."""
         key = tuple(sorted(int(o) for o in objs))
         nm = namer(self.scene)
         pick = zlib.crc32(f"{self.scene.scene_id}:{key}".encode())
@@ -312,44 +316,39 @@ class ScaleGenerator:
         2-4 same-label objects that ``_alike`` names; ``ends(set, frame)``: the objects that are the largest and the
         smallest by the margin (None where not clear); ``build(set, frame, largest, rng)``: one draft.
 
-        Each candidate is asked both ways that clear the margin, the second right after the first, so a name is the
-        answer for the largest as often as for the smallest wherever the set has two objects. Candidates are drawn
-        without replacement: a set size uniformly among the sizes left, then among candidates of that size the ones
-        that least unbalance the scene's names (per object, times the largest minus times the smallest: an object
-        that was the largest is next asked with larger ones), then those of sets asked least so far (a distance
+        A candidate is asked where both its largest and its smallest are clear, both ways, the second right after
+        the first: a name is then the answer for the largest as often as for the smallest wherever the set has two
+        objects, and every set's options are offered as often for one as for the other. Candidates are drawn without
+        replacement: a set size uniformly among the sizes left, then among candidates of that size the ones that
+        least unbalance the scene's names (per object, times the largest minus times the smallest: an object that
+        was the largest is next asked with larger ones), then those of sets asked least so far (a distance
         comparison asks a set again in another frame), then at random. Without it a group's largest object is the
-        largest of nearly every set drawn, and its colour word is the answer for "largest" several times in a scene;
+        largest of nearly every set drawn, and its colour is the answer for "largest" several times in a scene;
         repeated over scenes, a colour that happens to be larger here would be learnt. None when none is left."""
         plan = self._lazy.get(qtype)
         if plan is None:
-            left = [(c, f, *e) for c, f in candidates() if (e := ends(c, f)) != (None, None)]
+            left = [(c, f, *e) for c, f in candidates() if None not in (e := ends(c, f))]
             plan = self._lazy[qtype] = {"left": left, "asked": {}, "net": {}, "pending": []}
         if plan["pending"]:
             return plan["pending"].pop()
         left, asked, net = plan["left"], plan["asked"], plan["net"]
-        while left:
-            size = rng.choice(sorted({len(c[0]) for c in left}))
+        if not left:
+            return None
+        size = rng.choice(sorted({len(c[0]) for c in left}))
 
-            def cost(c):
-                _, _, top, bottom = c
-                grow = 0
-                if top is not None:
-                    grow += abs(net.get(top, 0) + 1) - abs(net.get(top, 0))
-                if bottom is not None:
-                    grow += abs(net.get(bottom, 0) - 1) - abs(net.get(bottom, 0))
-                return grow, asked.get(c[0], 0)
-            costs = [(cost(c), i) for i, c in enumerate(left) if len(c[0]) == size]
-            least = min(k for k, _ in costs)
-            objs, frame, top, bottom = left.pop(rng.choice([i for k, i in costs if k == least]))
-            ways = [w for w, end in ((True, top), (False, bottom)) if end is not None]
-            drafts = [build(objs, frame, largest, rng) for largest in rng.sample(ways, len(ways))]
-            asked[objs] = asked.get(objs, 0) + 1
-            for end, step in ((top, 1), (bottom, -1)):
-                if end is not None:
-                    net[end] = net.get(end, 0) + step
-            plan["pending"] = drafts[1:]
-            return drafts[0]
-        return None
+        def cost(c):
+            top, bottom = c[2], c[3]
+            grow = abs(net.get(top, 0) + 1) - abs(net.get(top, 0)) + abs(net.get(bottom, 0) - 1) - abs(net.get(bottom, 0))
+            return grow, asked.get(c[0], 0)
+        costs = [(cost(c), i) for i, c in enumerate(left) if len(c[0]) == size]
+        least = min(k for k, _ in costs)
+        objs, frame, top, bottom = left.pop(rng.choice([i for k, i in costs if k == least]))
+        asked[objs] = asked.get(objs, 0) + 1
+        net[top] = net.get(top, 0) + 1
+        net[bottom] = net.get(bottom, 0) - 1
+        first = rng.random() < 0.5
+        plan["pending"] = [build(objs, frame, not first, rng)]
+        return build(objs, frame, first, rng)
 
     def _sets(self, groups):
         """Every set of 2-4 objects of one group that ``_alike`` names, as sorted tuples."""
