@@ -70,9 +70,9 @@ SHIFTS = ("left", "right", "up", "down")
 class ScaleGenerator:
     family = "scale"
     types = TYPES
-    # A comparison asks a set both ways, in two tries: with one try per round (40 questions over 16 types, about
+    # A comparison asks a set both ways, in two tries: with one try a round (40 questions over 16 types, about
     # three rounds a scene) these types asked about one set a scene, a third of the sets their scenes hold.
-    tries = {"size_comparison": 3, "height_comparison": 3, "width_comparison": 3, "distance_comparison": 2}
+    tries = dict.fromkeys(("size_comparison", "height_comparison", "width_comparison", "distance_comparison"), 3)
 
     def __init__(self, scene: SceneData):
         self.scene = scene
