@@ -456,9 +456,11 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
         keys = sorted(units, key=lambda k: hashlib.sha1(f"{seed}:{k}".encode()).digest())
         lean = [_lean(units[k]) for k in keys]
         units_in: dict = defaultdict(Counter)  # key -> {scene: units kept that name it}
-        for k, c in zip(keys, lean, strict=True):
+        named_by: dict = defaultdict(list)  # key -> units that name it
+        for i, (k, c) in enumerate(zip(keys, lean, strict=True)):
             for x in c:
                 units_in[x][k[0]] += 1
+                named_by[x].append(i)
         slack = {x: _slack(len(sc)) for x, sc in units_in.items()}
         total: Counter = Counter()
         for c in lean:
@@ -475,7 +477,7 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
                 break
             _, x = max(over)
             sign = 1.0 if total[x] > 0 else -1.0
-            users = [i for i in range(len(keys)) if alive[i] and lean[i][x] * sign > 1e-9]
+            users = [i for i in named_by[x] if alive[i] and lean[i][x] * sign > 1e-9]
             i = max(users, key=lambda i: (round(excess(lean[i]) - excess(lean[i], lean[i]), 9), -i))
             alive[i] = False
             total.subtract(lean[i])
