@@ -465,11 +465,6 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
         total: Counter = Counter()
         for c in lean:
             total.update(c)
-
-        def excess(c, shift=None):
-            """Excess over the slack, summed over the keys of lean c, before (or after dropping) shift."""
-            return sum(max(abs(total[x] - (shift[x] if shift else 0.0)) - slack[x], 0.0) for x in c)
-
         alive = [True] * len(keys)
         while True:
             over = [(abs(v) - slack[x], x) for x, v in total.items() if abs(v) > slack[x] + 1e-9]
@@ -478,7 +473,8 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
             _, x = max(over)
             sign = 1.0 if total[x] > 0 else -1.0
             users = [i for i in named_by[x] if alive[i] and lean[i][x] * sign > 1e-9]
-            i = max(users, key=lambda i: (round(excess(lean[i]) - excess(lean[i], lean[i]), 9), -i))
+            gain = {i: _excess(total, slack, lean[i]) - _excess(total, slack, lean[i], lean[i]) for i in users}
+            i = max(users, key=lambda i: (round(gain[i], 9), -i))
             alive[i] = False
             total.subtract(lean[i])
             for y in lean[i]:  # fewer scenes name y now: its slack shrinks
@@ -489,6 +485,11 @@ def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
         keep.extend(r for i, k in enumerate(keys) if alive[i] for r in units[k])
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
+
+
+def _excess(total: Counter, slack: dict, lean: Counter, drop: Counter | None = None) -> float:
+    """Leans over their slack, summed over the keys of ``lean``, as they are (or with ``drop`` dropped)."""
+    return sum(max(abs(total[x] - (drop[x] if drop else 0.0)) - slack[x], 0.0) for x in lean)
 
 
 def _slack(m: int) -> float:
