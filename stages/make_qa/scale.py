@@ -71,7 +71,7 @@ class ScaleGenerator:
     family = "scale"
     types = TYPES
     # A comparison asks a set both ways, in two tries: with one try a round (40 questions over 16 types, about
-    # three rounds a scene) these types asked about one set a scene, a third of the sets their scenes hold.
+    # three rounds a scene) these types asked about one set a scene, however many their scenes hold.
     tries = dict.fromkeys(("size_comparison", "height_comparison", "width_comparison", "distance_comparison"), 3)
 
     def __init__(self, scene: SceneData):
