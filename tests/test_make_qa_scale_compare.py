@@ -107,35 +107,98 @@ def test_comparison_names_do_not_depend_on_sizes(scenes):
     assert checked >= 6 and changed >= 1, (checked, changed)
 
 
-def _record(i, options, answer, key="largest"):
+def _record(i, scene, objects, options, answer, way):
     from spatialctl.qa_format import QARecord
 
-    return QARecord(id=f"r{i}", scene=f"s{i % 20}", question="Which is the largest?", answer=answer,
-                    answer_type="mc", family="scale", type="size_comparison", options=options,
-                    metadata={"word_balance": key})
+    return QARecord(id=f"r{i}", scene=scene, question="Which is the largest?" if way > 0 else "Which is the smallest?",
+                    answer=answer, answer_type="mc", family="scale", type="size_comparison", options=options,
+                    metadata={"word_balance": way, "objects": objects})
 
 
-def test_option_words_are_capped_near_chance():
-    """A scene set where purple things happen to be larger: purple may not stay the answer 3 times in 4."""
-    from spatialctl.stages.make_qa.balance import WORD_SPREAD, cap_option_words
+def test_option_leans_are_capped_near_chance():
+    """A scene set where purple boxes happen to be larger: each set is asked both ways, and the run keeps no option
+    text or colour leaning towards "largest" beyond LEAN_SLACK x sqrt(scenes), dropping sets whole."""
+    from spatialctl.stages.make_qa.balance import LEAN_SLACK, _lean, cap_option_words
 
     rng = random.Random(0)
     others = ("red", "blue", "green", "pink", "orange")
     recs = []
-    for i in range(200):
+    for s in range(120):
         other = rng.choice(others)
-        opts = ["the purple box", f"the {other} box"]
-        rng.shuffle(opts)
-        purple_wins = rng.random() < 0.75
-        recs.append(_record(i, opts, "AB"[opts.index("the purple box" if purple_wins else f"the {other} box")]))
+        names = ["the purple box", f"the {other} box"]
+        larger = names[0] if rng.random() < 0.75 else names[1]
+        for way in (1, -1):
+            opts = rng.sample(names, 2)
+            answer = larger if way > 0 else next(n for n in names if n != larger)
+            recs.append(_record(len(recs), f"s{s}", [0, 1], opts, "AB"[opts.index(answer)], way))
     kept = cap_option_words(recs, seed=0)
-    wins = sum(r.options["AB".index(r.answer)] == "the purple box" for r in kept)
-    assert len(kept) >= 100 and wins <= WORD_SPREAD * len(kept) / 2 + 1, (len(kept), wins)
+    units = Counter((r.scene, tuple(r.metadata["objects"])) for r in kept)
+    assert set(units.values()) == {2}, "a set is kept or dropped with both its questions"
+    lean = Counter()
+    for r in kept:
+        lean.update(_lean([r]))
+    scenes = Counter(x for sc in {r.scene for r in kept} for x in
+                     set().union(*(_lean([r]).keys() for r in kept if r.scene == sc)))
+    assert abs(lean[("text", "the purple box")]) <= LEAN_SLACK * np.sqrt(scenes[("text", "the purple box")]) + 1e-9
+    assert abs(lean[("word", "purple")]) <= LEAN_SLACK * np.sqrt(scenes[("word", "purple")]) + 1e-9
+    before = sum(1 for r in recs if r.metadata["word_balance"] > 0 and r.options["AB".index(r.answer)] == "the purple box")
+    assert before >= 80 and len(kept) >= 80, (before, len(kept))  # 3 in 4 larger before; about half the sets stay
     # records without the key are left alone
-    plain = [_record(i, ["the purple box", "the red box"], "A", key=None) for i in range(10)]
+    plain = [_record(i, "s0", [0, 1], ["the purple box", "the red box"], "A", 1) for i in range(10)]
     for r in plain:
         r.metadata.pop("word_balance")
     assert cap_option_words(plain) == plain
+
+
+def test_every_set_is_asked_both_ways(scenes):
+    """Each set of objects (and frame) is asked for the largest and for the smallest, with the same options, so a
+    name is the answer as often for one as for the other: blind option priors, lengths and letters see a coin."""
+    types = (*COMPARISONS, "distance_comparison")
+    checked = 0
+    for s in scenes:
+        gen = ScaleGenerator(s)
+        rng = random.Random(0)
+        drafts = [d for t in types for _ in range(60) if (d := gen.generate(t, rng)) is not None]
+        sets: dict = {}
+        for d in drafts:
+            way = d.metadata["largest"] if "largest" in d.metadata else d.metadata["nearest"]
+            key = (d.type, tuple(sorted(d.metadata["objects"])), d.metadata.get("frame"))
+            sets.setdefault(key, {})[way] = d
+        for key, ways in sets.items():
+            assert set(ways) == {True, False}, key
+            a, b = ways[True], ways[False]
+            assert sorted(a.options) == sorted(b.options), key
+            answers = {a.options["ABCD".index(a.answer)], b.options["ABCD".index(b.answer)]}
+            assert len(answers) == 2, key  # the largest is not the smallest
+            checked += 1
+    assert checked >= 8, checked
+
+
+@pytest.fixture(scope="module")
+def groups(tmp_path_factory):
+    """Four tabletop scenes with 4-6 objects of one kind (seeds picked for it)."""
+    root = tmp_path_factory.mktemp("groups")
+    out = []
+    for seed in (1, 6, 8, 9):
+        c = SynthConfig(seed=seed, preset="tabletop", camera="orbit", frames=8, width=64, height=48, moving=3,
+                        objects=7, quiet=True, out=str(root / str(seed)))
+        synth_run(c)
+        out.append(load_scene(str(root / str(seed) / "scene.zarr")))
+    assert all(max(Counter(s.labels).values()) >= 4 for s in out)
+    return out
+
+
+def test_scenes_ask_several_sets(groups):
+    """make-qa's round-robin (40 questions over 16 types, about three rounds) left each comparison type one try a
+    round: about one set per scene (here 5-7 questions per type over the four scenes). Where a scene holds more sets
+    they are asked, each both ways."""
+    from spatialctl.stages.make_qa import MakeQAConfig, generate_scene
+
+    counts = Counter(r.type for s in groups for r in generate_scene(s, MakeQAConfig(families=("scale",), seed=0)))
+    assert all(counts[t] >= 16 for t in COMPARISONS), counts
+    assert counts["distance_comparison"] >= 12, counts
+    # the other types keep most of the budget: 4 x 40 questions
+    assert sum(counts.values()) - sum(counts[t] for t in (*COMPARISONS, "distance_comparison")) >= 70, counts
 
 
 def test_count_values_under_one_percent_do_not_shrink_the_target():

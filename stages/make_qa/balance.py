@@ -416,7 +416,9 @@ def _systematic(texts: list[str], pi: list[float], truth: str, n: int, rng: rand
     return out
 
 
-WORD_SPREAD = 1.15  # a word may be the answer at most this many times as often as chance says, when offered
+# Over the run, per type, an option's text (or a word that sets options apart, a colour) named in m scenes may lean
+# towards the most at most this many times sqrt(m) (see cap_option_words).
+LEAN_SLACK = 1.25
 
 
 def _distinct_words(options: list[str]) -> list[frozenset]:
@@ -427,37 +429,87 @@ def _distinct_words(options: list[str]) -> list[frozenset]:
 
 
 def cap_option_words(records: list[QARecord], seed: int = 0) -> list[QARecord]:
-    """Records with ``metadata["word_balance"]`` (a key: type and wording) name fixed options by words that should
-    say nothing (a colour): per key, no word is the answer more than ``WORD_SPREAD`` times its chance share of the
-    times it is offered (sum of 1/n). A scene set small enough to hold, by chance, larger purple than pink objects
-    would otherwise teach that; records that make an over-used word the answer are dropped, last in seeded order."""
+    """Records with ``metadata["word_balance"]`` ask which of some objects is the most (+1: largest, closest) or the
+    least (-1) of something, naming them by what should say nothing about it (a colour, a place in a frame). A set of
+    objects (``objects``, and ``frame`` where given) is asked both ways; its records are one unit. A unit's lean on
+    a key (an option's text, or a word that sets it apart) is the sum over its records of way x (1 if the key is
+    the answer, less 1 / options): zero for a set of two asked both ways, +1 for the larger one's colour where only
+    "which is the largest" is asked, and for a set of 2-4 asked both ways +1 for the largest, -1 for the smallest.
+
+    Colours are drawn independently of sizes, but a run of scenes holds some by chance (purple boxes larger in
+    most scenes that have two): its leans are what a blind model would learn. With a key's leans (about +-1 per
+    scene that names it) summing to N over its m scenes, a random half of the scenes leans on it in step with the
+    other half (positive covariance) only where N^2 > m. So per type, no key may lean more than ``LEAN_SLACK`` x
+    sqrt(m): units are dropped, each time the one that most reduces the excess over every key, until none does.
+    Keys of one scene are not counted (nothing to learn across scenes)."""
     groups: dict = defaultdict(list)
     rest = []
     for r in records:
-        key = r.metadata.get("word_balance") if r.answer_type == "mc" and r.options else None
-        (groups[f"{r.family}/{r.type}/{key}"] if key else rest).append(r)
+        way = r.metadata.get("word_balance") if r.answer_type == "mc" and r.options else None
+        (groups[(r.family, r.type)] if way else rest).append(r)
     keep = rest
     for _, group in sorted(groups.items()):
-        group = _order(group, seed)
-        words = [_distinct_words(r.options) for r in group]
-        alive = [True] * len(group)
-        for _ in range(len(group)):
-            expected, answered = Counter(), Counter()
-            for i, r in enumerate(group):
-                if alive[i]:
-                    for j, ws in enumerate(words[i]):
-                        for w in ws:
-                            expected[w] += 1.0 / len(r.options)
-                            answered[w] += j == LETTERS.index(r.answer)
-            over = [w for w in answered if answered[w] > WORD_SPREAD * expected[w] + 1.0]
+        units: dict = defaultdict(list)
+        for r in group:
+            m = r.metadata
+            units[(r.scene, tuple(sorted(m["objects"])), m.get("frame"))].append(r)
+        keys = sorted(units, key=lambda k: hashlib.sha1(f"{seed}:{k}".encode()).digest())
+        lean = [_lean(units[k]) for k in keys]
+        units_in: dict = defaultdict(Counter)  # key -> {scene: units kept that name it}
+        named_by: dict = defaultdict(list)  # key -> units that name it
+        for i, (k, c) in enumerate(zip(keys, lean, strict=True)):
+            for x in c:
+                units_in[x][k[0]] += 1
+                named_by[x].append(i)
+        slack = {x: _slack(len(sc)) for x, sc in units_in.items()}
+        total: Counter = Counter()
+        for c in lean:
+            total.update(c)
+        alive = [True] * len(keys)
+        while True:
+            over = [(abs(v) - slack[x], x) for x, v in total.items() if abs(v) > slack[x] + 1e-9]
             if not over:
                 break
-            w = max(over, key=lambda x: (answered[x] - WORD_SPREAD * expected[x], x))
-            i = max(i for i, r in enumerate(group) if alive[i] and w in words[i][LETTERS.index(r.answer)])
+            _, x = max(over)
+            sign = 1.0 if total[x] > 0 else -1.0
+            users = [i for i in named_by[x] if alive[i] and lean[i][x] * sign > 1e-9]
+            gain = {i: _excess(total, slack, lean[i]) - _excess(total, slack, lean[i], lean[i]) for i in users}
+            i = max(users, key=lambda i: (round(gain[i], 9), -i))
             alive[i] = False
-        keep.extend(r for r, a in zip(group, alive, strict=True) if a)
+            total.subtract(lean[i])
+            for y in lean[i]:  # fewer scenes name y now: its slack shrinks
+                units_in[y][keys[i][0]] -= 1
+                if not units_in[y][keys[i][0]]:
+                    del units_in[y][keys[i][0]]
+                    slack[y] = _slack(len(units_in[y]))
+        keep.extend(r for i, k in enumerate(keys) if alive[i] for r in units[k])
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
+
+
+def _excess(total: Counter, slack: dict, lean: Counter, drop: Counter | None = None) -> float:
+    """Leans over their slack, summed over the keys of ``lean``, as they are (or with ``drop`` dropped)."""
+    return sum(max(abs(total[x] - (drop[x] if drop else 0.0)) - slack[x], 0.0) for x in lean)
+
+
+def _slack(m: int) -> float:
+    """The most a key named in m scenes may lean (``cap_option_words``); any lean where one scene names it."""
+    return LEAN_SLACK * math.sqrt(m) if m > 1 else math.inf
+
+
+def _lean(records: list[QARecord]) -> Counter:
+    """{("text" | "word", key): way x (answered - 1 / options)} summed over one unit's records."""
+    out: Counter = Counter()
+    for r in records:
+        way = float(r.metadata["word_balance"])
+        a = LETTERS.index(r.answer)
+        n = len(r.options)
+        for j, (text, words) in enumerate(zip(r.options, _distinct_words(r.options), strict=True)):
+            v = way * ((j == a) - 1.0 / n)
+            out[("text", text)] += v
+            for w in words:
+                out[("word", w)] += v
+    return out
 
 
 def balance(records: list[QARecord], seed: int = 0, target: dict | None = None) -> list[QARecord]:

@@ -11,12 +11,14 @@ camera rotation here; counting, appearance order, room size and relative distanc
 Definitions (each question says them in words):
 - height: the box's vertical side; width: its longer horizontal side; size: its longest side.
 - depth: the object centre's distance along the camera's viewing axis in one frame.
-- size/height/width comparisons (which is the largest, or as often the smallest) are asked among objects that share
-  a label: between categories ("the cup or the table?", even "the sphere or the box?") the label gives the answer
-  away; distance comparisons too (a building stands farther than a book). Options that compare sizes or distances
-  never name an object by its pixel box (a box's size in pixels hints at both). Size comparisons name their options
-  by colour or by left-to-right place in a frame, each arrangement equally often (``_alike``): never by size,
-  landmark or anything else that depends on the sizes compared.
+- size/height/width comparisons (which is the largest, and which the smallest: every set is asked both ways) are
+  asked among objects that share a label: between categories ("the cup or the table?", even "the sphere or the
+  box?") the label gives the answer away; distance comparisons too (a building stands farther than a book). Options
+  that compare sizes or distances never name an object by its pixel box (a box's size in pixels hints at both).
+  Comparisons name their options by colour or by left-to-right place in a frame, each arrangement equally often
+  (``_alike``): never by size, landmark or anything else that depends on the sizes compared. Which sets a scene
+  asks keeps each name the largest as often as the smallest (``_ask``), and over the run no colour leans either
+  way beyond chance (``balance.cap_option_words``).
 - position change: the pixel-box centre's shift between two frames, along its dominant image axis.
 - camera moving: the camera's displacement between two frames in the first frame's (right, forward) axes.
 - existence: "Is there a <label> ...?", yes or no; "no" labels are kinds of object usual at the scene's scale
@@ -34,6 +36,7 @@ Ambiguous questions (values near a threshold, below the noise floor) are not ask
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import zlib
@@ -67,6 +70,9 @@ SHIFTS = ("left", "right", "up", "down")
 class ScaleGenerator:
     family = "scale"
     types = TYPES
+    # A comparison asks a set both ways, in two tries: with one try a round (40 questions over 16 types, about
+    # three rounds a scene) these types asked about one set a scene, however many their scenes hold.
+    tries = dict.fromkeys(("size_comparison", "height_comparison", "width_comparison", "distance_comparison"), 3)
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -278,7 +284,7 @@ class ScaleGenerator:
         place in one frame. Only two objects have a place (leftmost, rightmost), and only where the video shows them
         both ways round: a hash of the scene and the objects (a fair coin, the same every time) picks which
         arrangement, then which frame of it, so "rightmost" is the larger one half of the time whatever the scenes'
-        layout, and a set of objects always gets the same names (one question per type, not one per frame)."""
+        layout, and a set of objects always gets the same names (in every question and frame it is asked in)."""
         key = tuple(sorted(int(o) for o in objs))
         nm = namer(self.scene)
         pick = zlib.crc32(f"{self.scene.scene_id}:{key}".encode())
@@ -295,35 +301,81 @@ class ScaleGenerator:
         got = dict(zip(key, names, strict=True))
         return [got[int(o)] for o in objs]
 
-    def _rank(self, rng, objs, values, floor=0.0):
-        """(names, largest, options) for "which of ``objs`` has the largest (or, as often, the smallest) value":
-        named blind to the values (``_alike``) and asked both ways, so an option's text (its colour word, its
-        length) is the answer as often as not; None where the top two differ by less than the margin."""
-        refs = self._alike(objs)
-        if refs is None:
-            return None
-        largest = rng.random() < 0.5
+    @staticmethod
+    def _clear(values, largest, floor=0.0):
+        """Index of the largest (``largest``) or the smallest of ``values``, or None where the top two differ by less
+        than the margin (relative, and at least ``floor``)."""
         order = np.argsort(-values if largest else values, kind="stable")
         best, second = values[order[0]], values[order[1]]
         if abs(best - second) < max(COMPARE_MARGIN * max(abs(best), abs(second)), floor):
             return None
-        names = [r[0] for r in refs]
-        return refs, names, largest, mc(names[order[0]], [names[i] for i in order[1:]], rng, n=len(objs))
+        return int(order[0])
+
+    def _ask(self, rng, qtype, candidates, ends, build):
+        """The next comparison of ``qtype`` in this scene. ``candidates``: (set, frame or None) pairs, every set of
+        2-4 same-label objects that ``_alike`` names; ``ends(set, frame)``: the objects that are the largest and the
+        smallest by the margin (None where not clear); ``build(set, frame, largest, rng)``: one draft.
+
+        A candidate is asked where both its largest and its smallest are clear, both ways, the second right after
+        the first: a name is then the answer for the largest as often as for the smallest wherever the set has two
+        objects, and every set's options are offered as often for one as for the other. Candidates are drawn without
+        replacement: a set size uniformly among the sizes left, then among candidates of that size the ones that
+        least unbalance the scene's names (per object, times the largest minus times the smallest: an object that
+        was the largest is next asked with larger ones), then those of sets asked least so far (a distance
+        comparison asks a set again in another frame), then at random. Without it a group's largest object is the
+        largest of nearly every set drawn, and its colour is the answer for "largest" several times in a scene;
+        repeated over scenes, a colour that happens to be larger here would be learnt. None when none is left."""
+        plan = self._lazy.get(qtype)
+        if plan is None:
+            left = [(c, f, *e) for c, f in candidates() if None not in (e := ends(c, f))]
+            plan = self._lazy[qtype] = {"left": left, "asked": {}, "net": {}, "pending": []}
+        if plan["pending"]:
+            return plan["pending"].pop()
+        left, asked, net = plan["left"], plan["asked"], plan["net"]
+        if not left:
+            return None
+        size = rng.choice(sorted({len(c[0]) for c in left}))
+
+        def cost(c):
+            top, bottom = c[2], c[3]
+            grow = abs(net.get(top, 0) + 1) - abs(net.get(top, 0)) + abs(net.get(bottom, 0) - 1) - abs(net.get(bottom, 0))
+            return grow, asked.get(c[0], 0)
+        costs = [(cost(c), i) for i, c in enumerate(left) if len(c[0]) == size]
+        least = min(k for k, _ in costs)
+        objs, frame, top, bottom = left.pop(rng.choice([i for k, i in costs if k == least]))
+        asked[objs] = asked.get(objs, 0) + 1
+        net[top] = net.get(top, 0) + 1
+        net[bottom] = net.get(bottom, 0) - 1
+        first = rng.random() < 0.5
+        plan["pending"] = [build(objs, frame, not first, rng)]
+        return build(objs, frame, first, rng)
+
+    def _sets(self, groups):
+        """Every set of 2-4 objects of one group that ``_alike`` names, as sorted tuples."""
+        out = []
+        for group in groups:
+            for k in range(2, min(len(group), 4) + 1):
+                out.extend(c for c in itertools.combinations(sorted(group), k) if self._alike(c) is not None)
+        return out
 
     def _compare(self, rng, qtype, value_of, wordings):
         """Which of 2-4 same-label objects is the largest or the smallest (``wordings``: those two questions)."""
-        groups = self._comparable()
-        if not groups:
-            return None
-        group = rng.choice(groups)
-        objs = rng.sample(group, min(len(group), rng.randrange(2, 5)))
-        ranked = self._rank(rng, objs, np.array([value_of(o) for o in objs]))
-        if ranked is None:
-            return None
-        refs, names, largest, opts = ranked
-        q = wordings[0 if largest else 1].format(names=", ".join(sorted(names)))
-        return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs),
-                     metadata=self._meta(objs, largest=largest, word_balance="largest" if largest else "smallest"))
+        def candidates():
+            return [(c, None) for c in self._sets(self._comparable())]
+
+        def ends(objs, _frame):
+            v = np.array([value_of(o) for o in objs])
+            return tuple(None if (i := self._clear(v, way)) is None else objs[i] for way in (True, False))
+
+        def build(objs, _frame, largest, rng):
+            refs = self._alike(objs)
+            names = [r[0] for r in refs]
+            answer = self._clear(np.array([value_of(o) for o in objs]), largest)
+            opts = mc(names[answer], names[:answer] + names[answer + 1:], rng, n=len(names))
+            q = wordings[0 if largest else 1].format(names=", ".join(sorted(names)))
+            return Draft(qtype, q, opts[1], "mc", opts[0], ref_frames=self._cited(refs),
+                         metadata=self._meta(objs, largest=largest, word_balance=1 if largest else -1))
+        return self._ask(rng, qtype, candidates, ends, build)
 
     def _size_comparison(self, rng):
         return self._compare(rng, "size_comparison", lambda o: float(np.max(self.sides[o])),
@@ -341,30 +393,41 @@ class ScaleGenerator:
                               "Which of these objects is the narrowest (longer horizontal side): {names}?"))
 
     def _distance_comparison(self, rng):
+        """Which of 2-4 same-label objects is closest to (or farthest from) the camera in one frame: objects of one
+        label only, as across labels the kind says how far it usually stands (a building, a book). Named as the size
+        comparisons are (colour, else a fair coin's left-to-right place): a name chosen in the asked frame (its
+        place, its length) would say how far the object stands there. A set is asked in the frames where all of it
+        is clearly seen, one frame at a time."""
         s = self.scene
-        f = rng.randrange(s.n_frames)
-        # Objects of one label only: across labels the kind says how far it usually stands (a building, a book).
-        groups: dict[str, list[int]] = {}
-        for o in self._seen(f):
-            groups.setdefault(s.labels[o], []).append(o)
-        same = [g for _, g in sorted(groups.items()) if len(g) >= 2]
-        if not same:
-            return None
-        seen = rng.choice(same)
-        objs = rng.sample(seen, min(len(seen), rng.randrange(2, 5)))
-        # named as the size comparisons are (colour, else a fair coin's left-to-right place): a name chosen in
-        # frame f (its place, its length) says how far the object stands in f. Nearest = largest negated distance.
-        dist = np.linalg.norm(s.box[objs, f, :3] - self.cam_pos[f], axis=-1)
-        ranked = self._rank(rng, objs, -dist, floor=3 * self.noise)
-        if ranked is None:
-            return None
-        refs, names, nearest, opts = ranked
-        q = (f"In the frame at {self._t(f)}, which of these objects is {'closest to' if nearest else 'farthest from'} "
-             f"the camera (centre to camera): {', '.join(sorted(names))}?")
-        cited = self._cited(refs)
-        return Draft("distance_comparison", q, opts[1], "mc", opts[0], frames=sorted({f, *cited}), ref_frames=cited,
-                     metadata=self._meta(objs, frame=f, nearest=nearest,
-                                         word_balance="closest" if nearest else "farthest"))
+
+        def candidates():
+            groups: dict[str, list[int]] = {}
+            for o in range(s.n_objects):
+                if self.big[o].any():
+                    groups.setdefault(s.labels[o], []).append(o)
+            sets = self._sets([g for _, g in sorted(groups.items()) if len(g) >= 2])
+            return [(c, int(f)) for c in sets for f in np.flatnonzero(self.big[list(c)].all(0))]
+
+        def nearness(objs, f):  # nearest = the largest negated distance
+            return -np.linalg.norm(s.box[list(objs), f, :3] - self.cam_pos[f], axis=-1)
+
+        def ends(objs, f):
+            v = nearness(objs, f)
+            return tuple(None if (i := self._clear(v, way, 3 * self.noise)) is None else objs[i] for way in (True, False))
+
+        def build(objs, f, nearest, rng):
+            refs = self._alike(objs)
+            names = [r[0] for r in refs]
+            answer = self._clear(nearness(objs, f), nearest, 3 * self.noise)
+            opts = mc(names[answer], names[:answer] + names[answer + 1:], rng, n=len(names))
+            q = (f"In the frame at {self._t(f)}, which of these objects is "
+                 f"{'closest to' if nearest else 'farthest from'} the camera (centre to camera): "
+                 f"{', '.join(sorted(names))}?")
+            cited = self._cited(refs)
+            return Draft("distance_comparison", q, opts[1], "mc", opts[0], frames=sorted({f, *cited}),
+                         ref_frames=cited, metadata=self._meta(objs, frame=f, nearest=nearest,
+                                                               word_balance=1 if nearest else -1))
+        return self._ask(rng, "distance_comparison", candidates, ends, build)
 
     def _table(self, name, make):
         """A candidate table built once per scene: (ClassDraw over answer codes, rows) or None when empty."""
