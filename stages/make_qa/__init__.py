@@ -117,6 +117,23 @@ def generate_scene(scene: SceneData, config: MakeQAConfig) -> list[QARecord]:
     return out
 
 
+def _permuted(rng: random.Random, pool: list) -> list:
+    """``rng.sample(pool, len(pool))``, the same draws and the same result, without its per-item method calls
+    (CPython's ``sample`` for a small population: swap-remove with ``_randbelow``, i.e. ``getrandbits`` of the
+    bit length until below the bound)."""
+    pool = list(pool)
+    out = []
+    bits = rng.getrandbits
+    for n in range(len(pool), 0, -1):
+        k = n.bit_length()
+        j = bits(k)
+        while j >= n:
+            j = bits(k)
+        out.append(pool[j])
+        pool[j] = pool[n - 1]
+    return out
+
+
 def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QARecord]:
     """Round-robin over the family's types so every type is represented, until n questions or no type is left; a
     type named in the generator's ``tries`` gets that many tries per round (one otherwise)."""
@@ -127,7 +144,7 @@ def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QA
     tries = getattr(gen, "tries", {})
     while len(out) < n and alive:
         order = [t for t in alive for _ in range(tries.get(t, 1))]
-        for t in rng.sample(order, len(order)):
+        for t in _permuted(rng, order):
             if t not in alive:
                 continue
             draft = gen.generate(t, rng)
