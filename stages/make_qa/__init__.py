@@ -24,7 +24,7 @@ from spatialctl.config import check_fields, opt, quiet_opt, shard_opt, split_lis
 from spatialctl.errors import SpatialctlError, UsageError
 from spatialctl.qa_format import QARecord, check_replaceable
 
-from .common import GENERATOR_VERSION, finish, rebalance_letters
+from .common import GENERATOR_VERSION, finish, rebalance_letters, sample
 from .dsr import KEY_TIMES, DSRGenerator
 from .multiturn import MultiTurnGenerator
 from .scale import ScaleGenerator
@@ -117,23 +117,6 @@ def generate_scene(scene: SceneData, config: MakeQAConfig) -> list[QARecord]:
     return out
 
 
-def _permuted(rng: random.Random, pool: list) -> list:
-    """``rng.sample(pool, len(pool))``, the same draws and the same result, without its per-item method calls
-    (CPython's ``sample`` for a small population: swap-remove with ``_randbelow``, i.e. ``getrandbits`` of the
-    bit length until below the bound)."""
-    pool = list(pool)
-    out = []
-    bits = rng.getrandbits
-    for n in range(len(pool), 0, -1):
-        k = n.bit_length()
-        j = bits(k)
-        while j >= n:
-            j = bits(k)
-        out.append(pool[j])
-        pool[j] = pool[n - 1]
-    return out
-
-
 def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QARecord]:
     """Round-robin over the family's types so every type is represented, until n questions or no type is left; a
     type named in the generator's ``tries`` gets that many tries per round (one otherwise)."""
@@ -144,7 +127,7 @@ def _sample_family(scene: SceneData, gen, rng: random.Random, n: int) -> list[QA
     tries = getattr(gen, "tries", {})
     while len(out) < n and alive:
         order = [t for t in alive for _ in range(tries.get(t, 1))]
-        for t in _permuted(rng, order):
+        for t in sample(rng, order, len(order)):
             if t not in alive:
                 continue
             draft = gen.generate(t, rng)

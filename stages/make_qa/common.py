@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -86,8 +87,61 @@ def mc(answer: str, distractors: list[str], rng: random.Random, n: int = 4) -> t
     if len(pool) < n - 1:
         return None
     options = [answer, *pool[: n - 1]]
-    rng.shuffle(options)
+    shuffle(rng, options)
     return options, LETTERS[options.index(answer)]
+
+
+# ``random.Random.sample`` and ``shuffle`` drawn the same way (the same ``getrandbits`` calls, so the same results
+# and the same stream afterwards) without a method call per item: CPython's ``_randbelow`` is "``getrandbits`` of
+# the bound's bit length until below it"; ``sample`` swaps out of a pool list for small populations and keeps a set
+# of picked indices for large ones. Checked against ``random`` in tests/test_make_qa_speed.py.
+def _below(bits, n: int) -> int:
+    k = n.bit_length()
+    r = bits(k)
+    while r >= n:
+        r = bits(k)
+    return r
+
+
+def sample(rng: random.Random, population, k: int) -> list:
+    n = len(population)
+    if not 0 <= k <= n:
+        raise ValueError("Sample larger than population or is negative")
+    bits = rng.getrandbits
+    setsize = 21
+    if k > 5:
+        setsize += 4 ** math.ceil(math.log(k * 3, 4))
+    out = []
+    if n <= setsize:
+        pool = list(population)
+        for i in range(k):
+            m = n - i
+            b = m.bit_length()
+            j = bits(b)
+            while j >= m:
+                j = bits(b)
+            out.append(pool[j])
+            pool[j] = pool[m - 1]
+        return out
+    picked: set = set()
+    for _ in range(k):
+        j = _below(bits, n)
+        while j in picked:
+            j = _below(bits, n)
+        picked.add(j)
+        out.append(population[j])
+    return out
+
+
+def shuffle(rng: random.Random, x: list) -> None:
+    bits = rng.getrandbits
+    for i in range(len(x) - 1, 0, -1):
+        m = i + 1
+        b = m.bit_length()
+        j = bits(b)
+        while j >= m:
+            j = bits(b)
+        x[i], x[j] = x[j], x[i]
 
 
 def rebalance_letters(records: list[QARecord], rng: np.random.Generator) -> None:
@@ -123,8 +177,9 @@ def last_resort(d: Draft | None, rng: random.Random) -> Draft | None:
     types of the scene fill its place)."""
     if d is None:
         return None
-    text = " ".join([d.question, *(d.options or []), *(h["question"] for h in d.history or [])])
-    return d if "pixel box" not in text or rng.random() < BOX_KEEP else None
+    boxed = ("pixel box" in d.question or any("pixel box" in o for o in d.options or ())
+             or any("pixel box" in h["question"] for h in d.history or ()))
+    return d if not boxed or rng.random() < BOX_KEEP else None
 
 
 def ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False,

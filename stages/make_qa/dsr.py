@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from .balance import ClassDraw
-from .common import Draft, mc, try_ref
+from .common import Draft, mc, sample, try_ref
 from .refer import namer
 from .scene import SceneData
 
@@ -533,7 +533,7 @@ class DSRGenerator:
             meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         fallback = _fallback_options(phrases, counts)
         rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
-        opts = mc(answer, rng.sample(fallback, 4), rng)
+        opts = mc(answer, sample(rng, fallback, 4), rng)
         if opts is None:
             return None
         frames_out = shown if shown is not None else self._frames(frames, *[r[1] for r in refs])

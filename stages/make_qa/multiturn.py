@@ -15,7 +15,7 @@ import random
 
 import numpy as np
 
-from .common import UNIT_NAMES, UNITS, Draft, last_resort, ref_ok, scene_scale, try_ref
+from .common import UNIT_NAMES, UNITS, Draft, last_resort, ref_ok, sample, scene_scale, try_ref
 from .refer import namer
 from .scene import SceneData
 
@@ -96,7 +96,7 @@ class MultiTurnGenerator:
         # Objects a person can name without a pixel box come first; boxes only when fewer than two such objects.
         plain = self._plain(f, usable)
         pool = plain if len(plain) >= 2 else usable
-        objs = rng.sample(pool, min(3, len(pool)))
+        objs = sample(rng, pool, min(3, len(pool)))
         turns: list[tuple[dict, dict]] = []  # (turn, metadata)
         self._pixel_turns(self._pixels(f), rng, turns)
         boxed = self._object_turns(f, objs, cam, refs, turns)
