@@ -1,5 +1,6 @@
 """make-qa's speed paths give what the plain paths give: ClassDraw's integer tables, the pooled-distractor tables
-prepared once per pool, and the garbage collector's state around generation."""
+prepared once per pool, and the garbage collector's state around
+generation."""
 
 from __future__ import annotations
 
@@ -53,3 +54,37 @@ def test_gc_paused_restores_the_collector_state():
         assert gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_gc_pause_moves_survivors_to_the_oldest_generation():
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        gc.collect()
+        with gc_paused():
+            assert not gc.isenabled()
+            kept = [[i] for i in range(20000)]
+        assert gc.isenabled()
+        # nothing left to trigger a young collection that would traverse every kept list
+        assert gc.get_count()[0] < 700
+        assert all(gc.is_tracked(x) for x in kept[:10])  # still under the collector
+        assert gc.get_freeze_count() == 0
+    finally:
+        if not was:
+            gc.disable()
+
+
+def test_gc_pause_keeps_objects_the_process_froze():
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with gc_paused():
+            kept = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() == frozen and len(kept) == 1000
+    finally:
+        gc.unfreeze()
+        if not was:
+            gc.disable()

@@ -54,7 +54,7 @@ class ClassDraw:
             # the order and the class bounds that np.unique + argsort + searchsorted give below.
             order = np.argsort(arr, kind="stable")
             ranked = arr[order]
-            first = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+            first = np.flatnonzero(np.concatenate(([True], ranked[1:] != ranked[:-1])))
             self.keys = ranked[first].tolist()
             bounds = [*first.tolist(), len(arr)]
         else:
@@ -69,10 +69,11 @@ class ClassDraw:
             self.keys = [tuple(k.tolist()) if np.ndim(k) else k.item() for k in keys]
             order = np.argsort(inverse, kind="stable")
             bounds = np.searchsorted(inverse[order], np.arange(len(self.keys) + 1)).tolist()
-        cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else np.ones(len(self.keys))
-        if not (cw > 0).any():
-            cw = np.ones(len(self.keys))
-        self.class_cum = np.cumsum(cw).tolist()
+        cw = np.array([float(target.get(k, 0.0)) for k in self.keys]) if target else None
+        if cw is None or not (cw > 0).any():  # flat: the running sum of ones, exactly
+            self.class_cum = [float(i) for i in range(1, len(self.keys) + 1)]
+        else:
+            self.class_cum = np.cumsum(cw).tolist()
         self.bounds = bounds
         # Python lists: a draw is two bisections on floats, cheaper than numpy calls on scalars (same numbers).
         self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order]).tolist()

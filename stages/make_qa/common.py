@@ -33,20 +33,29 @@ class Draft:
 
 
 def finish(scene: SceneData, family: str, d: Draft) -> QARecord:
-    frames = sorted(set(map(int, d.frames))) if d.frames is not None else list(range(scene.n_frames))
+    const = scene._cache.get("finish")
+    if const is None:  # what every record of the scene shares, looked up once
+        const = scene._cache["finish"] = (
+            [round(t, 4) for t in scene.timestamps.tolist()], scene.scale,
+            scene_scale(scene)[0] if scene.metric else None, list(range(scene.n_frames)))
+    times, scale_kind, scene_scale_tag, every_frame = const
+    if d.frames is None:
+        frames = list(every_frame)
+    elif len(d.frames) == 1:
+        frames = [int(d.frames[0])]
+    else:
+        frames = sorted(set(map(int, d.frames)))
+    meta = dict(d.metadata) if d.metadata else {}
+    if "scale_kind" not in meta:
+        meta["scale_kind"] = scale_kind
     if d.ref_frames:
-        assert set(d.ref_frames) <= set(frames), "an object phrase cites a frame the question does not show"
-    times = scene._cache.get("timestamps_4")
-    if times is None:
-        times = scene._cache["timestamps_4"] = [round(t, 4) for t in scene.timestamps.tolist()]
-    meta = dict(d.metadata or {})
-    meta.setdefault("scale_kind", scene.scale)
-    scale = d.scale or (scene_scale(scene)[0] if scene.metric else None)
-    if d.ref_frames:
-        meta["ref_frames"] = sorted(set(map(int, d.ref_frames)))
+        ref_frames = sorted(set(map(int, d.ref_frames)))
+        assert set(ref_frames) <= set(frames), "an object phrase cites a frame the question does not show"
+        meta["ref_frames"] = ref_frames
+    history = d.history
+    text = "\n".join([h["question"] for h in history] + [d.question]) if history else d.question
     return QARecord(
-        id=record_id(scene.scene_id, family, d.type, "\n".join([h["question"] for h in d.history or []] + [d.question]),
-                     d.options),
+        id=record_id(scene.scene_id, family, d.type, text, d.options),
         scene=scene.scene_id,
         question=d.question,
         answer=d.answer,
@@ -55,13 +64,13 @@ def finish(scene: SceneData, family: str, d: Draft) -> QARecord:
         type=d.type,
         options=d.options,
         unit=d.unit,
-        scale=scale,
+        scale=d.scale or scene_scale_tag,
         frames=frames,
         timestamps=[times[f] for f in frames],
         video=scene.video,
         scale_source=scene.scale_source,
         generator_version=GENERATOR_VERSION,
-        history=d.history,
+        history=history,
         metadata=meta,
     )
 
@@ -114,8 +123,9 @@ def last_resort(d: Draft | None, rng: random.Random) -> Draft | None:
     types of the scene fill its place)."""
     if d is None:
         return None
-    text = " ".join([d.question, *(d.options or []), *(h["question"] for h in d.history or [])])
-    return d if "pixel box" not in text or rng.random() < BOX_KEEP else None
+    boxed = ("pixel box" in d.question or any("pixel box" in o for o in d.options or ())
+             or any("pixel box" in h["question"] for h in d.history or ()))
+    return d if not boxed or rng.random() < BOX_KEEP else None
 
 
 def ref(scene: SceneData, o: int, frame: int | None = None, size: bool = True, image: bool = False,
