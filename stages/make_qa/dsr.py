@@ -53,10 +53,16 @@ DISTANCE_PHRASE = ("getting farther apart", "getting closer", "staying about the
 SPEED_PHRASE = ("speeding up", "slowing down", "keeping about the same speed")
 FACING_PHRASE = ("facing the same way as the viewpoint", "facing toward the viewpoint", "facing left",
                  "facing right")
-# "(1) keeping about the same speed" is possible in nearly every scene (most movers keep their speed for a while):
-# drawn as often as the others, it would fill most speed questions and the run-level cap would drop them again, so
-# a draw of it is kept with this probability (a try that gives no question; the scene's budget goes elsewhere).
-KEEP_STEADY_SPEED = 0.1
+# "(1) keeping about the same speed" is possible in nearly every scene (most movers keep their speed for a while),
+# as are "(1) staying about the same distance apart" (most pairs are still) and a one-phase facing (few objects
+# turn): drawn as often as the others, they would fill most of their type's questions and the run-level cap
+# (flat answers, bounded by the rarer changes) would drop them again, so a draw of one is kept with this
+# probability (a try that gives no question; the scene's tries go to the rarer answers). qtype -> (the code every
+# step has, None: any one code; probability).
+KEEP_ONE_PHASE = {"speed": (2, 0.1), "distance": (2, 0.3), "orientation": (None, 0.3)}
+# Drawn per question, not per scene: speed, orientation and distance have the fewest usable questions per table
+# (few movers, few objects with a facing, few pairs whose distance changes), and their tables are small.
+PER_QUESTION = ("speed", "orientation", "distance")
 COMPARE_PHRASE = ("object 1 is faster", "object 2 is faster", "they move at about the same speed")
 
 
@@ -287,7 +293,7 @@ class DSRGenerator:
     types = TYPES
     # Speed has the fewest usable questions per scene (movers only; most keep their speed, an answer the run-level
     # cap mostly drops), and its option pools are split by time window (see _draft): four tries per round.
-    tries = {"speed": 4}
+    tries = {"speed": 4, "orientation": 3, "distance": 2}
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -316,7 +322,7 @@ class DSRGenerator:
         # their table): a quarter of the tables to build; the run mixes them over scenes.
         group = "direction" if qtype == "direction_prediction" else qtype
         # speed: per question (its tables are small), so one scene gives answers of both modes and numbers of key times
-        if group not in self._key_times or qtype == "speed":
+        if group not in self._key_times or qtype in PER_QUESTION:
             self._key_times[group] = (rng.choice(KEY_TIMES[group]), rng.choice(MODES))
         m, mode = self._key_times[group]
         kind = "agent" if self.agents and rng.random() < 0.4 else "camera"
@@ -333,8 +339,11 @@ class DSRGenerator:
         if not len(cands):
             return None
         j = cands.draw(rng)
-        if qtype == "speed" and (cands.values["codes"][j] == 2).all() and rng.random() >= KEEP_STEADY_SPEED:
-            return None
+        if qtype in KEEP_ONE_PHASE:
+            code, keep = KEEP_ONE_PHASE[qtype]
+            c = cands.values["codes"][j]
+            if (c == (c[0] if code is None else code)).all() and rng.random() >= keep:
+                return None
         return getattr(self, "_" + qtype)(mode, kind, agent, m, cands, j)
 
     # -- candidate tables for every viewer at once: (valid (V, O[, O], K), values (V, ...), code base)
