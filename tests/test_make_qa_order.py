@@ -13,6 +13,7 @@ import pytest
 import zarr
 
 from spatialctl.stages.make_qa import MakeQAConfig, generate_scene
+from spatialctl.stages.make_qa.dsr import window_cell
 from spatialctl.stages.make_qa.scene import load_scene
 from spatialctl.stages.make_qa.static import StaticGenerator
 
@@ -96,7 +97,7 @@ def facing_scenes(tmp_path_factory):
     return [load_scene(_synth(root, preset, seed, camera)) for preset, seed, camera in FACING]
 
 
-def test_dsr_orientation_and_distance_vary_mode_and_key_times_and_thin_one_phase_answers(facing_scenes):
+def test_dsr_orientation_and_distance_vary_mode_and_key_times_and_pool_distance_by_window(facing_scenes):
     got = Counter()
     variants: dict = {}
     one_phase = Counter()
@@ -108,9 +109,13 @@ def test_dsr_orientation_and_distance_vary_mode_and_key_times_and_thin_one_phase
             m = r.metadata
             variants.setdefault((r.scene, r.type), set()).add((m["mode"], len(m["key_frames"])))
             one_phase[r.type] += len(m["phases"]) == 1
+            if r.type == "distance":  # pooled by where the key frames lie; a pair's distance from any viewpoint
+                cell = window_cell(m["key_frames"][0], m["key_frames"][-1], scene.n_frames)
+                assert m["option_pool"].endswith(cell) and m["option_pool_fallback"].endswith(cell)
+                assert (m["mode"] in m["option_pool"]) == (m.get("relative_to") == "viewpoint")
     # mode and key times are drawn per question: one scene's questions mix them (one pair per scene and type before)
     assert max(len(v) for (_, t), v in variants.items() if t == "orientation") >= 4
     assert max(len(v) for (_, t), v in variants.items() if t == "distance") >= 3
     # more tries, and a one-phase facing kept with a probability: more questions, more of them with a turn
-    # (73 and 14 on these scenes; 34 and 6 before), the answers the run-level cap is bounded by
+    # (74 and 21 on these scenes; 34 and 6 before), the answers the run-level cap is bounded by
     assert got["orientation"] >= 50 and got["orientation"] - one_phase["orientation"] >= 10, (got, one_phase)

@@ -293,6 +293,8 @@ class DSRGenerator:
     types = TYPES
     # Speed has the fewest usable questions per scene (movers only; most keep their speed, an answer the run-level
     # cap mostly drops), and its option pools are split by time window (see _draft): four tries per round.
+    # Orientation (only objects with a facing, few of which turn) and distance (few pairs whose distance changes):
+    # their rarer, changing answers bound the run-level cap, so they get more tries too.
     tries = {"speed": 4, "orientation": 3, "distance": 2}
 
     def __init__(self, scene: SceneData):
@@ -523,7 +525,7 @@ class DSRGenerator:
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
         # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
-        # size: no option has more phases than the question allows, and what the question shows of its viewpoint
+        # size (distance and orientation: see below): no option has more phases than the question allows, and what the question shows of its viewpoint
         # or (through the object names) of the scene's scale tells nothing about the answer.
         # Relative to the viewpoint or to another object: seen objects are mostly in front of the camera, so the two
         # never share a pool.
@@ -536,9 +538,23 @@ class DSRGenerator:
             cell = window_cell(frames[0], frames[-1], self.scene.n_frames)
             viewer = kind if mode == "relative" else "any viewer"
             meta["option_pool"] = f"dsr/{qtype}/{mode}/{viewer}/{len(codes)} steps/{cell}"
+        elif qtype == "distance":
+            # The distance between two objects is the same from every viewpoint: pairs are pooled over modes and
+            # viewers (the distance to the viewpoint is not). A change of distance is tied to when a mover starts,
+            # stops or turns, and the question's times show when: pooled by where the key frames lie, as speed (the
+            # first and last times alone let a bag of words score 0.33 on 200 synth scenes, chance 0.25). A change is
+            # a ratio, the same at every scale: no split by the scene's size (measured: no baseline gains from it).
+            cell = window_cell(frames[0], frames[-1], self.scene.n_frames)
+            who = f"/{mode}/{kind}" if ref else ""
+            phases = "-".join(map(str, counts))
+            meta["option_pool"] = f"dsr/{qtype}{ref}{who}/{len(codes)} steps/{phases} phases/{cell}"
+            meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{phases} phases/{cell}"
         else:
+            # orientation: a facing seen from the viewpoint, at any scale (no split by the scene's size: measured, no
+            # baseline gains from it, and the pools of 200 synth scenes grow by a quarter)
+            scale = "" if qtype == "orientation" else f"/1e{self.magnitude} m"
             meta["option_pool"] = (f"dsr/{qtype}{ref}/{mode}/{kind}/{len(codes)} steps/"
-                                   f"{'-'.join(map(str, counts))} phases/1e{self.magnitude} m")
+                                   f"{'-'.join(map(str, counts))} phases{scale}")
             meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         fallback = _fallback_options(phrases, counts)
         rng = self._rng  # the family's generator: these options are replaced in any run with enough answers
