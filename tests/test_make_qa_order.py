@@ -5,6 +5,7 @@ one-phase answers thinned)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections import Counter
 
@@ -56,13 +57,11 @@ def _clear_sets(path):
                 bw, bh = xs[-1] - xs[0] + 1, ys[-1] - ys[0] + 1
                 clear[o, f] = bw >= 2 and bh >= 2 and bw * bh >= 1e-3 * h * w
     first = {o: int(np.argmax(vis[o])) for o in range(n_obj) if vis[o].any()}
-    import itertools
-
     out = set()
     for k in (3, 4):
         for c in itertools.combinations(first, k):
             order = sorted(c, key=first.get)
-            if all(clear[a, :first[b]].any() for a, b in zip(order, order[1:])):
+            if all(clear[a, :first[b]].any() for a, b in zip(order, order[1:], strict=False)):
                 out.add(tuple(order))
     return out
 

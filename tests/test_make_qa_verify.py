@@ -449,7 +449,8 @@ def expect_static(raw, r):
         first = {o: int(np.argmax(raw.vis[o])) for o in m["objects"]}
         assert len(set(first.values())) == len(first) >= 3
         order = sorted(m["objects"], key=first.get)
-        for a, b in zip(order, order[1:]):  # a is clearly in view (a 2 x 2 box, 0.1% of the image) before b's first pixel
+        # each clearly in view (a 2 x 2 box, 0.1% of the image) before the next one's first visible pixel
+        for a, b in zip(order, order[1:], strict=False):
             assert any(clear_box(raw, a, f) for f in range(first[b])), (a, b, first)
         return ("order", order)
     raise AssertionError(t)

@@ -148,11 +148,15 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
             if name and len({answer_key(r) for r in group}) < (MIN_GROUP_BINS if measure else MIN_GROUP_KEYS):
                 continue  # e.g. a label whose sizes barely vary: its questions are answered by the label alone
             group = _order(_drop_unpooled(group), seed)
-            for _ in range(4):  # the step and pool caps drop records, which can lift another answer's share again
+            # The step and pool caps drop records, which can lift another answer's share again, and can leave a pool
+            # with too few answers to draw from (its records would keep made-up options): dropped here, within the
+            # caps, not after them by redraw_distractors.
+            for _ in range(8):
                 if not group:
                     break
                 n = len(group)
                 group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None, not name)))
+                group = _drop_unpooled(group)
                 if len(group) == n:
                     break
             keep.extend(group)

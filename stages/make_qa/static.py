@@ -428,7 +428,7 @@ class StaticGenerator:
             sets = []
             for k in (3, 4):
                 for c in itertools.combinations(cand, k):
-                    if all(clear[a] < first[b] for a, b in zip(c, c[1:])):
+                    if all(clear[a] < first[b] for a, b in zip(c, c[1:], strict=False)):
                         frames = np.flatnonzero(placed[list(c)].all(0))
                         frames = frames[frames >= first[c[-1]]]
                         if len(frames):
