@@ -60,8 +60,9 @@ FACING_PHRASE = ("facing the same way as the viewpoint", "facing toward the view
 # probability (a try that gives no question; the scene's tries go to the rarer answers). qtype -> (the code every
 # step has, None: any one code; probability).
 KEEP_ONE_PHASE = {"speed": (2, 0.1), "distance": (2, 0.3), "orientation": (None, 0.3)}
-# Drawn per question, not per scene: speed, orientation and distance have the fewest usable questions per table
-# (few movers, few objects with a facing, few pairs whose distance changes), and their tables are small.
+# Key times and mode drawn per question, not per scene: speed, orientation and distance have the fewest usable
+# questions per table (few movers, few objects with a facing, few pairs whose distance changes). More tables to
+# build per scene: DSR generation takes about 1.7x the CPU time (benchmarks/RESULTS.md, round 4).
 PER_QUESTION = ("speed", "orientation", "distance")
 COMPARE_PHRASE = ("object 1 is faster", "object 2 is faster", "they move at about the same speed")
 
@@ -323,7 +324,7 @@ class DSRGenerator:
         # One number of key times and one mode per scene and type (direction and its prediction share theirs, and
         # their table): a quarter of the tables to build; the run mixes them over scenes.
         group = "direction" if qtype == "direction_prediction" else qtype
-        # speed: per question (its tables are small), so one scene gives answers of both modes and numbers of key times
+        # PER_QUESTION types: drawn per question, so one scene gives answers of both modes and numbers of key times
         if group not in self._key_times or qtype in PER_QUESTION:
             self._key_times[group] = (rng.choice(KEY_TIMES[group]), rng.choice(MODES))
         m, mode = self._key_times[group]
@@ -525,8 +526,9 @@ class DSRGenerator:
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
         # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
-        # size (distance and orientation: see below): no option has more phases than the question allows, and what the question shows of its viewpoint
-        # or (through the object names) of the scene's scale tells nothing about the answer.
+        # size (distance and orientation: see below): no option has more phases than the question allows, and
+        # what the question shows of its viewpoint or (through the object names) of the scene's scale tells
+        # nothing about the answer.
         # Relative to the viewpoint or to another object: seen objects are mostly in front of the camera, so the two
         # never share a pool.
         ref = "/to viewpoint" if meta.get("relative_to") == "viewpoint" else ""

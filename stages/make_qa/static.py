@@ -393,9 +393,9 @@ class StaticGenerator:
         """VSI-Bench's appearance order: the order in which three or four objects first appear in the video.
 
         Unambiguous by construction: in the order asked, each object is clearly in view (:func:`clearly_seen`) in
-        a frame before the next one's first visible pixel. Whatever a
-        viewer or a detector takes as "appears" between one pixel and clearly seen, the order is the same, and a
-        one-frame glimpse (a flicker at the edge of the image) cannot flip it. Objects are named without a frame
+        a frame before the next one's first visible pixel. Whatever a viewer or a detector takes as "appears",
+        between one pixel and clearly seen, the order is the same, and a one-frame glimpse (a flicker at the edge
+        of the image) cannot flip it. Objects are named without a frame
         where they can be; otherwise by their left-to-right place among their label in one frame at or after the
         last of them first appears, a frame where every one of them has appeared, so the cited time says nothing
         about the order (never by pixel box: a comma list of coordinates). Every such set of three or four objects
