@@ -165,10 +165,28 @@ def test_generator_options_dropped_where_a_type_is_mostly_pooled():
     assert {r.metadata["options_from"] for r in out} == {"pool"} and len(out) == 40
     # cap() drops them first, so that the answers it keeps are capped without them
     assert sorted(r.id for r in balance.cap(pooled + made_up)) == sorted(r.id for r in pooled)
+    # (distinct answers, which the answer cap keeps: the type stays less than half pooled through the caps; where
+    # the caps leave it mostly pooled, they go within the caps, as redraw_distractors would drop them after)
     few = [rec(200 + i, "abcd"[i % 4], options=list("abcd"), pool="q", qtype="u") for i in range(10)]
-    more = [rec(300 + i, "z", options=["z", "y", "w", "v"], pool=f"t{i}", qtype="u") for i in range(15)]
+    more = [rec(300 + i, f"z{i}", options=[f"z{i}", "y", "w", "v"], pool=f"t{i}", qtype="u") for i in range(15)]
     assert len(balance.redraw_distractors(few + more, seed=0)) == 25
-    assert any(r.metadata["option_pool"].startswith("t") for r in balance.cap(few + more))
+    for kept in (balance.cap(few + more), balance.balance(few + more)):
+        assert sum(r.metadata["option_pool"].startswith("t") for r in kept) == 15
+
+
+def test_a_pool_the_step_cap_leaves_too_small_is_dropped_within_the_caps():
+    # Round 4 (DSR distance, 200 synth scenes): the step cap removed a small pool's only record of its fourth answer
+    # (it repeats an over-used step), the pool could no longer draw 4 options, and redraw_distractors dropped its
+    # records after the caps: 2 rarer answers gone, the top answer at 0.154 against a limit of 0.150.
+    steps = {"a": ["x"], "b": ["y"], "c": ["z"], "d": ["w"], "e": ["x"] * 20}
+    big = [rec(i, a, options=list("abcd"), pool="P", steps=steps[a]) for i, a in enumerate("abcd" * 40)]
+    small = [rec(500 + i, a, options=list("abce"), pool="Q", steps=steps[a])
+             for i, a in enumerate(["a", "b", "c"] * 10 + ["e"] * 2)]
+    capped = balance.cap(big + small, seed=0)
+    assert "e" not in {r.answer_option for r in capped}  # the step cap took the pool's fourth answer
+    kept = balance.redraw_distractors(capped, seed=0)
+    assert sorted(r.id for r in kept) == sorted(r.id for r in capped)  # nothing the caps kept is dropped after
+    assert {r.metadata["options_from"] for r in kept} == {"pool"}
 
 
 def test_fallback_options_come_from_the_questions_that_use_the_fallback():

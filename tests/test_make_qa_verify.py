@@ -448,8 +448,20 @@ def expect_static(raw, r):
     if t == "appearance_order":
         first = {o: int(np.argmax(raw.vis[o])) for o in m["objects"]}
         assert len(set(first.values())) == len(first) >= 3
-        return ("order", sorted(m["objects"], key=first.get))
+        order = sorted(m["objects"], key=first.get)
+        # each clearly in view (a 2 x 2 box, 0.1% of the image) before the next one's first visible pixel
+        for a, b in zip(order, order[1:], strict=False):
+            assert any(clear_box(raw, a, f) for f in range(first[b])), (a, b, first)
+        return ("order", order)
     raise AssertionError(t)
+
+
+def clear_box(raw, o, f):
+    b = raw.mask_box(o, f)
+    if b is None:
+        return False
+    w, h = b[2] - b[0] + 1, b[3] - b[1] + 1
+    return w >= 2 and h >= 2 and w * h >= 1e-3 * raw.hw[0] * raw.hw[1]
 
 
 def cam_axes(raw, f):

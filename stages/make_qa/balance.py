@@ -156,7 +156,7 @@ def cap(records: list[QARecord], seed: int = 0, target: dict | None = None) -> l
                 group = _cap_pools(_cap_steps(_cap_answers(group, target.get(t) if target else None, not name)))
                 if len(group) == n:
                     break
-            keep.extend(group)
+            keep.extend(_drop_unpooled_capped(group))
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(keep, key=lambda r: order[id(r)])
 
@@ -218,6 +218,24 @@ def _drop_unpooled(group: list[QARecord]) -> list[QARecord]:
     if not unpooled or len(unpooled) > (1 - POOLED_SHARE) * len(src):
         return group
     return [r for r in group if id(r) not in unpooled]
+
+
+def _drop_unpooled_capped(group: list[QARecord]) -> list[QARecord]:
+    """The caps can leave a pool with too few answers to draw from: its records, which :func:`redraw_distractors`
+    would drop after the caps, go here, and no answer of the rest stays above the done-when share (a rarer answer
+    gone lifts the others: DSR distance, 0.154 against 0.150 on 200 synth scenes)."""
+    kept = _drop_unpooled(group)
+    if len(kept) == len(group):
+        return group
+    counts = Counter(r.answer_option for r in kept)
+    m = water_fill(counts, 0.97 * max(1.5 / len(counts), 0.15))
+    used: Counter = Counter()
+    out = []
+    for r in kept:
+        used[r.answer_option] += 1
+        if used[r.answer_option] <= m:
+            out.append(r)
+    return out
 
 
 def _cap_pools(group: list[QARecord]) -> list[QARecord]:

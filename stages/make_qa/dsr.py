@@ -53,10 +53,17 @@ DISTANCE_PHRASE = ("getting farther apart", "getting closer", "staying about the
 SPEED_PHRASE = ("speeding up", "slowing down", "keeping about the same speed")
 FACING_PHRASE = ("facing the same way as the viewpoint", "facing toward the viewpoint", "facing left",
                  "facing right")
-# "(1) keeping about the same speed" is possible in nearly every scene (most movers keep their speed for a while):
-# drawn as often as the others, it would fill most speed questions and the run-level cap would drop them again, so
-# a draw of it is kept with this probability (a try that gives no question; the scene's budget goes elsewhere).
-KEEP_STEADY_SPEED = 0.1
+# "(1) keeping about the same speed" is possible in nearly every scene (most movers keep their speed for a while),
+# as are "(1) staying about the same distance apart" (most pairs are still) and a one-phase facing (few objects
+# turn): drawn as often as the others, they would fill most of their type's questions and the run-level cap
+# (flat answers, bounded by the rarer changes) would drop them again, so a draw of one is kept with this
+# probability (a try that gives no question; the scene's tries go to the rarer answers). qtype -> (the code every
+# step has, None: any one code; probability).
+KEEP_ONE_PHASE = {"speed": (2, 0.1), "distance": (2, 0.3), "orientation": (None, 0.3)}
+# Key times and mode drawn per question, not per scene: speed, orientation and distance have the fewest usable
+# questions per table (few movers, few objects with a facing, few pairs whose distance changes). More tables to
+# build per scene: DSR generation takes about 1.7x the CPU time (benchmarks/RESULTS.md, round 4).
+PER_QUESTION = ("speed", "orientation", "distance")
 COMPARE_PHRASE = ("object 1 is faster", "object 2 is faster", "they move at about the same speed")
 
 
@@ -287,7 +294,9 @@ class DSRGenerator:
     types = TYPES
     # Speed has the fewest usable questions per scene (movers only; most keep their speed, an answer the run-level
     # cap mostly drops), and its option pools are split by time window (see _draft): four tries per round.
-    tries = {"speed": 4}
+    # Orientation (only objects with a facing, few of which turn) and distance (few pairs whose distance changes):
+    # their rarer, changing answers bound the run-level cap, so they get more tries too.
+    tries = {"speed": 4, "orientation": 3, "distance": 2}
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -315,8 +324,8 @@ class DSRGenerator:
         # One number of key times and one mode per scene and type (direction and its prediction share theirs, and
         # their table): a quarter of the tables to build; the run mixes them over scenes.
         group = "direction" if qtype == "direction_prediction" else qtype
-        # speed: per question (its tables are small), so one scene gives answers of both modes and numbers of key times
-        if group not in self._key_times or qtype == "speed":
+        # PER_QUESTION types: drawn per question, so one scene gives answers of both modes and numbers of key times
+        if group not in self._key_times or qtype in PER_QUESTION:
             self._key_times[group] = (rng.choice(KEY_TIMES[group]), rng.choice(MODES))
         m, mode = self._key_times[group]
         kind = "agent" if self.agents and rng.random() < 0.4 else "camera"
@@ -333,8 +342,11 @@ class DSRGenerator:
         if not len(cands):
             return None
         j = cands.draw(rng)
-        if qtype == "speed" and (cands.values["codes"][j] == 2).all() and rng.random() >= KEEP_STEADY_SPEED:
-            return None
+        if qtype in KEEP_ONE_PHASE:
+            code, keep = KEEP_ONE_PHASE[qtype]
+            c = cands.values["codes"][j]
+            if (c == (c[0] if code is None else code)).all() and rng.random() >= keep:
+                return None
         return getattr(self, "_" + qtype)(mode, kind, agent, m, cands, j)
 
     # -- candidate tables for every viewer at once: (valid (V, O[, O], K), values (V, ...), code base)
@@ -514,8 +526,9 @@ class DSRGenerator:
         # Wrong options: other questions' true answers of the pool (balance.py); the generator's own, other
         # sequences with the pool's numbers of phases, are used only where the run's pool is too small.
         # Pooled with questions of the same mode, viewpoint kind, number of steps and order of magnitude of scene
-        # size: no option has more phases than the question allows, and what the question shows of its viewpoint
-        # or (through the object names) of the scene's scale tells nothing about the answer.
+        # size (distance and orientation: see below): no option has more phases than the question allows, and
+        # what the question shows of its viewpoint or (through the object names) of the scene's scale tells
+        # nothing about the answer.
         # Relative to the viewpoint or to another object: seen objects are mostly in front of the camera, so the two
         # never share a pool.
         ref = "/to viewpoint" if meta.get("relative_to") == "viewpoint" else ""
@@ -527,9 +540,23 @@ class DSRGenerator:
             cell = window_cell(frames[0], frames[-1], self.scene.n_frames)
             viewer = kind if mode == "relative" else "any viewer"
             meta["option_pool"] = f"dsr/{qtype}/{mode}/{viewer}/{len(codes)} steps/{cell}"
+        elif qtype == "distance":
+            # The distance between two objects is the same from every viewpoint: pairs are pooled over modes and
+            # viewers (the distance to the viewpoint is not). A change of distance is tied to when a mover starts,
+            # stops or turns, and the question's times show when: pooled by where the key frames lie, as speed (the
+            # first and last times alone let a bag of words score 0.33 on 200 synth scenes, chance 0.25). A change is
+            # a ratio, the same at every scale: no split by the scene's size (measured: no baseline gains from it).
+            cell = window_cell(frames[0], frames[-1], self.scene.n_frames)
+            who = f"/{mode}/{kind}" if ref else ""
+            phases = "-".join(map(str, counts))
+            meta["option_pool"] = f"dsr/{qtype}{ref}{who}/{len(codes)} steps/{phases} phases/{cell}"
+            meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{phases} phases/{cell}"
         else:
+            # orientation: a facing seen from the viewpoint, at any scale (no split by the scene's size: measured, no
+            # baseline gains from it, and the pools of 200 synth scenes grow by a quarter)
+            scale = "" if qtype == "orientation" else f"/1e{self.magnitude} m"
             meta["option_pool"] = (f"dsr/{qtype}{ref}/{mode}/{kind}/{len(codes)} steps/"
-                                   f"{'-'.join(map(str, counts))} phases/1e{self.magnitude} m")
+                                   f"{'-'.join(map(str, counts))} phases{scale}")
             meta["option_pool_fallback"] = f"dsr/{qtype}{ref}/{len(codes)} steps/{'-'.join(map(str, counts))} phases"
         fallback = _fallback_options(phrases, counts)
         rng = self._rng  # the family's generator: these options are replaced in any run with enough answers

@@ -18,7 +18,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from .balance import ClassDraw
 from .common import Draft, ground_xy, last_resort, mc, try_ref
-from .refer import plural
+from .refer import namer, plural
 from .scene import SceneData
 
 TYPES = ("object_counting", "abs_distance", "object_size", "room_size", "rel_distance",
@@ -27,6 +27,8 @@ METRIC_TYPES = ("abs_distance", "object_size", "room_size")
 ANGLE_MARGIN = 10.0
 MIN_TURN = 30.0  # a smaller turn is "go forward", which VSI's route plan does not offer
 REL_MARGIN = 0.15  # the closest object must be this much closer than the next
+CLEAR_SHARE = 1e-3  # appearance order: an object is clearly in view from this share of the image (clearly_seen)
+ORDER_OBJECTS = 24  # appearance order: at most this many objects per scene (C(24, 4) sets)
 ROOM_SEEN = 0.25  # room size is asked where the seen points cover at least this share of a declared floor area
 
 TURNS = {"left": "turn left", "right": "turn right", "back": "turn back"}
@@ -388,31 +390,77 @@ class StaticGenerator:
                                "option_pool": "static/route_plan"})
 
     def _appearance_order(self, rng):
-        """Order of first appearance of four (else three) objects first seen in different frames, named without
-        citing a frame (a category when its label is unique, as VSI-Bench asks)."""
+        """VSI-Bench's appearance order: the order in which three or four objects first appear in the video.
+
+        Unambiguous by construction: in the order asked, each object is clearly in view (:func:`clearly_seen`) in
+        a frame before the next one's first visible pixel. Whatever a viewer or a detector takes as "appears",
+        between one pixel and clearly seen, the order is the same, and a one-frame glimpse (a flicker at the edge
+        of the image) cannot flip it. Objects are named without a frame
+        where they can be; otherwise by their left-to-right place among their label in one frame at or after the
+        last of them first appears, a frame where every one of them has appeared, so the cited time says nothing
+        about the order (never by pixel box: a comma list of coordinates). Every such set of three or four objects
+        is a question, drawn without replacement: a scene whose camera or movers reveal objects one after another
+        gives several.
+
+        Blind-safe: the options are permutations of the same names (same words, same length), so answer priors,
+        option length and the medoid tie; the question lists the names alphabetically, which says nothing about
+        when they appear; the wrong options are random other permutations."""
         def make():
             s = self.scene
-            by_frame: dict[int, list[tuple[int, str]]] = {}
+            nm = namer(s)
+            big = clearly_seen(s)
+            cand = np.flatnonzero(big.any(1))  # an object never clearly in view has no clear first appearance
+            if len(cand) > ORDER_OBJECTS:
+                cand = np.sort(np.asarray(rng.sample(cand.tolist(), ORDER_OBJECTS)))
             first = s.visible.argmax(1)
-            for o in range(s.n_objects):
-                r = try_ref(s, o) if s.visible[o].any() else None
+            clear = big.argmax(1)
+            free = {}
+            for o in cand.tolist():
+                r = try_ref(s, o)
                 if r is not None and r[1] is None:
-                    by_frame.setdefault(int(first[o]), []).append((o, r[0]))
-            return by_frame
-        by_frame = self._cached("by_frame", make)
-        if len(by_frame) < 3:
+                    free[o] = r[0]
+            # frames where an object is named by its place among its label (no pixel box): (O, N)
+            placed = nm.position > 0
+            for o in free:
+                placed[o] = True
+            cand = [int(o) for o in cand if placed[o].any()]
+            cand.sort(key=lambda o: (int(first[o]), o))
+            sets = []
+            for k in (3, 4):
+                for c in itertools.combinations(cand, k):
+                    if all(clear[a] < first[b] for a, b in zip(c, c[1:], strict=False)):
+                        frames = np.flatnonzero(placed[list(c)].all(0))
+                        frames = frames[frames >= first[c[-1]]]
+                        if len(frames):
+                            sets.append((c, frames.tolist()))
+            return free, sets
+        free, sets = self._cached("appearance_order", make)
+        if not sets:
             return None
-        k = min(4, len(by_frame))
-        frames = sorted(rng.sample(sorted(by_frame), k))
-        chosen = [rng.choice(by_frame[f]) for f in frames]  # in order of appearance
-        order = [name for _, name in chosen]
-        perms = [p for p in itertools.permutations(order) if list(p) != order]
+        i = rng.randrange(len(sets))
+        sets[i], sets[-1] = sets[-1], sets[i]
+        chosen, frames = sets.pop()  # without replacement: the next draw is another set
+        f = None if all(o in free for o in chosen) else rng.choice(frames)
+        names = [free[o] if o in free else try_ref(self.scene, o, frame=f)[0] for o in chosen]
+        if len(set(names)) < len(names):
+            return None
+        perms = [p for p in itertools.permutations(names) if list(p) != names]
         rng.shuffle(perms)
-        opts = mc(", ".join(order), [", ".join(p) for p in perms], rng)
+        opts = mc(", ".join(names), [", ".join(p) for p in perms], rng)
         q = ("What will be the first-time appearance order of the following objects in the video: "
-             f"{', '.join(sorted(order))}?")
-        return Draft("appearance_order", q, opts[1], "mc", opts[0],
-                     metadata={"objects": [o for o, _ in chosen], "first_frames": frames})
+             f"{', '.join(sorted(names))}?")
+        first = self.scene.visible.argmax(1)
+        return Draft("appearance_order", q, opts[1], "mc", opts[0], ref_frames=None if f is None else [f],
+                     metadata={"objects": list(chosen), "first_frames": [int(first[o]) for o in chosen]})
+
+
+def clearly_seen(scene: SceneData) -> np.ndarray:
+    """(O, N) bool: the object is clearly in view, its pixel box at least 2 x 2 pixels and ``CLEAR_SHARE`` of the
+    image (4 pixels of a 64 x 48 synth frame, 18 x 18 of a 640 x 480 one), not a sliver at the edge."""
+    boxes = scene.pixel_boxes()
+    h, w = scene.hw
+    bw, bh = boxes[..., 2] - boxes[..., 0] + 1, boxes[..., 3] - boxes[..., 1] + 1
+    return scene.visible & (boxes[..., 0] >= 0) & (bw >= 2) & (bh >= 2) & (bw * bh >= CLEAR_SHARE * h * w)
 
 
 def _cited(refs) -> list[int]:
