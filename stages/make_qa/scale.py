@@ -27,8 +27,10 @@ Definitions (each question says them in words):
   answers it allows, then a question with that answer (``ClassDraw``).
 - camera/object rotation: the change of heading about the up axis, in degrees.
 - spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
-- object matching: which of four objects is seen in both of two frames (the others are in at most one); with m
-  movers among the four, the answer is a mover with probability m / 4, so an option's motion says nothing.
+- object matching: which of four (three where the scene has too few) objects is seen in both of two frames, the
+  others missing from at least one, or the other way round: which is missing from at least one, the others seen in
+  both. Seen: at least one pixel of the object in the frame. The options' name kinds (label alone, colour,
+  landmark) are drawn first and the answer's kind in proportion, so an option's kind of name says nothing.
 Ambiguous questions (values near a threshold, below the noise floor) are not asked.
 """
 
@@ -488,11 +490,11 @@ class ScaleGenerator:
 
     def _object_matching(self, rng):
         """Asked both ways: which object is seen in both frames (the others are missing from at least one), or
-        which is missing from at least one (the others are seen in both). Which objects go out of view is not
-        random, so the kind of an option's name (``_name_kind``) must not point to the answer: the kinds of the
-        four options are drawn first (a mix the scene allows with an answer of every kind in it), then the answer's
-        kind with probability (options of that kind) / 4. Given its options, every option is the answer one time
-        in four whatever the kind of its name."""
+        which is missing from at least one (the others are seen in both); the second way is the one most scenes
+        allow (few objects leave the view). Which objects go out of view is not random, so the kind of an option's
+        name (``_name_kind``) must not point to the answer: the kinds of the n options are drawn first (a mix the
+        scene allows with an answer of every kind in it), then the answer's kind with probability (options of that
+        kind) / n. Given its options, every option is the answer one time in n whatever the kind of its name."""
         if "matching" not in self._lazy:
             self._lazy["matching"] = self._matching_table()
         table = self._lazy["matching"]
@@ -500,8 +502,8 @@ class ScaleGenerator:
             return None
         way = rng.choice(sorted(table))
         answer_ok, wrong_ok, mixes = table[way]
-        mix = rng.choice(sorted(mixes))  # the four options' kinds, sorted
-        kind = mix[rng.randrange(4)]  # in proportion to how many options have it
+        mix = rng.choice(sorted(mixes))  # the options' kinds, sorted
+        kind = mix[rng.randrange(len(mix))]  # in proportion to how many options have it
         p = rng.choice(mixes[mix][kind])
         f1, f2 = (int(f[p]) for f in self._pairs())
         kinds = self._lazy["matching_kinds"]
@@ -515,7 +517,7 @@ class ScaleGenerator:
         if refs is None:
             return None
         names = [r[0] for r in refs]
-        opts = mc(names[0], names[1:], rng)
+        opts = mc(names[0], names[1:], rng, n=len(names))
         if way == "both":
             q = f"Which of these objects is seen both in the frame at {self._t(f1)} and in the frame at {self._t(f2)}?"
         else:
@@ -535,10 +537,11 @@ class ScaleGenerator:
 
     def _matching_table(self):
         """{way: (answers, wrong options, {mix: {answer kind: [frame pair, ...]}})}, answers and wrong options as
-        (O, P) masks over the frame pairs; for every mix of four option kinds (``_name_kind``) that the scene can ask
-        with an answer of each kind in it, the pairs that ask it with that answer kind. way "both": the answer is
-        seen in both frames, the others are missing from at least one; "missing": the other way round. Objects are
-        named without a frame and without a size word (larger objects are seen more often)."""
+        (O, P) masks over the frame pairs; for every mix of four option kinds (``_name_kind``; three where no mix of
+        four is possible) that the scene can ask with an answer of each kind in it, the pairs that ask it with that
+        answer kind. way "both": the answer is seen in both frames, the others are missing from at least one;
+        "missing": the other way round. Objects are named without a frame (a frame-citing phrase says the object is
+        seen there) and without a size word (larger objects are seen more often)."""
         from itertools import combinations_with_replacement
 
         s = self.scene
@@ -557,15 +560,16 @@ class ScaleGenerator:
             n_answer = {k: (answer_ok & of[k]).sum(0) for k in present}
             n_wrong = {k: (wrong_ok & of[k]).sum(0) for k in present}
             mixes = {}
-            for mix in combinations_with_replacement(present, 4):
-                rows = {}
-                for kind in sorted(set(mix)):
-                    ok = n_answer[kind] >= 1
-                    for k in sorted(set(mix)):
-                        ok = ok & (n_wrong[k] >= mix.count(k) - (k == kind))
-                    rows[kind] = np.flatnonzero(ok).tolist()
-                if all(rows.values()):
-                    mixes[mix] = rows
+            for n_options in (4, 3):  # three options only where the scene cannot ask four
+                for mix in combinations_with_replacement(present, n_options) if not mixes else ():
+                    rows = {}
+                    for kind in sorted(set(mix)):
+                        ok = n_answer[kind] >= 1
+                        for k in sorted(set(mix)):
+                            ok = ok & (n_wrong[k] >= mix.count(k) - (k == kind))
+                        rows[kind] = np.flatnonzero(ok).tolist()
+                    if all(rows.values()):
+                        mixes[mix] = rows
             if mixes:
                 table[way] = (answer_ok, wrong_ok, mixes)
         return table
