@@ -519,10 +519,11 @@ class ScaleGenerator:
         names = [r[0] for r in refs]
         opts = mc(names[0], names[1:], rng, n=len(names))
         if way == "both":
-            q = f"Which of these objects is seen both in the frame at {self._t(f1)} and in the frame at {self._t(f2)}?"
+            q = (f"Which of these objects is seen, even partly, both in the frame at {self._t(f1)} and in the frame "
+                 f"at {self._t(f2)}?")
         else:
-            q = (f"Which of these objects is missing from the frame at {self._t(f1)} or from the frame at "
-                 f"{self._t(f2)} (or from both)?")
+            q = (f"Which of these objects is missing (not seen at all) from the frame at {self._t(f1)} or from the "
+                 f"frame at {self._t(f2)} (or from both)?")
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
                      metadata=self._meta(objs, frames_compared=[f1, f2], asked=way))
 
