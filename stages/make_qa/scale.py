@@ -29,8 +29,8 @@ Definitions (each question says them in words):
 - spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
 - object matching: which of four (three where the scene has too few) objects is seen in both of two frames, the
   others missing from at least one, or the other way round: which is missing from at least one, the others seen in
-  both. Seen: at least one pixel of the object in the frame. The options' name kinds (label alone, colour,
-  landmark) are drawn first and the answer's kind in proportion, so an option's kind of name says nothing.
+  both. Seen: at least one pixel of the object in the frame. The options' kinds (named by label alone, colour or
+  landmark; moving or not) are drawn first and the answer's kind in proportion, so an option's kind says nothing.
 Ambiguous questions (values near a threshold, below the noise floor) are not asked.
 """
 
@@ -491,10 +491,11 @@ class ScaleGenerator:
     def _object_matching(self, rng):
         """Asked both ways: which object is seen in both frames (the others are missing from at least one), or
         which is missing from at least one (the others are seen in both); the second way is the one most scenes
-        allow (few objects leave the view). Which objects go out of view is not random, so the kind of an option's
-        name (``_name_kind``) must not point to the answer: the kinds of the n options are drawn first (a mix the
-        scene allows with an answer of every kind in it), then the answer's kind with probability (options of that
-        kind) / n. Given its options, every option is the answer one time in n whatever the kind of its name."""
+        allow (few objects leave the view). Which objects go out of view is not random (movers more often), so an
+        option's kind (``_name_kind``: kind of name, motion) must not point to the answer: the kinds of the n
+        options are drawn first (a mix the scene allows with an answer of every kind in it), then the answer's kind
+        with probability (options of that kind) / n. Given its options, every option is the answer one time in n
+        whatever its kind."""
         if "matching" not in self._lazy:
             self._lazy["matching"] = self._matching_table()
         table = self._lazy["matching"]
@@ -528,13 +529,15 @@ class ScaleGenerator:
                      metadata=self._meta(objs, frames_compared=[f1, f2], asked=way))
 
     def _name_kind(self, o):
-        """How an object is named without a frame: by its label alone, by colour, or by a landmark ("the box
-        nearest to the sofa", still objects only). Kinds differ in length and words, and in how often their objects
-        go out of view (a label alone names an object of a label the scene has once)."""
+        """What an option says about its object besides which one it is: how it is named without a frame (by its
+        label alone, by colour, or by a landmark, "the box nearest to the sofa", still objects only), which sets
+        the name's length and words, and whether the object moves, which its label often tells (people, cars,
+        balls) and which makes it leave the view more often."""
         nm = namer(self.scene)
+        moves = bool(self.scene.moving[o])
         if len(nm.groups[self.scene.labels[o]]) == 1:
-            return "label"
-        return "colour" if nm.colour[o] is not None else "landmark"
+            return "label", moves
+        return ("colour" if nm.colour[o] is not None else "landmark"), moves
 
     def _matching_table(self):
         """{way: (answers, wrong options, {mix: {answer kind: [frame pair, ...]}})}, answers and wrong options as
