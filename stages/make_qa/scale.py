@@ -555,25 +555,27 @@ class ScaleGenerator:
         both = s.visible[:, f1] & s.visible[:, f2] & nameable[:, None]
         # Seen somewhere in the video: an object never shown would be named for nothing.
         one = s.visible.any(1)[:, None] & ~both & nameable[:, None]
+        if not one.any():  # every nameable object seen in every frame it is asked about: most scenes
+            return {}
         kinds = [self._name_kind(o) if nameable[o] else None for o in range(s.n_objects)]
         self._lazy["matching_kinds"] = kinds
         present = sorted({k for k in kinds if k is not None})
-        of = {k: np.array([x == k for x in kinds])[:, None] for k in present}
+        of = np.array([[x == k for k in present] for x in kinds], dtype=np.int64).reshape(-1, len(present))  # (O, K)
         table = {}
         for way, answer_ok, wrong_ok in (("both", both, one), ("missing", one, both)):
-            n_answer = {k: (answer_ok & of[k]).sum(0) for k in present}
-            n_wrong = {k: (wrong_ok & of[k]).sum(0) for k in present}
+            n_answer, n_wrong = of.T @ answer_ok, of.T @ wrong_ok  # (K, P): per kind, per frame pair
             mixes = {}
             for n_options in (4, 3):  # three options only where the scene cannot ask four
-                for mix in combinations_with_replacement(present, n_options) if not mixes else ():
-                    rows = {}
-                    for kind in sorted(set(mix)):
-                        ok = n_answer[kind] >= 1
-                        for k in sorted(set(mix)):
-                            ok = ok & (n_wrong[k] >= mix.count(k) - (k == kind))
-                        rows[kind] = np.flatnonzero(ok).tolist()
+                if mixes:
+                    break
+                combos = list(combinations_with_replacement(range(len(present)), n_options))
+                counts = np.array([np.bincount(c, minlength=len(present)) for c in combos])  # (M, K)
+                ok = [(n_answer[k] >= 1) & (n_wrong[None] >= (counts - (np.arange(len(present)) == k))[..., None]).all(1)
+                      for k in range(len(present))]  # per answer kind: (M, P)
+                for m, combo in enumerate(combos):
+                    rows = {present[k]: np.flatnonzero(ok[k][m]).tolist() for k in sorted(set(combo))}
                     if all(rows.values()):
-                        mixes[mix] = rows
+                        mixes[tuple(present[k] for k in combo)] = rows
             if mixes:
                 table[way] = (answer_ok, wrong_ok, mixes)
         return table
