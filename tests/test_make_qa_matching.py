@@ -4,7 +4,6 @@ colour, landmark) says nothing about which one is the answer."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 from collections import Counter
