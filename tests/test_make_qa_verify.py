@@ -563,8 +563,13 @@ def expect_scale(raw, r):
         return [("to the left of", "to the right of"), ("in front of", "behind"), ("below", "above")][i][int(comps[i] > 0)]
     if t == "object_matching":
         f1, f2 = m["frames_compared"]
+        assert r.frames == [f1, f2] and len(objs) == len(r.options) and raw.vis[objs].any(1).all()
         both = [o for o in objs if raw.vis[o, f1] and raw.vis[o, f2]]
-        assert both == [objs[0]]
+        if re.search(r"is seen, even partly, both in the frame at", r.question):
+            assert both == [objs[0]]
+        else:  # the other way round: the one missing from a frame, the others seen in both
+            assert re.search(r"is missing \(not seen at all\) from the frame at", r.question)
+            assert [o for o in objs if o not in both] == [objs[0]]
         return ("object", objs[0])
     raise AssertionError(t)
 

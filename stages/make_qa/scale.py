@@ -29,8 +29,10 @@ Definitions (each question says them in words):
   answers it allows, then a question with that answer (``ClassDraw``).
 - camera/object rotation: the change of heading about the up axis, in degrees.
 - spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
-- object matching: which of four objects is seen in both of two frames (the others are in at most one); with m
-  movers among the four, the answer is a mover with probability m / 4, so an option's motion says nothing.
+- object matching: which of four (three where the scene has too few) objects is seen in both of two frames, the
+  others missing from at least one, or the other way round: which is missing from at least one, the others seen in
+  both. Seen: at least one pixel of the object in the frame. The options' kinds (named by label alone, colour or
+  landmark; moving or not) are drawn first and the answer's kind in proportion, so an option's kind says nothing.
 Ambiguous questions (values near a threshold, below the noise floor) are not asked.
 """
 
@@ -550,56 +552,95 @@ class ScaleGenerator:
                      metadata=self._meta([a, b], frame=f, option_pool="scale/spatial_relation"))
 
     def _object_matching(self, rng):
-        """Objects that stay still are seen in both frames far more often than movers, so the motion of an option
-        must not point to the answer. The four options hold m movers, and the answer is a mover with probability
-        m / 4, uniformly over the m the scene allows with both answers (m = 0 and 4 need one): given its options,
-        every option is the answer one time in four whatever its motion."""
+        """Asked both ways: which object is seen in both frames (the others are missing from at least one), or
+        which is missing from at least one (the others are seen in both); the second way is the one most scenes
+        allow (few objects leave the view). Which objects go out of view is not random (movers more often), so an
+        option's kind (``_name_kind``: kind of name, motion) must not point to the answer: the kinds of the n
+        options are drawn first (a mix the scene allows with an answer of every kind in it), then the answer's kind
+        with probability (options of that kind) / n. Given its options, every option is the answer one time in n
+        whatever its kind."""
         if "matching" not in self._lazy:
             self._lazy["matching"] = self._matching_table()
         table = self._lazy["matching"]
         if not table:
             return None
-        m = rng.choice(sorted(table))
-        answer_moves = rng.random() < m / 4
-        f1, f2, both, one_moving, one_still = rng.choice(table[m][answer_moves])
-        n_moving = m - 1 if answer_moves else m
-        objs = [rng.choice(both), *rng.sample(one_moving, n_moving), *rng.sample(one_still, 3 - n_moving)]
+        way = rng.choice(sorted(table))
+        answer_ok, wrong_ok, mixes = table[way]
+        mix = rng.choice(sorted(mixes))  # the options' kinds, sorted
+        kind = mix[rng.randrange(len(mix))]  # in proportion to how many options have it
+        p = rng.choice(mixes[mix][kind])
+        f1, f2 = (int(f[p]) for f in self._pairs())
+        kinds = self._lazy["matching_kinds"]
+        need = list(mix)
+        need.remove(kind)
+        objs = [rng.choice([o for o in np.flatnonzero(answer_ok[:, p]).tolist() if kinds[o] == kind])]
+        wrong = np.flatnonzero(wrong_ok[:, p]).tolist()
+        for k in sorted(set(need)):
+            objs += rng.sample([o for o in wrong if kinds[o] == k], need.count(k))
         refs = self._refs(objs)  # no frame-citing phrases: which frames show them is the question
         if refs is None:
             return None
         names = [r[0] for r in refs]
-        opts = mc(names[0], names[1:], rng)
-        q = f"Which of these objects is seen both in the frame at {self._t(f1)} and in the frame at {self._t(f2)}?"
+        opts = mc(names[0], names[1:], rng, n=len(names))
+        if way == "both":
+            q = (f"Which of these objects is seen, even partly, both in the frame at {self._t(f1)} and in the frame "
+                 f"at {self._t(f2)}?")
+        else:
+            q = (f"Which of these objects is missing (not seen at all) from the frame at {self._t(f1)} or from the "
+                 f"frame at {self._t(f2)} (or from both)?")
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
-                     metadata=self._meta(objs, frames_compared=[f1, f2]))
+                     metadata=self._meta(objs, frames_compared=[f1, f2], asked=way))
+
+    def _name_kind(self, o):
+        """What an option says about its object besides which one it is: how it is named without a frame (by its
+        label alone, by colour, or by a landmark, "the box nearest to the sofa", still objects only), which sets
+        the name's length and words, and whether the object moves, which its label often tells (people, cars,
+        balls) and which makes it leave the view more often."""
+        nm = namer(self.scene)
+        moves = bool(self.scene.moving[o])
+        if len(nm.groups[self.scene.labels[o]]) == 1:
+            return "label", moves
+        return ("colour" if nm.colour[o] is not None else "landmark"), moves
 
     def _matching_table(self):
-        """{m: {answer moves: [(f1, f2, answers, wrong movers, wrong still objects), ...]}} for the m (movers among
-        the four options) where the scene has frame pairs for both answers (m = 0: still only; 4: movers only)."""
+        """{way: (answers, wrong options, {mix: {answer kind: [frame pair, ...]}})}, answers and wrong options as
+        (O, P) masks over the frame pairs; for every mix of four option kinds (``_name_kind``; three where no mix of
+        four is possible) that the scene can ask with an answer of each kind in it, the pairs that ask it with that
+        answer kind. way "both": the answer is seen in both frames, the others are missing from at least one;
+        "missing": the other way round. Objects are named without a frame (a frame-citing phrase says the object is
+        seen there) and without a size word (larger objects are seen more often)."""
+        from itertools import combinations_with_replacement
+
         s = self.scene
         f1, f2 = self._pairs()
-        # Named without a frame and without a size word (larger objects are seen more often).
         nameable = np.array([(r := try_ref(s, o, size=False)) is not None and r[1] is None
                              for o in range(s.n_objects)])
-        both = s.visible[:, f1] & s.visible[:, f2] & self.big[:, f1] & self.big[:, f2] & nameable[:, None]
-        one = s.visible.any(1)[:, None] & ~(s.visible[:, f1] & s.visible[:, f2]) & nameable[:, None]
-        moves = np.asarray(s.moving, dtype=bool)[:, None]
-        n_one_moving, n_one_still = (one & moves).sum(0), (one & ~moves).sum(0)
+        both = s.visible[:, f1] & s.visible[:, f2] & nameable[:, None]
+        # Seen somewhere in the video: an object never shown would be named for nothing.
+        one = s.visible.any(1)[:, None] & ~both & nameable[:, None]
+        if not one.any():  # every nameable object seen in every frame it is asked about: most scenes
+            return {}
+        kinds = [self._name_kind(o) if nameable[o] else None for o in range(s.n_objects)]
+        self._lazy["matching_kinds"] = kinds
+        present = sorted({k for k in kinds if k is not None})
+        of = np.array([[x == k for k in present] for x in kinds], dtype=np.int64).reshape(-1, len(present))  # (O, K)
         table = {}
-        for m in range(5):
-            rows = {}
-            for answer_moves in (False, True):
-                n_moving = m - 1 if answer_moves else m
-                if not 0 <= n_moving <= 3:
-                    continue
-                ans = both & (moves if answer_moves else ~moves)
-                ok = ans.any(0) & (n_one_moving >= n_moving) & (n_one_still >= 3 - n_moving)
-                rows[answer_moves] = [(int(f1[p]), int(f2[p]), np.flatnonzero(ans[:, p]).tolist(),
-                                       np.flatnonzero(one[:, p] & moves[:, 0]).tolist(),
-                                       np.flatnonzero(one[:, p] & ~moves[:, 0]).tolist())
-                                      for p in np.flatnonzero(ok)]
-            if all(rows.get(a) for a in ((False,) if m == 0 else (True,) if m == 4 else (False, True))):
-                table[m] = rows
+        for way, answer_ok, wrong_ok in (("both", both, one), ("missing", one, both)):
+            n_answer, n_wrong = of.T @ answer_ok, of.T @ wrong_ok  # (K, P): per kind, per frame pair
+            mixes = {}
+            for n_options in (4, 3):  # three options only where the scene cannot ask four
+                if mixes:
+                    break
+                combos = list(combinations_with_replacement(range(len(present)), n_options))
+                counts = np.array([np.bincount(c, minlength=len(present)) for c in combos])  # (M, K)
+                ok = [(n_answer[k] >= 1) & (n_wrong[None] >= (counts - (np.arange(len(present)) == k))[..., None]).all(1)
+                      for k in range(len(present))]  # per answer kind: (M, P)
+                for m, combo in enumerate(combos):
+                    rows = {present[k]: np.flatnonzero(ok[k][m]).tolist() for k in sorted(set(combo))}
+                    if all(rows.values()):
+                        mixes[tuple(present[k] for k in combo)] = rows
+            if mixes:
+                table[way] = (answer_ok, wrong_ok, mixes)
         return table
 
 
