@@ -5,7 +5,8 @@ distance, relative direction (easy/medium/hard), route plan and appearance order
 VSI-Bench, with 4 options where VSI-Bench has 4 (relative distance, route plan, appearance order). Room size and
 the word "room" are only used for scenes that are an enclosed room (``SceneData.enclosed``). Distances are measured between the closest points of the objects' axis-aligned 3D boxes and, for a
 category with several instances, between the closest pair (VSI-Bench's rule). Only objects that do not move
-are measured. Metric answers are only asked of metric scenes.
+are measured, but for relative distance's options, which are measured at one moment where one moves. Metric
+answers are only asked of metric scenes.
 """
 
 from __future__ import annotations
