@@ -5,7 +5,8 @@ distance, relative direction (easy/medium/hard), route plan and appearance order
 VSI-Bench, with 4 options where VSI-Bench has 4 (relative distance, route plan, appearance order). Room size and
 the word "room" are only used for scenes that are an enclosed room (``SceneData.enclosed``). Distances are measured between the closest points of the objects' axis-aligned 3D boxes and, for a
 category with several instances, between the closest pair (VSI-Bench's rule). Only objects that do not move
-are measured. Metric answers are only asked of metric scenes.
+are measured, but for relative distance's options, which are measured at one moment where one moves. Metric
+answers are only asked of metric scenes.
 """
 
 from __future__ import annotations
@@ -253,19 +254,35 @@ class StaticGenerator:
 
     def _rel_distance(self, rng):
         """Which of four named objects is closest (box to box) to a fifth, a still one: objects, not categories, so
-        a scene with few categories still gets VSI-Bench's four options. Moving objects take part when the answer
-        holds at every moment: the answer's largest gap over the video is clearly below every other's smallest."""
+        a scene with few categories still gets VSI-Bench's four options. Where a moving object takes part, the
+        question asks about one moment (a frame where every moving one is seen), and each object counts by its box
+        then: asked over the whole video instead, a mover would be the answer only where its gap stayed below every
+        other's at every moment, which its range of gaps rarely allows, so naming a mover (a car, a person) would
+        rule it out. The moment is drawn before the answer is known (an unclear moment is not asked), so a mover is
+        the answer as often as a still object in its place would be."""
         def make():
             s = self.scene
             still, refs, _ = self._named(near=False)  # "the chair nearest to the sofa" would answer it
             movers = [o for o in range(s.n_objects) if s.moving[o] and s.visible[o].any()]
             mrefs = [try_ref(s, o, near=False) for o in movers]
             objs = still + [o for o, r in zip(movers, mrefs, strict=True) if r is not None]
-            names = [r for r in refs] + [r for r in mrefs if r is not None]
+            names = [*refs, *(r for r in mrefs if r is not None)]
             plain = [i for i, r in enumerate(names) if "pixel box" not in r[0]]
             pool = plain if any(i < len(still) for i in plain) and len(plain) >= 5 else range(len(objs))
-            return objs, names, len(still), list(pool)
-        objs, names, n_still, pool = self._cached("rel_distance", make)
+            if len(objs) < 5 or not still:
+                return objs, names, len(still), list(pool), None
+            # gap[a, i, f]: closest-point gap between still anchor a's box and object i's in frame f (a still one:
+            # its median box in every frame; a mover: its box where it is seen, else NaN)
+            boxes = np.repeat(np.array([s.static_aabb(o) for o in objs])[:, None], s.n_frames, axis=1)
+            for i in range(len(still), len(objs)):
+                o = objs[i]
+                ok = s.visible[o] & np.isfinite(s.aabb[o]).all(-1)
+                boxes[i] = np.where(ok[:, None], s.aabb[o], np.nan)
+            a = boxes[: len(still), 0][:, None, None]  # (S, 1, 1, 6)
+            b = boxes[None]  # (1, P, N, 6)
+            gap = np.linalg.norm(np.maximum(0.0, np.maximum(a[..., :3] - b[..., 3:], b[..., :3] - a[..., 3:])), axis=-1)
+            return objs, names, len(still), list(pool), gap
+        objs, names, n_still, pool, gap = self._cached("rel_distance", make)
         anchors = [i for i in pool if i < n_still]
         if len(pool) < 5 or not anchors:
             return None
@@ -273,32 +290,28 @@ class StaticGenerator:
         choices = rng.sample([i for i in pool if i != anchor], 4)
         if len({names[i][0] for i in [anchor, *choices]}) < 5:
             return None
-        ranges = {i: self._gap_range(objs[anchor], objs[i]) for i in choices}
-        gaps = sorted((ranges[i][1], i) for i in choices)  # by the largest gap over the video
-        best = gaps[0][0]
-        second = min(ranges[i][0] for i in choices if i != gaps[0][1])  # every other one, at its closest
+        g = gap[anchor, choices]  # (4, N)
+        moment = None
+        if any(i >= n_still for i in choices):
+            seen = np.flatnonzero(np.isfinite(g).all(0))
+            if not len(seen):
+                return None
+            moment = int(seen[rng.randrange(len(seen))])
+        gaps = sorted((float(g[k, moment or 0]), i) for k, i in enumerate(choices))
+        best, second = gaps[0][0], gaps[1][0]
         if second - best < max(REL_MARGIN * best, 3 * self.noise):
             return None
         text = {i: names[i][0] for i in choices}
         opts = mc(text[gaps[0][1]], [text[i] for _, i in gaps[1:]], rng)
         listed = ", ".join(sorted(text.values()))
-        q = (f"Measuring from the closest point of each object, which of these objects ({listed}) is the closest to "
-             f"{names[anchor][0]}?")
+        when = "" if moment is None else f"At {self.scene.timestamps[moment]:.2f} s, m"
+        q = (f"{when or 'M'}easuring from the closest point of each object, which of these objects ({listed}) is the "
+             f"closest to {names[anchor][0]}?")
+        meta = {"anchor": objs[anchor], "objects": [objs[i] for i in choices], "gaps_m": [round(d, 4) for d, _ in gaps]}
+        if moment is not None:
+            meta["frame"] = moment
         return Draft("rel_distance", q, opts[1], "mc", opts[0], ref_frames=_cited([names[i] for i in [anchor, *choices]]),
-                     metadata={"anchor": objs[anchor], "objects": [objs[i] for i in choices],
-                               "gaps_m": [round(g, 4) for g, _ in gaps]})
-
-    def _gap_range(self, a: int, b: int) -> tuple[float, float]:
-        """(smallest, largest) closest-point gap between still object a's box and b's over the video: one value
-        for a still b (its median box), else over the frames where b is seen."""
-        key = ("gap", a, b)
-        if key not in self._lazy:
-            s = self.scene
-            pa = s.static_aabb(a)
-            pb = s.aabb[b][s.visible[b] & np.isfinite(s.aabb[b]).all(-1)] if s.moving[b] else s.static_aabb(b)[None]
-            d = np.linalg.norm(np.maximum(0.0, np.maximum(pa[:3] - pb[:, 3:], pb[:, :3] - pa[3:])), axis=-1)
-            self._lazy[key] = (float(d.min()), float(d.max()))
-        return self._lazy[key]
+                     metadata=meta)
 
     def _prefer_boxless(self, rows, ok):
         """Pixel boxes are the last resort: keep only tuples named without one when there are any."""
