@@ -61,9 +61,10 @@ def test_answers_by_visibility(drafts):
 
 
 def test_units_each_option_the_answer_once(drafts):
-    """Drafts come in units of n questions over one set of n objects, each object the answer exactly once: every
-    option text is the answer 1/n of the times it is offered, in every scene (the old draw, which balanced only the
-    kind of name and motion, made a scene's one object that leaves the view the answer of most of its questions)."""
+    """Drafts come in units of n questions over one set of n objects, asked one way, each object the answer exactly
+    once: every option text is the answer 1/n of the times it is offered, per way, in every scene (the old draw,
+    which balanced only the kind of name and motion, made a scene's one object that leaves the view the answer of
+    most of its questions)."""
     sizes = Counter()
     for scene, ds in drafts:
         i = 0
@@ -73,6 +74,8 @@ def test_units_each_option_the_answer_once(drafts):
             assert len(unit) == n, scene.scene_id  # DRAWS is a multiple of 12: units end with the draws
             sets = {frozenset(d.metadata["objects"]) for d in unit}
             assert len(sets) == 1, (scene.scene_id, sets)
+            # one way a unit: a mover is not the answer of the "missing" questions and the other of the "both" ones
+            assert len({d.metadata["asked"] for d in unit}) == 1
             assert sorted(d.metadata["objects"][0] for d in unit) == sorted(sets.pop())
             texts = Counter(d.options["ABCD".index(d.answer)] for d in unit)
             assert set(texts.values()) == {1} and set(texts) == set(unit[0].options)

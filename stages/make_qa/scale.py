@@ -555,9 +555,10 @@ class ScaleGenerator:
         """Asked both ways: which object is seen in both frames (the others are missing from at least one), or
         which is missing from at least one (the others are seen in both). Which objects go out of view is not
         random (movers, objects near the path's edge), and a scene with one such object would ask about it again
-        and again, so questions come in units (``_matching_units``): a set of n objects, asked n times (n frame
-        pairs, either way), each object the answer exactly once. Within a unit every option text is the answer
-        1/n of the times it is offered, so no name, word, length or label says anything about the answer."""
+        and again, so questions come in units (``_matching_units``): a set of n objects, asked n times one way (n
+        frame pairs), each object the answer exactly once. Within a unit every option text is the answer 1/n of the
+        times it is offered, so no name, word, length or label says anything about the answer, asked either way.
+        A scene asks its units in turn; only its last may be cut short, by the scene's budget of questions."""
         if "matching" not in self._lazy:
             self._lazy["matching"] = self._matching_units()
             self._lazy["matching_queue"], self._lazy["matching_asked"] = [], set()
@@ -569,16 +570,15 @@ class ScaleGenerator:
             uses = self._lazy["matching_uses"]
             u = rng.choice([i for i, k in enumerate(uses) if k == min(uses)])
             uses[u] += 1
-            objs, asks, refs = units[u]
+            objs, way, pairs, names = units[u]
             for o in rng.sample(objs, len(objs)):
-                fresh = [a for a in asks[o] if a not in asked] or asks[o]  # a frame pair not asked yet in the scene
-                queue.append((objs, refs, o, rng.choice(fresh)))
-        objs, refs, answer, (way, p) = queue.pop()
+                fresh = [p for p in pairs[o] if (way, p) not in asked] or pairs[o]  # a pair not asked yet here
+                queue.append((objs, names, way, o, rng.choice(fresh)))
+        objs, names, way, answer, p = queue.pop()
         asked.add((way, p))
         f1, f2 = (int(f[p]) for f in self._pairs())
         order = [answer, *(o for o in objs if o != answer)]
-        names = [refs[objs.index(o)] for o in order]
-        opts = mc(names[0], names[1:], rng, n=len(names))
+        opts = mc(names[objs.index(answer)], [names[objs.index(o)] for o in order[1:]], rng, n=len(objs))
         if way == "both":
             q = (f"Which of these objects is seen, even partly, both in the frame at {self._t(f1)} and in the frame "
                  f"at {self._t(f2)}?")
@@ -589,12 +589,14 @@ class ScaleGenerator:
                      metadata=self._meta(order, frames_compared=[f1, f2], asked=way))
 
     def _matching_units(self):
-        """[(objects, {object: [(way, frame pair), ...]}, names)]: the sets of four objects (three where the scene
-        has no such four) in which each object can be the answer: way "missing", a frame pair where it is missing
-        from a frame and the others are seen in both; or way "both", one where it is seen in both and the others
-        are each missing from one. So every object of a unit leaves the view at some time (one that never does
-        could never be the answer). Objects are named without a frame (a frame-citing phrase says the object is
-        seen there) and without a size word (larger objects are seen more often)."""
+        """[(objects, way, {object: [frame pair, ...]}, names)]: the sets of four objects (three or two where the
+        scene has no such four) in which each object can be the answer asked one way: "missing", a frame pair where
+        it is missing from a frame and the others are seen in both; or "both", one where it is seen in both and the
+        others are each missing from one. A unit keeps to one way: were the way drawn per question, an object that
+        is often out of view (a mover) would be the answer of the "missing" questions, the other of the "both"
+        ones. Every object of a unit leaves the view at some time (one that never does could never be the answer).
+        Objects are named without a frame (a frame-citing phrase says the object is seen there) and without a size
+        word (larger objects are seen more often)."""
         s = self.scene
         f1, f2 = self._pairs()
         refs = [try_ref(s, o, size=False) for o in range(s.n_objects)]
@@ -609,16 +611,14 @@ class ScaleGenerator:
                 names = [refs[o][0] for o in objs]
                 if len(set(names)) < n:
                     continue
-                asks = {}
-                for o in objs:
-                    rest = [x for x in objs if x != o]
-                    miss = np.flatnonzero(one[o] & both[rest].all(0)).tolist()
-                    seen = np.flatnonzero(both[o] & one[rest].all(0)).tolist()
-                    asks[o] = [("missing", p) for p in miss] + [("both", p) for p in seen]
-                    if not asks[o]:
-                        break
-                else:
-                    units.append((list(objs), asks, names))
+                for way, answer_ok, wrong_ok in (("missing", one, both), ("both", both, one)):
+                    pairs = {}
+                    for o in objs:
+                        pairs[o] = np.flatnonzero(answer_ok[o] & wrong_ok[[x for x in objs if x != o]].all(0)).tolist()
+                        if not pairs[o]:
+                            break
+                    else:
+                        units.append((list(objs), way, pairs, names))
             if units:
                 return units
         return []
