@@ -75,6 +75,9 @@ class ScaleGenerator:
     # A comparison asks a set both ways, in two tries: with one try a round (40 questions over 16 types, about
     # three rounds a scene) these types asked about one set a scene, however many their scenes hold.
     tries = dict.fromkeys(("size_comparison", "height_comparison", "width_comparison", "distance_comparison"), 3)
+    # Object matching asks units of 2-4 questions in the few scenes where objects leave the view: two tries a round
+    # finish more of them before the scene's budget runs out.
+    tries["object_matching"] = 2
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -558,7 +561,8 @@ class ScaleGenerator:
         and again, so questions come in units (``_matching_units``): a set of n objects, asked n times one way (n
         frame pairs), each object the answer exactly once. Within a unit every option text is the answer 1/n of the
         times it is offered, so no name, word, length or label says anything about the answer, asked either way.
-        A scene asks its units in turn; only its last may be cut short, by the scene's budget of questions."""
+        A scene asks its units in turn, each with frame pairs not asked yet; a unit the scene's budget of questions
+        cuts short is dropped whole (``balance.complete_units``)."""
         if "matching" not in self._lazy:
             self._lazy["matching"] = self._matching_units()
             self._lazy["matching_queue"], self._lazy["matching_asked"] = [], set()
@@ -566,15 +570,20 @@ class ScaleGenerator:
         units, queue, asked = self._lazy["matching"], self._lazy["matching_queue"], self._lazy["matching_asked"]
         if not units:
             return None
-        if not queue:  # a new unit, among the least asked; each object the answer once, in a random order
+        if not queue:  # a new unit, among the least asked that can still ask a new frame pair of each object
             uses = self._lazy["matching_uses"]
-            u = rng.choice([i for i, k in enumerate(uses) if k == min(uses)])
+            fresh = [{o: [p for p in pairs[o] if (way, p) not in asked] for o in objs} for objs, way, pairs, _ in units]
+            open_ = [i for i, f in enumerate(fresh) if all(f.values())]
+            if not open_:
+                return None
+            least = min(uses[i] for i in open_)
+            u = rng.choice([i for i in open_ if uses[i] == least])
             uses[u] += 1
-            objs, way, pairs, names = units[u]
-            for o in rng.sample(objs, len(objs)):
-                fresh = [p for p in pairs[o] if (way, p) not in asked] or pairs[o]  # a pair not asked yet here
-                queue.append((objs, names, way, o, rng.choice(fresh)))
-        objs, names, way, answer, p = queue.pop()
+            self._lazy["matching_serial"] = serial = self._lazy.get("matching_serial", -1) + 1
+            objs, way, _, names = units[u]
+            for o in rng.sample(objs, len(objs)):  # each object the answer once, in a random order
+                queue.append((objs, names, way, o, rng.choice(fresh[u][o]), serial))
+        objs, names, way, answer, p, serial = queue.pop()
         asked.add((way, p))
         f1, f2 = (int(f[p]) for f in self._pairs())
         order = [answer, *(o for o in objs if o != answer)]
@@ -586,7 +595,8 @@ class ScaleGenerator:
             q = (f"Which of these objects is missing (not seen at all) from the frame at {self._t(f1)} or from the "
                  f"frame at {self._t(f2)} (or from both)?")
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
-                     metadata=self._meta(order, frames_compared=[f1, f2], asked=way))
+                     metadata=self._meta(order, frames_compared=[f1, f2], asked=way, unit=serial,
+                                         unit_size=len(objs)))
 
     def _matching_units(self):
         """[(objects, way, {object: [frame pair, ...]}, names)]: the sets of four objects (three or two where the
