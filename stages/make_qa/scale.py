@@ -562,7 +562,7 @@ class ScaleGenerator:
         frame pairs), each object the answer exactly once. Within a unit every option text is the answer 1/n of the
         times it is offered, so no name, word, length or label says anything about the answer, asked either way.
         A scene asks its units in turn, each with frame pairs not asked yet; a unit the scene's budget of questions
-        cuts short is dropped whole (``balance.complete_units``)."""
+        cuts short is dropped whole when balancing (``balance.complete_units``)."""
         if "matching" not in self._lazy:
             self._lazy["matching"] = self._matching_units()
             self._lazy["matching_queue"], self._lazy["matching_asked"] = [], set()
