@@ -531,7 +531,16 @@ def _lean(records: list[QARecord]) -> Counter:
     return out
 
 
+def complete_units(records: list[QARecord]) -> list[QARecord]:
+    """Records with ``metadata["unit"]`` come in units of ``unit_size`` questions that only together say nothing
+    about the answer (each option the answer once, ``scale._object_matching``): a unit the scene's budget of
+    questions or the caps cut short is dropped whole."""
+    count = Counter((r.scene, r.family, r.type, r.metadata["unit"]) for r in records if "unit" in (r.metadata or {}))
+    return [r for r in records if "unit" not in (r.metadata or {})
+            or count[(r.scene, r.family, r.type, r.metadata["unit"])] == r.metadata["unit_size"]]
+
+
 def balance(records: list[QARecord], seed: int = 0, target: dict | None = None) -> list[QARecord]:
-    """Cap answers and step labels per type and option words where asked, then redraw pooled distractors from the
-    kept answers."""
-    return redraw_distractors(cap_option_words(cap(records, seed, target), seed), seed)
+    """Cap answers and step labels per type and option words where asked, keep whole units, then redraw pooled
+    distractors from the kept answers."""
+    return redraw_distractors(complete_units(cap_option_words(cap(records, seed, target), seed)), seed)

@@ -29,10 +29,10 @@ Definitions (each question says them in words):
   answers it allows, then a question with that answer (``ClassDraw``).
 - camera/object rotation: the change of heading about the up axis, in degrees.
 - spatial relation: A relative to B in the camera's gravity-aligned axes (right, forward, up) of one frame.
-- object matching: which of four (three where the scene has too few) objects is seen in both of two frames, the
-  others missing from at least one, or the other way round: which is missing from at least one, the others seen in
-  both. Seen: at least one pixel of the object in the frame. The options' kinds (named by label alone, colour or
-  landmark; moving or not) are drawn first and the answer's kind in proportion, so an option's kind says nothing.
+- object matching: which of four (three or two where the scene has too few) objects is seen in both of two frames,
+  the others missing from at least one, or the other way round: which is missing from at least one, the others seen
+  in both. Seen: at least one pixel of the object in the frame. A set of objects is asked once per object, each the
+  answer once (``_matching_units``), so no option's text says anything about the answer.
 Ambiguous questions (values near a threshold, below the noise floor) are not asked.
 """
 
@@ -75,6 +75,9 @@ class ScaleGenerator:
     # A comparison asks a set both ways, in two tries: with one try a round (40 questions over 16 types, about
     # three rounds a scene) these types asked about one set a scene, however many their scenes hold.
     tries = dict.fromkeys(("size_comparison", "height_comparison", "width_comparison", "distance_comparison"), 3)
+    # Object matching asks units of 2-4 questions in the few scenes where objects leave the view: two tries a round
+    # finish more of them before the scene's budget runs out.
+    tries["object_matching"] = 2
 
     def __init__(self, scene: SceneData):
         self.scene = scene
@@ -553,35 +556,38 @@ class ScaleGenerator:
 
     def _object_matching(self, rng):
         """Asked both ways: which object is seen in both frames (the others are missing from at least one), or
-        which is missing from at least one (the others are seen in both); the second way is the one most scenes
-        allow (few objects leave the view). Which objects go out of view is not random (movers more often), so an
-        option's kind (``_name_kind``: kind of name, motion) must not point to the answer: the kinds of the n
-        options are drawn first (a mix the scene allows with an answer of every kind in it), then the answer's kind
-        with probability (options of that kind) / n. Given its options, every option is the answer one time in n
-        whatever its kind."""
+        which is missing from at least one (the others are seen in both). Which objects go out of view is not
+        random (movers, objects near the path's edge), and a scene with one such object would ask about it again
+        and again, so questions come in units (``_matching_units``): a set of n objects, asked n times one way (n
+        frame pairs), each object the answer exactly once. Within a unit every option text is the answer 1/n of the
+        times it is offered, so no name, word, length or label says anything about the answer, asked either way.
+        A scene asks its units in turn, each with frame pairs not asked yet; a unit the scene's budget of questions
+        cuts short is dropped whole when balancing (``balance.complete_units``)."""
         if "matching" not in self._lazy:
-            self._lazy["matching"] = self._matching_table()
-        table = self._lazy["matching"]
-        if not table:
+            self._lazy["matching"] = self._matching_units()
+            self._lazy["matching_queue"], self._lazy["matching_asked"] = [], set()
+            self._lazy["matching_uses"] = [0] * len(self._lazy["matching"])
+        units, queue, asked = self._lazy["matching"], self._lazy["matching_queue"], self._lazy["matching_asked"]
+        if not units:
             return None
-        way = rng.choice(sorted(table))
-        answer_ok, wrong_ok, mixes = table[way]
-        mix = rng.choice(sorted(mixes))  # the options' kinds, sorted
-        kind = mix[rng.randrange(len(mix))]  # in proportion to how many options have it
-        p = rng.choice(mixes[mix][kind])
+        if not queue:  # a new unit, among the least asked that can still ask a new frame pair of each object
+            uses = self._lazy["matching_uses"]
+            fresh = [{o: [p for p in pairs[o] if (way, p) not in asked] for o in objs} for objs, way, pairs, _ in units]
+            open_ = [i for i, f in enumerate(fresh) if all(f.values())]
+            if not open_:
+                return None
+            least = min(uses[i] for i in open_)
+            u = rng.choice([i for i in open_ if uses[i] == least])
+            uses[u] += 1
+            self._lazy["matching_serial"] = serial = self._lazy.get("matching_serial", -1) + 1
+            objs, way, _, names = units[u]
+            for o in rng.sample(objs, len(objs)):  # each object the answer once, in a random order
+                queue.append((objs, names, way, o, rng.choice(fresh[u][o]), serial))
+        objs, names, way, answer, p, serial = queue.pop()
+        asked.add((way, p))
         f1, f2 = (int(f[p]) for f in self._pairs())
-        kinds = self._lazy["matching_kinds"]
-        need = list(mix)
-        need.remove(kind)
-        objs = [rng.choice([o for o in np.flatnonzero(answer_ok[:, p]).tolist() if kinds[o] == kind])]
-        wrong = np.flatnonzero(wrong_ok[:, p]).tolist()
-        for k in sorted(set(need)):
-            objs += rng.sample([o for o in wrong if kinds[o] == k], need.count(k))
-        refs = self._refs(objs)  # no frame-citing phrases: which frames show them is the question
-        if refs is None:
-            return None
-        names = [r[0] for r in refs]
-        opts = mc(names[0], names[1:], rng, n=len(names))
+        order = [answer, *(o for o in objs if o != answer)]
+        opts = mc(names[objs.index(answer)], [names[objs.index(o)] for o in order[1:]], rng, n=len(objs))
         if way == "both":
             q = (f"Which of these objects is seen, even partly, both in the frame at {self._t(f1)} and in the frame "
                  f"at {self._t(f2)}?")
@@ -589,59 +595,43 @@ class ScaleGenerator:
             q = (f"Which of these objects is missing (not seen at all) from the frame at {self._t(f1)} or from the "
                  f"frame at {self._t(f2)} (or from both)?")
         return Draft("object_matching", q, opts[1], "mc", opts[0], frames=[f1, f2],
-                     metadata=self._meta(objs, frames_compared=[f1, f2], asked=way))
+                     metadata=self._meta(order, frames_compared=[f1, f2], asked=way, unit=serial,
+                                         unit_size=len(objs)))
 
-    def _name_kind(self, o):
-        """What an option says about its object besides which one it is: how it is named without a frame (by its
-        label alone, by colour, or by a landmark, "the box nearest to the sofa", still objects only), which sets
-        the name's length and words, and whether the object moves, which its label often tells (people, cars,
-        balls) and which makes it leave the view more often."""
-        nm = namer(self.scene)
-        moves = bool(self.scene.moving[o])
-        if len(nm.groups[self.scene.labels[o]]) == 1:
-            return "label", moves
-        return ("colour" if nm.colour[o] is not None else "landmark"), moves
-
-    def _matching_table(self):
-        """{way: (answers, wrong options, {mix: {answer kind: [frame pair, ...]}})}, answers and wrong options as
-        (O, P) masks over the frame pairs; for every mix of four option kinds (``_name_kind``; three where no mix of
-        four is possible) that the scene can ask with an answer of each kind in it, the pairs that ask it with that
-        answer kind. way "both": the answer is seen in both frames, the others are missing from at least one;
-        "missing": the other way round. Objects are named without a frame (a frame-citing phrase says the object is
-        seen there) and without a size word (larger objects are seen more often)."""
-        from itertools import combinations_with_replacement
-
+    def _matching_units(self):
+        """[(objects, way, {object: [frame pair, ...]}, names)]: the sets of four objects (three or two where the
+        scene has no such four) in which each object can be the answer asked one way: "missing", a frame pair where
+        it is missing from a frame and the others are seen in both; or "both", one where it is seen in both and the
+        others are each missing from one. A unit keeps to one way: were the way drawn per question, an object that
+        is often out of view (a mover) would be the answer of the "missing" questions, the other of the "both"
+        ones. Every object of a unit leaves the view at some time (one that never does could never be the answer).
+        Objects are named without a frame (a frame-citing phrase says the object is seen there) and without a size
+        word (larger objects are seen more often)."""
         s = self.scene
         f1, f2 = self._pairs()
-        nameable = np.array([(r := try_ref(s, o, size=False)) is not None and r[1] is None
-                             for o in range(s.n_objects)])
+        refs = [try_ref(s, o, size=False) for o in range(s.n_objects)]
+        nameable = np.array([r is not None and r[1] is None for r in refs])
         both = s.visible[:, f1] & s.visible[:, f2] & nameable[:, None]
         # Seen somewhere in the video: an object never shown would be named for nothing.
         one = s.visible.any(1)[:, None] & ~both & nameable[:, None]
-        if not one.any():  # every nameable object seen in every frame it is asked about: most scenes
-            return {}
-        kinds = [self._name_kind(o) if nameable[o] else None for o in range(s.n_objects)]
-        self._lazy["matching_kinds"] = kinds
-        present = sorted({k for k in kinds if k is not None})
-        of = np.array([[x == k for k in present] for x in kinds], dtype=np.int64).reshape(-1, len(present))  # (O, K)
-        table = {}
-        for way, answer_ok, wrong_ok in (("both", both, one), ("missing", one, both)):
-            n_answer, n_wrong = of.T @ answer_ok, of.T @ wrong_ok  # (K, P): per kind, per frame pair
-            mixes = {}
-            for n_options in (4, 3):  # three options only where the scene cannot ask four
-                if mixes:
-                    break
-                combos = list(combinations_with_replacement(range(len(present)), n_options))
-                counts = np.array([np.bincount(c, minlength=len(present)) for c in combos])  # (M, K)
-                ok = [(n_answer[k] >= 1) & (n_wrong[None] >= (counts - (np.arange(len(present)) == k))[..., None]).all(1)
-                      for k in range(len(present))]  # per answer kind: (M, P)
-                for m, combo in enumerate(combos):
-                    rows = {present[k]: np.flatnonzero(ok[k][m]).tolist() for k in sorted(set(combo))}
-                    if all(rows.values()):
-                        mixes[tuple(present[k] for k in combo)] = rows
-            if mixes:
-                table[way] = (answer_ok, wrong_ok, mixes)
-        return table
+        leave = np.flatnonzero(one.any(1)).tolist()
+        for n in (4, 3, 2):
+            units = []
+            for objs in itertools.combinations(leave, n):
+                names = [refs[o][0] for o in objs]
+                if len(set(names)) < n:
+                    continue
+                for way, answer_ok, wrong_ok in (("missing", one, both), ("both", both, one)):
+                    pairs = {}
+                    for o in objs:
+                        pairs[o] = np.flatnonzero(answer_ok[o] & wrong_ok[[x for x in objs if x != o]].all(0)).tolist()
+                        if not pairs[o]:
+                            break
+                    else:
+                        units.append((list(objs), way, pairs, names))
+            if units:
+                return units
+        return []
 
 
 def _article(word: str) -> str:
