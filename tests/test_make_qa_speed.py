@@ -88,3 +88,52 @@ def test_gc_pause_keeps_objects_the_process_froze():
         gc.unfreeze()
         if not was:
             gc.disable()
+
+
+def test_dsr_tables_through_the_caches_equal_plain_indexing(tmp_path):
+    """DSR's kept per-scene pieces (viewer headings per mode and key times, speeds shared by two types), pair offsets
+    gathered with np.take and candidate values read only when drawn: the same arrays as plain indexing and as a
+    fresh generator building each table first."""
+    import dataclasses
+
+    from spatialctl.stages.make_qa import dsr
+    from spatialctl.stages.make_qa.scene import load_scene
+    from spatialctl.stages.synth import SynthConfig
+    from spatialctl.stages.synth import run as synth_run
+
+    cfg = SynthConfig(seed=1083, preset="outdoor", frames=16, width=64, height=48, moving=3, camera="walk",
+                      objects=7, quiet=True, out=str(tmp_path / "s"))
+    assert synth_run(dataclasses.replace(cfg)).exit_code == 0
+    scene = load_scene(str(tmp_path / "s" / "scene.zarr"))
+    gen = dsr.DSRGenerator(scene)
+    rng = random.Random(0)
+    for t in dsr.TYPES * 8:
+        gen.generate(t, rng)
+    assert gen.agents and len(gen._candidates) >= 12
+    for mode in dsr.MODES:
+        for m in (3, 4, 5):
+            fs = dsr.key_frame_sets(scene.n_frames, m)[0]
+            ok = gen.tables.ok
+            assert np.array_equal(gen.tables._viewer_ok(fs, mode), ok[:, fs].all(-1) if mode == "relative"
+                                  else ok[:, fs[:, 0]])
+            (vi, ai, bi, ki), off, _ = gen._pairs(mode, m)
+            loc = gen.tables.positions(mode, m)[0]
+            loc = np.concatenate([loc, np.zeros(loc.shape[:2] + (1,) + loc.shape[3:])], axis=2)
+            assert len(vi) and np.array_equal(off, loc[:, vi, ai, ki] - loc[:, vi, bi, ki])
+    fresh = dsr.DSRGenerator(scene)  # same agent, its tables built in another order
+    fresh.agents, fresh.viewer, fresh.tables = gen.agents, gen.viewer, dsr.ViewTables(scene, gen.agents)
+    checked = 0
+    for (qtype, mode, agent, m), cands in gen._candidates.items():
+        valid, values, base = gen._tables[(qtype, mode, m)]
+        valid2, values2, _ = getattr(fresh, "_table_" + qtype)(mode, m)
+        assert np.array_equal(valid, valid2)
+        v = gen.viewer[agent]
+        idx = np.nonzero(valid[v])
+        for name, x in values.items():
+            assert np.array_equal(x[valid], values2[name][valid2])
+            full = x[v][idx]
+            for j in range(len(idx[0])):
+                assert np.array_equal(cands.value(name, j), full[j])
+                checked += 1
+        assert np.array_equal(cands.codes, values["codes"][v][idx])
+    assert checked > 50

@@ -230,7 +230,12 @@ class ViewTables:
         return np.stack([sum(rr[i, j][:, None, :, None] * vec[j][None] for j in range(3)) for i in range(3)])
 
     def _viewer_ok(self, fs, mode):
-        return self.ok[:, fs].all(-1) if mode == "relative" else self.ok[:, fs[:, 0]]  # (V, K)
+        """(V, K): the viewer has a heading at the key frames ``fs`` (all of them when relative, else the first);
+        kept per (mode, number of key times): every table of that mode and number asks for it."""
+        ck = ("viewer_ok", mode, fs.shape[1])
+        if ck not in self._cache:
+            self._cache[ck] = self.ok[:, fs].all(-1) if mode == "relative" else self.ok[:, fs[:, 0]]
+        return self._cache[ck]
 
     def _relative(self, name, vec, offset):
         """Every frame at once, relative mode: (vec - viewer position if offset) in each viewer's own axes then,
@@ -277,10 +282,14 @@ class _Candidates:
 
     def __init__(self, valid: np.ndarray, weight: np.ndarray, values: dict, base: int):
         idx = np.nonzero(valid)
-        self.index = [i.tolist() for i in idx]  # per axis of ``valid``; the key-frame set is the last
-        self.values = {k: v[idx] for k, v in values.items()}
-        codes = self.values["codes"]
-        self.sampler = ClassDraw(run_classes(codes, base), weight[idx[-1]]) if len(idx[-1]) else None
+        self.index = idx  # per axis of ``valid``; the key-frame set is the last
+        self._values = values  # read only at the drawn candidates (``value``): most are never drawn
+        self.codes = values["codes"][idx]
+        self.sampler = ClassDraw(run_classes(self.codes, base), weight[idx[-1]]) if len(idx[-1]) else None
+
+    def value(self, name: str, j: int) -> np.ndarray:
+        """Values ``name`` of candidate j."""
+        return self._values[name][tuple(i[j] for i in self.index)]
 
     def __len__(self) -> int:
         return 0 if self.sampler is None else len(self.sampler)
@@ -344,7 +353,7 @@ class DSRGenerator:
         j = cands.draw(rng)
         if qtype in KEEP_ONE_PHASE:
             code, keep = KEEP_ONE_PHASE[qtype]
-            c = cands.values["codes"][j]
+            c = cands.codes[j]
             if (c == (c[0] if code is None else code)).all() and rng.random() >= keep:
                 return None
         return getattr(self, "_" + qtype)(mode, kind, agent, m, cands, j)
@@ -388,7 +397,12 @@ class DSRGenerator:
             pair &= np.triu(np.ones((o + 1, o + 1), bool), 1)[None, :, :, None]
         idx = np.nonzero(pair)
         vi, ai, bi, ki = idx
-        return idx, loc[:, vi, ai, ki] - loc[:, vi, bi, ki], pair.shape
+        # np.take along one flattened (viewer, object, key-frame set) axis: several times faster than indexing
+        # with four index arrays (same values)
+        flat = loc.reshape(3, -1, m)
+        a = np.take(flat, np.ravel_multi_index((vi, ai, ki), loc.shape[1:4]), axis=1)
+        b = np.take(flat, np.ravel_multi_index((vi, bi, ki), loc.shape[1:4]), axis=1)
+        return idx, a - b, pair.shape
 
     def _table_distance(self, mode, m):
         # one of each unordered pair: the distance is symmetric
@@ -437,10 +451,13 @@ class DSRGenerator:
     def _speeds(self, mode, m):
         """(speeds (V, O, K, m-1), ok (V, O, K), dt (K, m-1)) between consecutive key frames; only objects that
         move (a still object's speed is the viewer's own motion, which its label would give away)."""
-        loc, ok = self.tables.positions(mode, m)
-        dt = np.diff(self.scene.timestamps[key_frame_sets(self.scene.n_frames, m)[0]], axis=1)
-        movers = np.asarray(self.scene.moving, bool)[None, :, None]
-        return _norm(np.diff(loc, axis=-1)) / dt, ok & self._named(m) & movers, dt
+        ck = ("speeds", mode, m)  # speed and speed comparison share it
+        if ck not in self._tables:
+            loc, ok = self.tables.positions(mode, m)
+            dt = np.diff(self.scene.timestamps[key_frame_sets(self.scene.n_frames, m)[0]], axis=1)
+            movers = np.asarray(self.scene.moving, bool)[None, :, None]
+            self._tables[ck] = _norm(np.diff(loc, axis=-1)) / dt, ok & self._named(m) & movers, dt
+        return self._tables[ck]
 
     def _table_speed(self, mode, m):
         sp, ok, dt = self._speeds(mode, m)
@@ -505,7 +522,7 @@ class DSRGenerator:
     def _pick(self, cands, j, m):
         """(objects, key frames) of candidate j."""
         k = cands.index[-1][j]
-        return [i[j] for i in cands.index[:-1]], key_frame_sets(self.scene.n_frames, m)[0][k].tolist()
+        return [int(i[j]) for i in cands.index[:-1]], key_frame_sets(self.scene.n_frames, m)[0][k].tolist()
 
     def _texts(self, mode, kind, agent, frames, objs, shown=None):
         """(viewpoint text, refs of objs) or None when something cannot be named (within ``shown`` frames); object
@@ -576,9 +593,9 @@ class DSRGenerator:
         vp, (ra, rb) = got
         q = (f"{vp}, how does the distance between {ra[0]} and {rb[0]} change over {self._times(frames)}? "
              "Describe each phase.")
-        d = [round(x, 4) for x in cands.values["d"][j].tolist()]
+        d = [round(x, 4) for x in cands.value("d", j).tolist()]
         return self._draft("distance", q, mode, kind, agent, frames, (a, b), (ra, rb),
-                           cands.values["codes"][j].tolist(), DISTANCE_PHRASE, distances=d)
+                           cands.codes[j].tolist(), DISTANCE_PHRASE, distances=d)
 
     def _direction(self, mode, kind, agent, m, cands, j):
         (a, b), frames = self._pick(cands, j, m)
@@ -589,7 +606,7 @@ class DSRGenerator:
         q = (f"{vp}, where is {ra[0]} relative to {rb[0]} (front/back, left/right, above/below) at "
              f"{self._times(frames)}? Describe each phase.")
         return self._draft("direction", q, mode, kind, agent, frames, (a, b), (ra, rb),
-                           cands.values["codes"][j].tolist(), POSITION_PHRASE)
+                           cands.codes[j].tolist(), POSITION_PHRASE)
 
     def _direction_prediction(self, mode, kind, agent, m, cands, j):
         (a, b), frames = self._pick(cands, j, m)
@@ -601,7 +618,7 @@ class DSRGenerator:
         q = (f"The video is shown up to {self._ts[frames[0]]:.2f} s. {vp}, where will {ra[0]} be relative to "
              f"{rb[0]} (front/back, left/right, above/below) at {self._times(frames[1:])}? Describe each phase.")
         return self._draft("direction_prediction", q, mode, kind, agent, frames, (a, b), (ra, rb),
-                           cands.values["codes"][j].tolist(), POSITION_PHRASE, shown=observed,
+                           cands.codes[j].tolist(), POSITION_PHRASE, shown=observed,
                            observed_until=frames[0])
 
     def _orientation(self, mode, kind, agent, m, cands, j):
@@ -612,7 +629,7 @@ class DSRGenerator:
         vp, (r,) = got
         q = f"{vp}, which way does {r[0]} face at {self._times(frames)}? Describe each phase."
         return self._draft("orientation", q, mode, kind, agent, frames, (o,), (r,),
-                           cands.values["codes"][j].tolist(), FACING_PHRASE, facing_source="box yaw + front_yaw")
+                           cands.codes[j].tolist(), FACING_PHRASE, facing_source="box yaw + front_yaw")
 
     def _speed(self, mode, kind, agent, m, cands, j):
         (o,), frames = self._pick(cands, j, m)
@@ -622,8 +639,8 @@ class DSRGenerator:
         vp, (r,) = got
         q = (f"{vp}, how does the speed of {r[0]} relative to the viewpoint change across the intervals between "
              f"{self._times(frames)}? Describe each phase.")
-        sp = [round(x, 5) for x in cands.values["sp"][j].tolist()]
-        return self._draft("speed", q, mode, kind, agent, frames, (o,), (r,), cands.values["codes"][j].tolist(),
+        sp = [round(x, 5) for x in cands.value("sp", j).tolist()]
+        return self._draft("speed", q, mode, kind, agent, frames, (o,), (r,), cands.codes[j].tolist(),
                            SPEED_PHRASE, speeds=sp)
 
     def _speed_comparison(self, mode, kind, agent, m, cands, j):
@@ -634,6 +651,6 @@ class DSRGenerator:
         vp, (ra, rb) = got
         q = (f"{vp}, compare the speed relative to the viewpoint of {ra[0]} (object 1) and {rb[0]} (object 2) "
              f"in the intervals between {self._times(frames)}. Describe each phase.")
-        speeds = [[round(x, 5) for x in cands.values[k][j].tolist()] for k in ("sa", "sb")]
+        speeds = [[round(x, 5) for x in cands.value(k, j).tolist()] for k in ("sa", "sb")]
         return self._draft("speed_comparison", q, mode, kind, agent, frames, (a, b), (ra, rb),
-                           cands.values["codes"][j].tolist(), COMPARE_PHRASE, speeds=speeds)
+                           cands.codes[j].tolist(), COMPARE_PHRASE, speeds=speeds)
